@@ -1,0 +1,345 @@
+"""Frozen dataclasses that cross every process, file and storage boundary.
+
+Each has a versioned JSON form (``"schema": "autotune.<kind>/v1"``); dicts appear only inside the
+``to_dict``/``from_dict`` pairs below. Readers refuse a schema they do not know instead of
+guessing, so a file written by a newer autotune fails with a clear message.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any, Literal
+
+from autotune.errors import AutotuneError
+
+CONFIG_SCHEMA = "autotune.config/v1"
+JOB_SCHEMA = "autotune.job/v1"
+RESULT_SCHEMA = "autotune.result/v1"
+TUNED_SCHEMA = "autotune.tuned/v1"
+
+#: Names of ``onnxruntime.ExecutionMode`` members autotune may set.
+EXECUTION_MODES = ("ORT_SEQUENTIAL", "ORT_PARALLEL")
+#: Names of ``onnxruntime.GraphOptimizationLevel`` members, weakest first.
+OPTIMIZATION_LEVELS = (
+    "ORT_DISABLE_ALL",
+    "ORT_ENABLE_BASIC",
+    "ORT_ENABLE_EXTENDED",
+    "ORT_ENABLE_LAYOUT",
+    "ORT_ENABLE_ALL",
+)
+#: ``SessionOptions`` attributes autotune may set, with the Python type each takes.
+SESSION_OPTIONS: Mapping[str, type] = {
+    "intra_op_num_threads": int,
+    "inter_op_num_threads": int,
+    "execution_mode": str,
+    "graph_optimization_level": str,
+    "enable_cpu_mem_arena": bool,
+    "enable_mem_pattern": bool,
+    "enable_mem_reuse": bool,
+    "use_deterministic_compute": bool,
+}
+
+FailureKind = Literal[
+    "error",  # onnxruntime raised (session creation or run)
+    "crash",  # the worker died by a signal
+    "timeout",  # wall-clock limit hit, process group killed
+    "oom",  # memory cap hit
+    "fallback",  # a requested execution provider silently fell back to another
+    "no_result",  # the worker exited without a (valid) result document
+    "mismatch",  # outputs differ from the baseline's beyond tolerance
+]
+
+
+def _check_schema(data: Mapping[str, Any], expected: str, what: str) -> None:
+    got = data.get("schema")
+    if got != expected:
+        raise AutotuneError(
+            f"{what} has schema {got!r}, expected {expected!r}: "
+            "it was written by another autotune version; re-run the tuning with this one"
+        )
+
+
+@dataclass(frozen=True)
+class ProviderSpec:
+    """One execution provider and its provider options (ONNX Runtime takes them as strings)."""
+
+    name: str
+    options: Mapping[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "options": dict(self.options)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ProviderSpec:
+        return cls(name=str(data["name"]), options={k: str(v) for k, v in data["options"].items()})
+
+
+@dataclass(frozen=True)
+class TrialConfig:
+    """Everything needed to build and drive one InferenceSession.
+
+    ``session_options`` maps :data:`SESSION_OPTIONS` names to values (enums by member name);
+    anything left out keeps ONNX Runtime's default. ``config_entries`` go through
+    ``SessionOptions.add_session_config_entry``.
+    """
+
+    providers: tuple[ProviderSpec, ...] = (ProviderSpec("CPUExecutionProvider"),)
+    session_options: Mapping[str, int | bool | str] = field(default_factory=dict)
+    config_entries: Mapping[str, str] = field(default_factory=dict)
+    batch_size: int = 1
+    io_binding: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema": CONFIG_SCHEMA,
+            "providers": [p.to_dict() for p in self.providers],
+            "session_options": dict(self.session_options),
+            "config_entries": dict(self.config_entries),
+            "batch_size": self.batch_size,
+            "io_binding": self.io_binding,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TrialConfig:
+        _check_schema(data, CONFIG_SCHEMA, "config")
+        unknown = set(data["session_options"]) - set(SESSION_OPTIONS)
+        if unknown:
+            raise AutotuneError(f"config sets unknown session options: {sorted(unknown)}")
+        return cls(
+            providers=tuple(ProviderSpec.from_dict(p) for p in data["providers"]),
+            session_options=dict(data["session_options"]),
+            config_entries={k: str(v) for k, v in data["config_entries"].items()},
+            batch_size=int(data["batch_size"]),
+            io_binding=bool(data["io_binding"]),
+        )
+
+    def describe(self) -> str:
+        """A short human-readable summary, for progress lines and tables."""
+        parts = [f"batch={self.batch_size}"]
+        short = {
+            "intra_op_num_threads": "intra",
+            "inter_op_num_threads": "inter",
+            "execution_mode": "mode",
+            "graph_optimization_level": "opt",
+            "enable_cpu_mem_arena": "arena",
+            "enable_mem_pattern": "mempat",
+        }
+        for key, value in self.session_options.items():
+            text = str(value).removeprefix("ORT_").removeprefix("ENABLE_").lower()
+            parts.append(f"{short.get(key, key)}={text}")
+        for key, value in self.config_entries.items():
+            parts.append(f"{key.rsplit('.', 1)[-1]}={value}")
+        if self.io_binding:
+            parts.append("iobinding")
+        names = [p.name.removesuffix("ExecutionProvider") for p in self.providers]
+        if names != ["CPU"]:
+            parts.insert(0, "+".join(names))
+        return " ".join(parts) if len(parts) > 1 or self.session_options else "ORT defaults"
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """One model input as the worker must feed it: dtype, shape at batch size 1, batch axis."""
+
+    name: str
+    dtype: str  # numpy dtype name, e.g. "float32"
+    shape: tuple[int, ...]
+    batched: bool  # axis 0 is the batch axis and is replaced by the trial's batch size
+
+    def shape_for(self, batch_size: int) -> tuple[int, ...]:
+        if not self.batched:
+            return self.shape
+        return (batch_size, *self.shape[1:])
+
+
+@dataclass(frozen=True)
+class FeedPlan:
+    """How to make the model's inputs: synthetic (seeded) or from a user ``.npz`` file."""
+
+    inputs: tuple[InputSpec, ...]
+    seed: int = 0
+    data_path: str | None = None  # .npz holding some or all inputs; the rest is synthesised
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "inputs": [asdict(i) for i in self.inputs],
+            "seed": self.seed,
+            "data_path": self.data_path,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> FeedPlan:
+        inputs = tuple(
+            InputSpec(
+                name=i["name"], dtype=i["dtype"], shape=tuple(i["shape"]), batched=i["batched"]
+            )
+            for i in data["inputs"]
+        )
+        return cls(inputs=inputs, seed=int(data["seed"]), data_path=data["data_path"])
+
+
+@dataclass(frozen=True)
+class MeasureSettings:
+    """How long the worker measures: warm-up, then until both minimums are met, up to a cap."""
+
+    warmup_runs: int = 3
+    warmup_s: float = 0.1
+    min_runs: int = 10
+    min_time_s: float = 0.5
+    max_runs: int = 100_000
+    max_time_s: float = 10.0
+
+
+@dataclass(frozen=True)
+class WorkerJob:
+    """What the runner hands one worker: the model, the config, the inputs, the timing rules."""
+
+    model_path: str
+    config: TrialConfig
+    feeds: FeedPlan
+    measure: MeasureSettings = field(default_factory=MeasureSettings)
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "schema": JOB_SCHEMA,
+                "model_path": self.model_path,
+                "config": self.config.to_dict(),
+                "feeds": self.feeds.to_dict(),
+                "measure": asdict(self.measure),
+            }
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> WorkerJob:
+        data = json.loads(text)
+        _check_schema(data, JOB_SCHEMA, "worker job")
+        return cls(
+            model_path=data["model_path"],
+            config=TrialConfig.from_dict(data["config"]),
+            feeds=FeedPlan.from_dict(data["feeds"]),
+            measure=MeasureSettings(**data["measure"]),
+        )
+
+
+@dataclass(frozen=True)
+class LatencyStats:
+    """Per-run latency in milliseconds over the timed runs."""
+
+    p50: float
+    p90: float
+    p95: float
+    p99: float
+    mean: float
+    std: float
+    min: float
+    max: float
+    count: int
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """One successful trial's figures. Times in seconds unless the name says otherwise."""
+
+    batch_size: int
+    import_s: float  # importing onnxruntime in the worker
+    create_s: float  # InferenceSession(...) construction
+    first_run_s: float  # the first inference (cuDNN searches, engine builds land here)
+    latency_ms: LatencyStats
+    throughput: float  # samples per second over the timed runs
+    timed_s: float
+    warmup_runs: int
+    providers: tuple[str, ...]
+    peak_rss_mb: float | None = None  # filled by the runner from the OS when the worker exits
+    wall_s: float | None = None  # whole trial as the runner saw it, process start included
+
+    @property
+    def startup_s(self) -> float:
+        return self.create_s + self.first_run_s
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["providers"] = list(self.providers)
+        data["startup_s"] = self.startup_s
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Measurement:
+        names = {f.name for f in fields(cls)}
+        kwargs = {k: v for k, v in data.items() if k in names}
+        kwargs["latency_ms"] = LatencyStats(**data["latency_ms"])
+        kwargs["providers"] = tuple(data["providers"])
+        return cls(**kwargs)
+
+    def with_process(self, *, peak_rss_mb: float | None, wall_s: float) -> Measurement:
+        return replace(self, peak_rss_mb=peak_rss_mb, wall_s=wall_s)
+
+
+@dataclass(frozen=True)
+class TrialFailure:
+    """Why a trial produced no measurement. Failures are data, not exceptions."""
+
+    kind: FailureKind
+    message: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "message": self.message}
+
+
+TrialOutcome = Measurement | TrialFailure
+
+
+@dataclass(frozen=True)
+class TunedConfig:
+    """The deployable result (``best.json``): the config, its figures and where they came from."""
+
+    config: TrialConfig
+    model_path: str
+    model_sha256: str
+    objective: str
+    metrics: Measurement
+    baseline: Measurement
+    speedup: float  # objective of the best relative to the baseline, > 1 means better
+    study_name: str
+    storage: str
+    trial_number: int
+    environment: Mapping[str, Any]
+    created: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema": TUNED_SCHEMA,
+            "config": self.config.to_dict(),
+            "model": {"path": self.model_path, "sha256": self.model_sha256},
+            "objective": self.objective,
+            "metrics": self.metrics.to_dict(),
+            "baseline": self.baseline.to_dict(),
+            "speedup": self.speedup,
+            "study": {
+                "name": self.study_name,
+                "storage": self.storage,
+                "trial": self.trial_number,
+            },
+            "environment": dict(self.environment),
+            "created": self.created,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TunedConfig:
+        _check_schema(data, TUNED_SCHEMA, "tuned config")
+        return cls(
+            config=TrialConfig.from_dict(data["config"]),
+            model_path=data["model"]["path"],
+            model_sha256=data["model"]["sha256"],
+            objective=data["objective"],
+            metrics=Measurement.from_dict(data["metrics"]),
+            baseline=Measurement.from_dict(data["baseline"]),
+            speedup=float(data["speedup"]),
+            study_name=data["study"]["name"],
+            storage=data["study"]["storage"],
+            trial_number=int(data["study"]["trial"]),
+            environment=data["environment"],
+            created=data["created"],
+        )

@@ -1,0 +1,61 @@
+"""Writing results: ``best.json`` (a :class:`TunedConfig`), always atomically."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Mapping
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from autotune.config import Measurement, TunedConfig
+from autotune.model import ModelInfo
+from autotune.objectives import Objective
+from autotune.study import TuneResult
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write to a temporary file in the same folder, then rename: never a truncated file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            json.dump(data, handle, indent=2)
+            handle.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def tuned_config(
+    result: TuneResult,
+    *,
+    model: ModelInfo,
+    objective: Objective,
+    environment: Mapping[str, Any],
+) -> TunedConfig:
+    best, baseline = result.best.outcome, result.baseline.outcome
+    assert isinstance(best, Measurement) and isinstance(baseline, Measurement)
+    return TunedConfig(
+        config=result.best.config,
+        model_path=model.path,
+        model_sha256=model.sha256,
+        objective=objective.name,
+        metrics=best,
+        baseline=baseline,
+        speedup=objective.gain(best, baseline),
+        study_name=result.study_name,
+        storage=result.storage,
+        trial_number=result.best.number,
+        environment=dict(environment),
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    )
+
+
+def write_best(tuned: TunedConfig, out_dir: Path) -> Path:
+    path = out_dir / tuned.study_name / "best.json"
+    write_json_atomic(path, tuned.to_dict())
+    return path

@@ -1,0 +1,98 @@
+"""What this machine offers a trial: usable CPUs (affinity and cgroup quota) and its fingerprint.
+
+The host's core count oversubscribes containers: a pod limited to 2 CPUs on a 64-core host must
+not search 64 threads. ``usable_cpus`` takes the smaller of the affinity mask and the cgroup CPU
+quota, the way a deployment on the same machine would see it.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+import sys
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+#: onnxruntime distributions that install the same ``onnxruntime`` module.
+ORT_DISTRIBUTIONS = (
+    "onnxruntime",
+    "onnxruntime-gpu",
+    "onnxruntime-directml",
+    "onnxruntime-openvino",
+    "onnxruntime-qnn",
+)
+
+
+def _cgroup_cpu_limit(root: Path = Path("/sys/fs/cgroup")) -> float | None:
+    """CPU quota of this process's cgroup in CPUs, or None when there is none (v2, then v1)."""
+    v2 = root / "cpu.max"
+    try:
+        quota, period = v2.read_text().split()[:2]
+        if quota != "max":
+            return int(quota) / int(period)
+        return None
+    except (OSError, ValueError):
+        pass
+    try:
+        quota_us = int((root / "cpu" / "cpu.cfs_quota_us").read_text())
+        period_us = int((root / "cpu" / "cpu.cfs_period_us").read_text())
+    except (OSError, ValueError):
+        return None
+    return quota_us / period_us if quota_us > 0 else None
+
+
+def usable_cpus() -> int:
+    """CPUs this process may really use: affinity mask, then cgroup quota (rounded up), >= 1."""
+    try:
+        count = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        count = os.cpu_count() or 1
+    limit = _cgroup_cpu_limit()
+    if limit is not None:
+        count = min(count, max(1, math.ceil(limit)))
+    return max(1, count)
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def installed_ort_distributions() -> dict[str, str]:
+    """Every installed onnxruntime distribution with its version (two at once is a breakage)."""
+    found = {}
+    for name in ORT_DISTRIBUTIONS:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return found
+
+
+def environment() -> dict[str, Any]:
+    """The facts a timing depends on, recorded with every study and every best.json."""
+    import psutil
+
+    from autotune import __version__
+
+    distributions = installed_ort_distributions()
+    return {
+        "autotune_version": __version__,
+        "onnxruntime_version": next(iter(distributions.values()), None),
+        "onnxruntime_package": ",".join(distributions) or None,
+        "cpu_model": cpu_model(),
+        "logical_cores": os.cpu_count(),
+        "physical_cores": psutil.cpu_count(logical=False),
+        "usable_cpus": usable_cpus(),
+        "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
+        "os": f"{platform.system()} {platform.release()}",
+        "machine": platform.machine(),
+        "python": sys.version.split()[0],
+    }

@@ -1,0 +1,338 @@
+"""The model's graph interface and the inputs fed to it.
+
+``read_model`` parses the ONNX file once in the tuner (inputs, dtypes, static and symbolic dims,
+the batch dim, opsets, size, sha256) without loading external weights. ``resolve_inputs`` turns
+that plus the user's ``--shape``/``--dim``/``--inputs`` into a :class:`FeedPlan` whose every dim
+is known, or fails naming the input, the axis and the flag that fixes it. ``make_feeds`` (numpy
+only, used by the worker) builds the arrays for one batch size.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from autotune.config import FeedPlan, InputSpec
+from autotune.errors import UsageError
+
+Dim = int | str | None  # static size, named symbol, or unnamed dynamic dim
+
+
+@dataclass(frozen=True)
+class ModelInput:
+    name: str
+    dtype: str
+    dims: tuple[Dim, ...]
+
+    def dims_text(self) -> str:
+        return "[" + ", ".join("?" if d is None else str(d) for d in self.dims) + "]"
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    path: str
+    sha256: str
+    size_bytes: int
+    opsets: Mapping[str, int]
+    inputs: tuple[ModelInput, ...]
+    outputs: tuple[str, ...]
+
+    @property
+    def batch_symbol(self) -> Dim | None:
+        """The symbol of the batch dim, or None when the model has no recognisable dynamic batch.
+
+        Axis 0 is the batch when it is dynamic in every input of rank >= 1 and carries the same
+        named symbol in all of them (an unnamed axis 0 counts only in a single-input model).
+        """
+        firsts = [i.dims[0] for i in self.inputs if i.dims]
+        if not firsts or any(isinstance(d, int) for d in firsts):
+            return None
+        if len(firsts) == 1:
+            return firsts[0] if firsts[0] is not None else ""
+        if firsts[0] is not None and all(d == firsts[0] for d in firsts):
+            return firsts[0]
+        return None
+
+    @property
+    def has_dynamic_batch(self) -> bool:
+        return self.batch_symbol is not None
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_model(path: str | os.PathLike[str]) -> ModelInfo:
+    """Parse the graph interface of an ONNX file. Raises UsageError for anything unusable."""
+    import onnx
+    from google.protobuf.message import DecodeError
+
+    file = Path(path)
+    if not file.exists():
+        raise UsageError(f"model file not found: {file}")
+    if file.is_dir():
+        raise UsageError(f"{file} is a directory; pass the .onnx file itself")
+    try:
+        proto = onnx.load(str(file), load_external_data=False)
+    except (DecodeError, ValueError, RuntimeError, OSError) as exc:
+        raise UsageError(
+            f"{file} is not a valid ONNX model (truncated or not ONNX): {exc}"
+        ) from exc
+    graph = proto.graph
+    if not graph.node and not graph.output:
+        raise UsageError(f"{file} is not a valid ONNX model: it has no graph")
+    initializers = {t.name for t in graph.initializer}
+    inputs = []
+    for value in graph.input:
+        if value.name in initializers:
+            continue
+        kind = value.type.WhichOneof("value")
+        if kind != "tensor_type":
+            raise UsageError(
+                f"input {value.name!r} is a {kind or 'typeless value'}, not a tensor; "
+                "autotune feeds tensor inputs only"
+            )
+        tensor = value.type.tensor_type
+        try:
+            dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type)).name
+        except (KeyError, TypeError, ValueError):
+            dtype = onnx.TensorProto.DataType.Name(tensor.elem_type).lower()
+        dims: list[Dim] = []
+        for dim in tensor.shape.dim:
+            if dim.HasField("dim_value") and dim.dim_value > 0:
+                dims.append(int(dim.dim_value))
+            elif dim.HasField("dim_param") and dim.dim_param:
+                dims.append(dim.dim_param)
+            else:
+                dims.append(None)
+        inputs.append(ModelInput(name=value.name, dtype=dtype, dims=tuple(dims)))
+    return ModelInfo(
+        path=str(file.resolve()),
+        sha256=file_sha256(file),
+        size_bytes=file.stat().st_size,
+        opsets={op.domain or "ai.onnx": op.version for op in proto.opset_import},
+        inputs=tuple(inputs),
+        outputs=tuple(o.name for o in graph.output),
+    )
+
+
+_SHAPE = re.compile(r"^\d+(x\d+)*$")
+
+
+def parse_shape_flags(values: Sequence[str]) -> dict[str, tuple[int, ...]]:
+    """``["x=1x3x224x224", "sr="]`` -> ``{"x": (1, 3, 224, 224), "sr": ()}``."""
+    shapes: dict[str, tuple[int, ...]] = {}
+    for value in values:
+        name, sep, text = value.rpartition("=")
+        text = text.strip().lower()
+        if not sep or not name or not (text == "" or _SHAPE.match(text)):
+            raise UsageError(
+                f"--shape {value!r} is malformed; write NAME=DIMS with DIMS like 1x3x224x224 "
+                "(an empty DIMS for a scalar)"
+            )
+        shape = tuple(int(d) for d in text.split("x")) if text else ()
+        if any(d <= 0 for d in shape):
+            raise UsageError(f"--shape {value!r} has a dim <= 0; every dim must be positive")
+        shapes[name] = shape
+    return shapes
+
+
+def parse_dim_flags(values: Sequence[str]) -> dict[str, int]:
+    """``["seq=128"]`` -> ``{"seq": 128}``."""
+    dims: dict[str, int] = {}
+    for value in values:
+        name, sep, text = value.rpartition("=")
+        if not sep or not name or not text.strip().isdigit() or int(text) <= 0:
+            raise UsageError(
+                f"--dim {value!r} is malformed; write SYMBOL=N with N a positive integer, "
+                "SYMBOL being a dim name shown by the model's inputs"
+            )
+        dims[name] = int(text)
+    return dims
+
+
+def load_npz(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {name: data[name] for name in data.files}
+    except FileNotFoundError:
+        raise UsageError(f"--inputs file not found: {path}") from None
+    except (OSError, ValueError) as exc:
+        raise UsageError(
+            f"--inputs {path} is not a readable .npz file ({exc}); "
+            "write it with numpy.savez(path, input_name=array, ...)"
+        ) from None
+
+
+@dataclass(frozen=True)
+class ResolvedInputs:
+    plan: FeedPlan
+    pinned_batch: int | None  # batch size fixed by --shape/--dim/--inputs, if any
+
+
+def _check_shape(inp: ModelInput, shape: tuple[int, ...], source: str) -> list[str]:
+    if len(shape) != len(inp.dims):
+        return [
+            f"{source} for input {inp.name!r} has rank {len(shape)}, "
+            f"the model expects rank {len(inp.dims)} {inp.dims_text()}"
+        ]
+    return [
+        f"{source} for input {inp.name!r} has {got} on axis {axis}, the model fixes it at {want}"
+        for axis, (got, want) in enumerate(zip(shape, inp.dims, strict=True))
+        if isinstance(want, int) and got != want
+    ]
+
+
+def resolve_inputs(
+    model: ModelInfo,
+    *,
+    shapes: Mapping[str, tuple[int, ...]] | None = None,
+    dims: Mapping[str, int] | None = None,
+    data_path: str | None = None,
+    seed: int = 0,
+) -> ResolvedInputs:
+    """Fix every dim of every input; report all unresolvable or conflicting ones at once."""
+    shapes = dict(shapes or {})
+    dims = dict(dims or {})
+    data = load_npz(data_path) if data_path else {}
+    names = {i.name for i in model.inputs}
+    problems = [
+        f"--shape names input {n!r}, which the model does not have"
+        for n in shapes
+        if n not in names
+    ]
+    problems += [
+        f"--inputs holds {n!r}, which is not a model input" for n in data if n not in names
+    ]
+    symbols = {d for i in model.inputs for d in i.dims if isinstance(d, str)}
+    problems += [
+        f"--dim names {s!r}, which is not a dim of any input" for s in dims if s not in symbols
+    ]
+    if problems:
+        valid = ", ".join(f"{i.name} {i.dtype} {i.dims_text()}" for i in model.inputs)
+        raise UsageError("; ".join(problems) + f" (model inputs: {valid})")
+
+    batch = model.batch_symbol
+    specs: list[InputSpec] = []
+    pinned: dict[str, int] = {}
+    for inp in model.inputs:
+        batched = batch is not None and bool(inp.dims)
+        if inp.name in data:
+            array = data[inp.name]
+            if array.dtype.name != inp.dtype:
+                problems.append(
+                    f"--inputs array {inp.name!r} has dtype {array.dtype.name}, "
+                    f"the model expects {inp.dtype}"
+                )
+            found = _check_shape(inp, tuple(array.shape), "--inputs array")
+            problems += found
+            shape = tuple(array.shape)
+        elif inp.name in shapes:
+            found = _check_shape(inp, shapes[inp.name], "--shape")
+            problems += found
+            shape = shapes[inp.name]
+        else:
+            found = []
+            resolved = []
+            for axis, dim in enumerate(inp.dims):
+                if isinstance(dim, int):
+                    resolved.append(dim)
+                elif isinstance(dim, str) and dim in dims:
+                    resolved.append(dims[dim])
+                elif batched and axis == 0:
+                    resolved.append(1)
+                else:
+                    label = f"named {dim!r}" if dim else "unnamed"
+                    fix = f"--dim {dim}=N or " if dim else ""
+                    found.append(
+                        f"input {inp.name!r} axis {axis} is dynamic ({label}); "
+                        f"fix it with {fix}--shape {inp.name}=..."
+                    )
+            problems += found
+            shape = tuple(resolved)
+            if not found and inp.dtype.startswith(("int", "uint")) and not shape:
+                problems.append(
+                    f"input {inp.name!r} is an {inp.dtype} scalar, a parameter whose value "
+                    "cannot be guessed; give it with --inputs FILE.npz "
+                    f"(numpy.savez('FILE.npz', {inp.name}=numpy.array(VALUE, '{inp.dtype}')))"
+                )
+            if inp.dtype not in _SYNTHESISABLE:
+                problems.append(
+                    f"input {inp.name!r} has dtype {inp.dtype}, which autotune cannot "
+                    "synthesise; give it with --inputs FILE.npz"
+                )
+        if found:
+            continue
+        if batched:
+            explicit = inp.name in data or inp.name in shapes
+            if explicit or (isinstance(batch, str) and batch in dims):
+                pinned[inp.name] = shape[0]
+        specs.append(InputSpec(name=inp.name, dtype=inp.dtype, shape=shape, batched=batched))
+    if len(set(pinned.values())) > 1:
+        problems.append(
+            "the inputs disagree on the batch size: "
+            + ", ".join(f"{n}={b}" for n, b in pinned.items())
+        )
+    if problems:
+        raise UsageError("; ".join(problems))
+    pinned_batch = next(iter(pinned.values()), None)
+    if pinned_batch is not None:
+        # Every batched input starts at the pinned size; the trial's batch size replaces it.
+        specs = [
+            InputSpec(s.name, s.dtype, (pinned_batch, *s.shape[1:]), True) if s.batched else s
+            for s in specs
+        ]
+    plan = FeedPlan(
+        inputs=tuple(specs),
+        seed=seed,
+        data_path=str(Path(data_path).resolve()) if data_path else None,
+    )
+    return ResolvedInputs(plan=plan, pinned_batch=pinned_batch)
+
+
+_SYNTHESISABLE = {
+    "float16", "float32", "float64",
+    "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
+    "bool",
+}  # fmt: skip
+
+
+def _synthesise(spec: InputSpec, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
+    if spec.dtype.startswith("float"):
+        return rng.standard_normal(shape).astype(spec.dtype)
+    if spec.dtype == "bool":
+        return rng.integers(0, 2, size=shape).astype(bool)
+    # Small non-negative integers: valid as token ids, class indices, masks and byte values.
+    return rng.integers(0, 2, size=shape).astype(spec.dtype)
+
+
+def _fit_batch(array: np.ndarray, batch_size: int) -> np.ndarray:
+    """Repeat or cut user data along axis 0 to the trial's batch size."""
+    if array.shape[0] == batch_size:
+        return array
+    return np.ascontiguousarray(array[np.arange(batch_size) % array.shape[0]])
+
+
+def make_feeds(plan: FeedPlan, batch_size: int) -> dict[str, np.ndarray]:
+    """The input arrays for one batch size: the same seeded data on every call."""
+    data = load_npz(plan.data_path) if plan.data_path else {}
+    feeds = {}
+    for index, spec in enumerate(plan.inputs):
+        shape = spec.shape_for(batch_size)
+        if spec.name in data:
+            array = data[spec.name]
+            feeds[spec.name] = _fit_batch(array, batch_size) if spec.batched else array
+        else:
+            rng = np.random.default_rng([plan.seed, index])
+            feeds[spec.name] = _synthesise(spec, shape, rng)
+    return feeds

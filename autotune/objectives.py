@@ -1,0 +1,63 @@
+"""Objectives: which figure of a Measurement a study optimises, and in which direction.
+
+``throughput`` (samples/s, maximise), ``latency`` (p50 ms; ``latency:p90``, ``latency:p99``, ...
+pick the percentile; minimise), ``memory`` (peak RSS MB, minimise), ``startup`` (session creation
+plus first inference, seconds, minimise).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from autotune.config import Measurement
+from autotune.errors import UsageError
+
+PERCENTILES = ("p50", "p90", "p95", "p99", "mean", "min", "max")
+OBJECTIVE_HELP = "throughput | latency[:p50|p90|p95|p99|mean] | memory | startup"
+
+
+@dataclass(frozen=True)
+class Objective:
+    name: str  # as the user wrote it, normalised: "latency:p99"
+    direction: Literal["maximize", "minimize"]
+    unit: str
+
+    @property
+    def slug(self) -> str:
+        return self.name.replace(":", "-")
+
+    def value(self, m: Measurement) -> float:
+        kind, _, stat = self.name.partition(":")
+        if kind == "throughput":
+            return m.throughput
+        if kind == "latency":
+            return float(getattr(m.latency_ms, stat))
+        if kind == "memory":
+            if m.peak_rss_mb is None:
+                raise ValueError("measurement has no peak memory")
+            return m.peak_rss_mb
+        return m.startup_s
+
+    def gain(self, best: Measurement, baseline: Measurement) -> float:
+        """How many times better ``best`` is than ``baseline`` (> 1 is better, either direction)."""
+        b, a = self.value(best), self.value(baseline)
+        if self.direction == "maximize":
+            return b / a if a > 0 else float("inf")
+        return a / b if b > 0 else float("inf")
+
+    def better(self, a: float, b: float) -> bool:
+        return a > b if self.direction == "maximize" else a < b
+
+
+def parse_objective(text: str) -> Objective:
+    kind, _, stat = text.strip().lower().partition(":")
+    if kind == "throughput" and not stat:
+        return Objective("throughput", "maximize", "samples/s")
+    if kind == "latency" and (stat or "p50") in PERCENTILES:
+        return Objective(f"latency:{stat or 'p50'}", "minimize", "ms")
+    if kind == "memory" and not stat:
+        return Objective("memory", "minimize", "MB")
+    if kind == "startup" and not stat:
+        return Objective("startup", "minimize", "s")
+    raise UsageError(f"unknown objective {text!r}; use one of: {OBJECTIVE_HELP}")

@@ -1,0 +1,388 @@
+"""Search spaces: declarative YAML files, validated in one pass, turned into TrialConfigs.
+
+A space names its providers and a list of knobs. Each knob has a ``target`` (where the value
+goes), a ``type`` and a range; ``when`` makes it conditional on an earlier knob, so
+``inter_op_num_threads`` is only sampled with ``ORT_PARALLEL``. Machine-relative bounds
+(``usable_cpus``) and the batch sizes are resolved by :meth:`SearchSpace.resolve`.
+
+This module never imports optuna: :meth:`SearchSpace.suggest` takes any object with optuna's
+``suggest_int``/``suggest_float``/``suggest_categorical`` methods.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Protocol
+
+import yaml
+
+from autotune.config import (
+    EXECUTION_MODES,
+    OPTIMIZATION_LEVELS,
+    SESSION_OPTIONS,
+    ProviderSpec,
+    TrialConfig,
+)
+from autotune.errors import UsageError
+
+SPACE_SCHEMA = "autotune.space/v1"
+SPACES_DIR = Path(__file__).parent / "search_spaces"
+TARGETS = ("session_option", "config_entry", "provider_option", "batch_size", "io_binding")
+TYPES = ("int", "float", "bool", "categorical")
+MACHINE_BOUNDS = ("usable_cpus",)
+PARAM_KEYS = {"target", "type", "low", "high", "step", "log", "choices", "when", "provider", "help"}
+TOP_KEYS = {"schema", "description", "providers", "params"}
+ENUM_CHOICES: Mapping[str, Sequence[str]] = {
+    "execution_mode": EXECUTION_MODES,
+    "graph_optimization_level": OPTIMIZATION_LEVELS,
+}
+
+
+class Suggester(Protocol):
+    """The part of ``optuna.Trial`` a space needs."""
+
+    def suggest_int(
+        self, name: str, low: int, high: int, *, step: int = 1, log: bool = False
+    ) -> int: ...
+    def suggest_float(
+        self, name: str, low: float, high: float, *, step: float | None = None, log: bool = False
+    ) -> float: ...
+    def suggest_categorical(self, name: str, choices: Sequence[Any]) -> Any: ...
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    target: str
+    type: str
+    low: int | float | str | None = None
+    high: int | float | str | None = None
+    step: int | float | None = None
+    log: bool = False
+    choices: tuple[Any, ...] = ()
+    when: Mapping[str, Any] = field(default_factory=dict)
+    provider: str | None = None
+    help: str = ""
+
+    def applies(self, values: Mapping[str, Any]) -> bool:
+        return all(values.get(k) == v for k, v in self.when.items())
+
+    def suggest(self, trial: Suggester) -> Any:
+        if self.type == "int":
+            return trial.suggest_int(
+                self.name,
+                int(self.low),
+                int(self.high),
+                step=int(self.step or 1),
+                log=self.log,  # type: ignore[arg-type]
+            )
+        if self.type == "float":
+            return trial.suggest_float(
+                self.name,
+                float(self.low),
+                float(self.high),
+                step=self.step,
+                log=self.log,  # type: ignore[arg-type]
+            )
+        if self.type == "bool":
+            return trial.suggest_categorical(self.name, [True, False])
+        return trial.suggest_categorical(self.name, list(self.choices))
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    name: str
+    source: str
+    description: str
+    providers: tuple[ProviderSpec, ...]
+    params: tuple[Param, ...]
+    batch_sizes: tuple[int, ...] = (1,)
+
+    def resolve(self, *, batch_sizes: Sequence[int], cpus: int) -> SearchSpace:
+        """Bind machine-relative bounds and the batch sizes; drop knobs left with one value."""
+        bounds = {"usable_cpus": cpus}
+        params = []
+        for p in self.params:
+            if p.target == "batch_size":
+                if len(batch_sizes) > 1:
+                    params.append(replace(p, type="categorical", choices=tuple(batch_sizes)))
+                continue
+            low = bounds.get(p.low, p.low) if isinstance(p.low, str) else p.low
+            high = bounds.get(p.high, p.high) if isinstance(p.high, str) else p.high
+            if isinstance(low, int | float) and isinstance(high, int | float) and low > high:
+                raise UsageError(
+                    f"{self.source}: params.{p.name}: range {low}..{high} is empty on this machine "
+                    f"({cpus} usable CPUs); lower 'low'"
+                )
+            params.append(replace(p, low=low, high=high))
+        return replace(self, params=tuple(params), batch_sizes=tuple(batch_sizes))
+
+    def suggest(self, trial: Suggester) -> TrialConfig:
+        """Sample every knob whose condition holds, in file order, and build the config."""
+        values: dict[str, Any] = {}
+        for p in self.params:
+            if p.applies(values):
+                values[p.name] = p.suggest(trial)
+        return self.config_from_params(values)
+
+    def config_from_params(self, values: Mapping[str, Any]) -> TrialConfig:
+        """The TrialConfig for a set of knob values (a stored trial's ``params``)."""
+        session: dict[str, Any] = {}
+        entries: dict[str, str] = {}
+        options: dict[str, dict[str, str]] = {p.name: dict(p.options) for p in self.providers}
+        batch_size = self.batch_sizes[0]
+        io_binding = False
+        for p in self.params:
+            if p.name not in values:
+                continue
+            value = values[p.name]
+            if p.target == "session_option":
+                session[p.name] = value
+            elif p.target == "config_entry":
+                entries[p.name] = str(value)
+            elif p.target == "provider_option":
+                options[p.provider or self.providers[0].name][p.name] = _option_text(value)
+            elif p.target == "batch_size":
+                batch_size = int(value)
+            elif p.target == "io_binding":
+                io_binding = bool(value)
+        providers = tuple(ProviderSpec(p.name, options[p.name]) for p in self.providers)
+        return TrialConfig(
+            providers=providers,
+            session_options=session,
+            config_entries=entries,
+            batch_size=batch_size,
+            io_binding=io_binding,
+        )
+
+    def baseline(self) -> TrialConfig:
+        """ONNX Runtime's defaults with this space's providers, at the first batch size."""
+        return TrialConfig(
+            providers=tuple(ProviderSpec(p.name, p.options) for p in self.providers),
+            batch_size=self.batch_sizes[0],
+        )
+
+    def check_providers(self, available: Sequence[str]) -> None:
+        missing = [p.name for p in self.providers if p.name not in available]
+        if missing:
+            raise UsageError(
+                f"search space {self.name!r} needs {', '.join(missing)}, which this onnxruntime "
+                f"build does not offer (it has {', '.join(available)}); pick another --space"
+            )
+
+
+def _option_text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    return str(value)
+
+
+def space_names() -> list[str]:
+    return sorted(p.stem for p in SPACES_DIR.glob("*.yaml"))
+
+
+def load_space(name_or_path: str) -> SearchSpace:
+    """Load and validate a space by name (``cpu``) or path. All problems reported at once."""
+    path = Path(name_or_path)
+    if path.suffix not in (".yaml", ".yml") and not path.exists():
+        path = SPACES_DIR / f"{name_or_path}.yaml"
+        if not path.exists():
+            raise UsageError(
+                f"unknown search space {name_or_path!r}; use one of {', '.join(space_names())} "
+                "or a path to a .yaml file"
+            )
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise UsageError(f"cannot read search space {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise UsageError(f"{path}: not valid YAML: {' '.join(str(exc).split())}") from None
+    return parse_space(data, source=str(path), name=path.stem)
+
+
+def parse_space(data: Any, *, source: str, name: str) -> SearchSpace:
+    errors: list[str] = []
+    if not isinstance(data, dict):
+        raise UsageError(
+            f"{source}: a search space must be a mapping with 'providers' and 'params'"
+        )
+    for key in sorted(set(data) - TOP_KEYS):
+        errors.append(
+            f"unknown key {key!r} (check spelling; allowed: {', '.join(sorted(TOP_KEYS))})"
+        )
+    if data.get("schema") != SPACE_SCHEMA:
+        errors.append(f"schema must be {SPACE_SCHEMA!r}, got {data.get('schema')!r}")
+    providers = _parse_providers(data.get("providers"), errors)
+    params: list[Param] = []
+    raw_params = data.get("params")
+    if not isinstance(raw_params, dict) or not raw_params:
+        errors.append("params: must be a non-empty mapping of knob name to its definition")
+        raw_params = {}
+    for pname, spec in raw_params.items():
+        param = _parse_param(str(pname), spec, params, providers, errors)
+        if param is not None:
+            params.append(param)
+    if errors:
+        raise UsageError(f"{source}: {len(errors)} problem(s): " + "; ".join(errors))
+    return SearchSpace(
+        name=name,
+        source=source,
+        description=str(data.get("description", "")),
+        providers=providers,
+        params=tuple(params),
+    )
+
+
+def _parse_providers(raw: Any, errors: list[str]) -> tuple[ProviderSpec, ...]:
+    if not isinstance(raw, list) or not raw:
+        errors.append("providers: must be a non-empty list of {name: ..., options: {...}}")
+        return ()
+    providers = []
+    for i, item in enumerate(raw):
+        if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+            errors.append(f"providers[{i}]: must be a mapping with a string 'name'")
+            continue
+        for key in sorted(set(item) - {"name", "options"}):
+            errors.append(f"providers[{i}]: unknown key {key!r} (check spelling)")
+        options = item.get("options") or {}
+        if not isinstance(options, dict):
+            errors.append(f"providers[{i}].options: must be a mapping")
+            options = {}
+        providers.append(
+            ProviderSpec(item["name"], {k: _option_text(v) for k, v in options.items()})
+        )
+    return tuple(providers)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _parse_param(
+    name: str,
+    spec: Any,
+    earlier: list[Param],
+    providers: tuple[ProviderSpec, ...],
+    errors: list[str],
+) -> Param | None:
+    where = f"params.{name}"
+    if not isinstance(spec, dict):
+        errors.append(f"{where}: must be a mapping with at least 'target'")
+        return None
+    before = len(errors)
+    for key in sorted(set(spec) - PARAM_KEYS):
+        errors.append(
+            f"{where}: unknown key {key!r} (check spelling; allowed: {', '.join(sorted(PARAM_KEYS))})"
+        )
+    target = spec.get("target")
+    if target not in TARGETS:
+        errors.append(f"{where}.target: must be one of {', '.join(TARGETS)}, got {target!r}")
+    kind = spec.get("type", "categorical" if target == "batch_size" else None)
+    if kind not in TYPES:
+        errors.append(f"{where}.type: must be one of {', '.join(TYPES)}, got {kind!r}")
+    choices = spec.get("choices", ())
+    if kind == "categorical" and target != "batch_size":
+        if not isinstance(choices, list) or not choices:
+            errors.append(f"{where}.choices: a categorical knob needs a non-empty list")
+            choices = ()
+    if kind in ("int", "float"):
+        low, high = spec.get("low"), spec.get("high")
+        for key, value in (("low", low), ("high", high)):
+            if not (_is_number(value) or value in MACHINE_BOUNDS):
+                errors.append(
+                    f"{where}.{key}: must be a number or one of {', '.join(MACHINE_BOUNDS)}, got {value!r}"
+                )
+        if kind == "int" and any(_is_number(v) and not float(v).is_integer() for v in (low, high)):
+            errors.append(f"{where}: an int knob needs integer bounds")
+        if _is_number(low) and _is_number(high) and low > high:
+            errors.append(f"{where}: empty range, low {low} > high {high}")
+        if spec.get("log") and _is_number(low) and low <= 0:
+            errors.append(f"{where}: a log-scaled knob needs low > 0")
+    if target == "session_option":
+        expected = SESSION_OPTIONS.get(name)
+        if expected is None:
+            errors.append(
+                f"{where}: not a SessionOptions attribute autotune sets "
+                f"(known: {', '.join(SESSION_OPTIONS)})"
+            )
+        elif (expected is bool) != (kind == "bool") or (
+            expected is int and kind not in ("int", "categorical")
+        ):
+            errors.append(f"{where}.type: {name} takes a {expected.__name__}, not {kind}")
+        if name in ENUM_CHOICES and isinstance(choices, list):
+            bad = [c for c in choices if c not in ENUM_CHOICES[name]]
+            if bad:
+                errors.append(f"{where}.choices: {bad} not in {', '.join(ENUM_CHOICES[name])}")
+    provider = spec.get("provider")
+    if target == "provider_option":
+        names = [p.name for p in providers]
+        if provider is None and names:
+            provider = names[0]
+        if provider not in names:
+            errors.append(
+                f"{where}.provider: {provider!r} is not one of this space's providers {names}"
+            )
+    when = spec.get("when") or {}
+    if not isinstance(when, dict):
+        errors.append(f"{where}.when: must be a mapping of an earlier knob to its required value")
+        when = {}
+    known = {p.name: p for p in earlier}
+    for other, value in when.items():
+        if other not in known:
+            errors.append(f"{where}.when: {other!r} is not a knob defined before {name!r}")
+        elif known[other].type == "categorical" and value not in known[other].choices:
+            errors.append(f"{where}.when: {value!r} is not a choice of {other!r}")
+    if len(errors) > before:
+        return None
+    return Param(
+        name=name,
+        target=str(target),
+        type=str(kind),
+        low=spec.get("low"),
+        high=spec.get("high"),
+        step=spec.get("step"),
+        log=bool(spec.get("log", False)),
+        choices=tuple(choices or ()),
+        when=dict(when),
+        provider=provider,
+        help=str(spec.get("help", "")),
+    )
+
+
+def default_batch_sizes(
+    *,
+    objective: str,
+    has_dynamic_batch: bool,
+    pinned: int | None,
+    requested: Sequence[int] | None,
+) -> tuple[int, ...]:
+    """The batch sizes a study searches (or the one it fixes).
+
+    ``--batch-sizes`` wins; otherwise a dynamic batch is searched over powers of two for the
+    throughput objective and fixed at 1 (or the size ``--shape``/``--inputs`` pinned) for others.
+    """
+    if requested:
+        if not has_dynamic_batch:
+            raise UsageError(
+                "--batch-sizes needs a model with a dynamic batch dim (axis 0 of its inputs); "
+                "this model's batch is fixed, drop --batch-sizes"
+            )
+        if any(b <= 0 for b in requested):
+            raise UsageError("--batch-sizes must be positive integers, e.g. 1,2,4,8")
+        return tuple(dict.fromkeys(requested))
+    if pinned is not None:
+        return (pinned,)
+    if has_dynamic_batch and objective == "throughput":
+        return (1, 2, 4, 8, 16, 32)
+    return (1,)
+
+
+def parse_batch_sizes(text: str | None) -> tuple[int, ...] | None:
+    if not text:
+        return None
+    try:
+        return tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise UsageError(f"--batch-sizes {text!r} is malformed; write e.g. 1,2,4,8") from None

@@ -1,0 +1,203 @@
+"""From a model file and the user's options to ``best.json``: the path ``autotune run`` takes.
+
+Prepares everything the study needs (model interface, inputs, resolved space, storage, study
+name), runs :func:`autotune.study.tune`, writes ``best.json`` and the summary table. The Python
+entry point is :func:`tune`; the CLI builds a :class:`RunOptions` and calls :func:`run_tuning`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from autotune.config import MeasureSettings, TunedConfig
+from autotune.errors import UsageError
+from autotune.export import tuned_config, write_best
+from autotune.machine import environment, usable_cpus
+from autotune.model import parse_dim_flags, parse_shape_flags, read_model, resolve_inputs
+from autotune.objectives import parse_objective
+from autotune.report import progress_line, summary_table
+from autotune.space import default_batch_sizes, load_space, parse_batch_sizes
+from autotune.study import TuneRequest
+from autotune.study import tune as run_study
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    model: Path
+    objective: str = "throughput"
+    space: str = "cpu"
+    trials: int = 30
+    timeout_s: float | None = None
+    storage: str | None = None
+    study: str | None = None
+    out: Path = Path("results")
+    shapes: Sequence[str] = ()
+    dims: Sequence[str] = ()
+    inputs: Path | None = None
+    batch_sizes: str | None = None
+    seed: int = 0
+    min_time_s: float = 0.5
+    min_runs: int = 10
+    trial_timeout_s: float | None = None
+    worker_command: Sequence[str] | None = None
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    tuned: TunedConfig
+    best_path: Path
+    table: str
+
+
+def default_study_name(model_path: str, sha256: str, space: str, objective_slug: str) -> str:
+    stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(model_path).stem) or "model"
+    return f"{stem}-{sha256[:8]}-{space}-{objective_slug}"
+
+
+def _writable_dir(path: Path) -> Path:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as exc:
+        raise UsageError(
+            f"--out {path} is not a writable folder ({exc.strerror}); pick another"
+        ) from None
+    return path.resolve()
+
+
+def _available_providers() -> list[str]:
+    import onnxruntime
+
+    return list(onnxruntime.get_available_providers())
+
+
+def prepare(options: RunOptions) -> TuneRequest:
+    """Validate every input and build the study request; nothing is written before this passes."""
+    objective = parse_objective(options.objective)
+    shapes = parse_shape_flags(options.shapes)
+    dims = parse_dim_flags(options.dims)
+    requested_batches = parse_batch_sizes(options.batch_sizes)
+    space = load_space(options.space)
+    model = read_model(options.model)
+    resolved = resolve_inputs(
+        model,
+        shapes=shapes,
+        dims=dims,
+        data_path=str(options.inputs) if options.inputs else None,
+        seed=options.seed,
+    )
+    batch_sizes = default_batch_sizes(
+        objective=objective.name,
+        has_dynamic_batch=model.has_dynamic_batch,
+        pinned=resolved.pinned_batch,
+        requested=requested_batches,
+    )
+    space = space.resolve(batch_sizes=batch_sizes, cpus=usable_cpus())
+    space.check_providers(_available_providers())
+    out = _writable_dir(options.out)
+    storage = options.storage or f"sqlite:///{out / 'autotune.db'}"
+    name = options.study or default_study_name(model.path, model.sha256, space.name, objective.slug)
+    if not re.fullmatch(r"[A-Za-z0-9_.:-]+", name):
+        raise UsageError(f"--study {name!r} may hold only letters, digits and _ . : -")
+    return TuneRequest(
+        model=model,
+        feeds=resolved.plan,
+        space=space,
+        objective=objective,
+        storage=storage,
+        study_name=name,
+        trials=options.trials,
+        timeout_s=options.timeout_s,
+        seed=options.seed,
+        measure=MeasureSettings(min_runs=options.min_runs, min_time_s=options.min_time_s),
+        trial_timeout_s=options.trial_timeout_s,
+        environment=environment(),
+        worker_command=options.worker_command,
+    )
+
+
+def run_tuning(options: RunOptions, *, echo: Callable[[str], None]) -> RunOutcome:
+    request = prepare(options)
+    inputs = ", ".join(
+        f"{s.name} {s.dtype} {'x'.join(map(str, s.shape_for(0) if s.batched else s.shape))}".replace(
+            " 0x", " Nx"
+        )
+        for s in request.feeds.inputs
+    )
+    echo(f"model:   {request.model.path} (sha256 {request.model.sha256[:12]})")
+    echo(f"inputs:  {inputs}{' from ' + str(options.inputs) if options.inputs else ' (synthetic)'}")
+    batches = ",".join(map(str, request.space.batch_sizes))
+    echo(
+        f"space:   {request.space.name} ({len(request.space.params)} knobs, batch sizes {batches})"
+    )
+    echo(f"study:   {request.study_name} in {request.storage}")
+    echo(
+        f"objective: {request.objective.name} ({request.objective.direction}), {request.trials} trials"
+    )
+    result = run_study(
+        request,
+        on_trial=lambda record, progress: echo(progress_line(record, progress, request.objective)),
+    )
+    tuned = tuned_config(
+        result, model=request.model, objective=request.objective, environment=request.environment
+    )
+    path = write_best(tuned, _writable_dir(options.out))
+    table = summary_table(result, request.objective)
+    table += f"\nwrote {path}\nload it with: autotune.load_session({str(path)!r})"
+    return RunOutcome(tuned=tuned, best_path=path, table=table)
+
+
+def tune(
+    model: str | os.PathLike[str],
+    *,
+    objective: str = "throughput",
+    space: str = "cpu",
+    trials: int = 30,
+    timeout_s: float | None = None,
+    storage: str | None = None,
+    study: str | None = None,
+    out: str | os.PathLike[str] = "results",
+    shapes: Sequence[str] = (),
+    dims: Sequence[str] = (),
+    inputs: str | os.PathLike[str] | None = None,
+    batch_sizes: Sequence[int] | None = None,
+    seed: int = 0,
+    min_time_s: float = 0.5,
+    min_runs: int = 10,
+    trial_timeout_s: float | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> TunedConfig:
+    """Tune ``model`` and return the tuned config (also written to ``OUT/STUDY/best.json``).
+
+    Arguments mirror ``autotune run``'s flags. Raises :class:`autotune.AutotuneError` with a
+    message that says what to fix.
+
+    Example:
+        >>> tuned = autotune.tune("model.onnx", objective="latency:p99", trials=20)
+        >>> tuned.speedup, tuned.config.session_options
+    """
+    options = RunOptions(
+        model=Path(model),
+        objective=objective,
+        space=space,
+        trials=trials,
+        timeout_s=timeout_s,
+        storage=storage,
+        study=study,
+        out=Path(out),
+        shapes=tuple(shapes),
+        dims=tuple(dims),
+        inputs=Path(inputs) if inputs is not None else None,
+        batch_sizes=",".join(map(str, batch_sizes)) if batch_sizes else None,
+        seed=seed,
+        min_time_s=min_time_s,
+        min_runs=min_runs,
+        trial_timeout_s=trial_timeout_s,
+    )
+    return run_tuning(options, echo=progress or (lambda line: None)).tuned
