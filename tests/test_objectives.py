@@ -1,0 +1,42 @@
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from autotune.errors import UsageError
+from autotune.objectives import parse_objective
+from tests.test_config import MEASUREMENT
+
+
+@pytest.mark.parametrize(
+    ("text", "name", "direction", "value"),
+    [
+        ("throughput", "throughput", "maximize", 6666.6),
+        ("latency", "latency:p50", "minimize", 1.0),
+        ("latency:p90", "latency:p90", "minimize", 2.0),
+        ("LATENCY:P99", "latency:p99", "minimize", 3.0),
+        ("memory", "memory", "minimize", 120.5),
+        ("startup", "startup", "minimize", 0.25),
+    ],
+)
+def test_objectives_pick_their_figure(text: str, name: str, direction: str, value: float) -> None:
+    objective = parse_objective(text)
+    assert (objective.name, objective.direction) == (name, direction)
+    assert objective.value(MEASUREMENT) == pytest.approx(value)
+
+
+@pytest.mark.parametrize("text", ["speed", "latency:p42", "throughput:p99", ""])
+def test_unknown_objective_is_a_usage_error(text: str) -> None:
+    with pytest.raises(UsageError, match="unknown objective"):
+        parse_objective(text)
+
+
+def test_gain_is_above_one_when_better_in_either_direction() -> None:
+    faster = replace(MEASUREMENT, throughput=2 * MEASUREMENT.throughput)
+    assert parse_objective("throughput").gain(faster, MEASUREMENT) == pytest.approx(2.0)
+    lower = replace(MEASUREMENT, latency_ms=replace(MEASUREMENT.latency_ms, p99=1.5))
+    assert parse_objective("latency:p99").gain(lower, MEASUREMENT) == pytest.approx(2.0)
+    assert parse_objective("latency:p99").gain(MEASUREMENT, lower) == pytest.approx(0.5)
+    assert parse_objective("memory").better(100.0, 120.0)
+    assert parse_objective("throughput").better(120.0, 100.0)

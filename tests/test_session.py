@@ -1,0 +1,78 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from autotune.config import ProviderSpec, TrialConfig
+from autotune.session import (
+    ProviderFallbackError,
+    create_session,
+    make_runner,
+    provider_arguments,
+    session_options,
+)
+
+
+def test_config_maps_onto_session_options() -> None:
+    config = TrialConfig(
+        session_options={
+            "intra_op_num_threads": 2,
+            "inter_op_num_threads": 1,
+            "execution_mode": "ORT_PARALLEL",
+            "graph_optimization_level": "ORT_ENABLE_BASIC",
+            "enable_cpu_mem_arena": False,
+            "enable_mem_pattern": False,
+        },
+        config_entries={"session.intra_op.allow_spinning": "0"},
+    )
+    options = session_options(config)
+    assert options.intra_op_num_threads == 2 and options.inter_op_num_threads == 1
+    assert options.execution_mode == ort.ExecutionMode.ORT_PARALLEL
+    assert options.graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    assert options.enable_cpu_mem_arena is False and options.enable_mem_pattern is False
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+
+
+def test_provider_arguments_keep_order_and_options() -> None:
+    config = TrialConfig(
+        providers=(
+            ProviderSpec("CUDAExecutionProvider", {"cudnn_conv_algo_search": "HEURISTIC"}),
+            ProviderSpec("CPUExecutionProvider"),
+        )
+    )
+    assert provider_arguments(config) == [
+        ("CUDAExecutionProvider", {"cudnn_conv_algo_search": "HEURISTIC"}),
+        ("CPUExecutionProvider", {}),
+    ]
+
+
+def test_plain_and_io_binding_runs_agree(tiny_model: Path) -> None:
+    feeds = {"x": np.random.default_rng(0).standard_normal((3, 64)).astype(np.float32)}
+    plain = create_session(tiny_model, TrialConfig())
+    expected = plain.run(None, feeds)[0]
+    bound = TrialConfig(io_binding=True)
+    session = create_session(tiny_model, bound)
+    make_runner(session, feeds, bound)()
+    assert expected.shape == (3, 32)
+    assert np.allclose(make_runner(plain, feeds, TrialConfig())()[0], expected)
+
+
+def test_cuda_request_without_cuda_libraries_is_a_fallback_error(tiny_model: Path) -> None:
+    """Real here: onnxruntime-gpu on a machine without CUDA logs a warning and runs on CPU."""
+    config = TrialConfig(
+        providers=(ProviderSpec("CUDAExecutionProvider"), ProviderSpec("CPUExecutionProvider"))
+    )
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        pytest.skip("this onnxruntime build has no CUDA provider at all")
+    try:
+        import ctypes
+
+        ctypes.CDLL("libcublasLt.so.13")
+        pytest.skip("CUDA libraries are present: no fallback to observe")
+    except OSError:
+        pass
+    with pytest.raises(ProviderFallbackError, match="runs on CPUExecutionProvider"):
+        create_session(tiny_model, config)
