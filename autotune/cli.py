@@ -7,7 +7,6 @@ Every :class:`AutotuneError` becomes one ``Error: ...`` line on stderr and a non
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, TypeVar
@@ -51,7 +50,9 @@ def _root() -> None:
 
 @app.command()
 def run(
-    model: Annotated[Path, typer.Argument(help="The .onnx model to tune.", show_default=False)],
+    model: Annotated[
+        Path, typer.Argument(help="The .onnx model to tune.", show_default=False, metavar="MODEL")
+    ],
     objective: Annotated[
         str, typer.Option("--objective", "-o", help=OBJECTIVE_HELP)
     ] = "throughput",
@@ -65,10 +66,10 @@ def run(
         float | None, typer.Option(min=1, help="Stop starting trials after this many seconds.")
     ] = None,
     storage: Annotated[
-        str | None, typer.Option(help="Optuna storage URL [default: sqlite:///OUT/autotune.db].")
+        str | None, typer.Option(help="Optuna storage URL (default: sqlite:///OUT/autotune.db).")
     ] = None,
     study: Annotated[
-        str | None, typer.Option(help="Study name [default: MODEL-SHA8-SPACE-OBJECTIVE].")
+        str | None, typer.Option(help="Study name (default: MODEL-SHA8-SPACE-OBJECTIVE).")
     ] = None,
     out: Annotated[Path, typer.Option(help="Folder for the study database and results.")] = Path(
         "results"
@@ -93,7 +94,7 @@ def run(
     trial_timeout: Annotated[
         float | None,
         typer.Option(
-            min=1, help="Wall-clock limit per trial [default: from the baseline, >= 60 s]."
+            min=1, help="Wall-clock limit per trial (default: from the baseline, >= 60 s)."
         ),
     ] = None,
     debug: DebugOption = False,
@@ -130,4 +131,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

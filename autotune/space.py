@@ -69,23 +69,19 @@ class Param:
     def applies(self, values: Mapping[str, Any]) -> bool:
         return all(values.get(k) == v for k, v in self.when.items())
 
+    def bounds(self) -> tuple[float, float]:
+        if not isinstance(self.low, int | float) or not isinstance(self.high, int | float):
+            raise ValueError(f"knob {self.name} has unresolved bounds; call SearchSpace.resolve")
+        return self.low, self.high
+
     def suggest(self, trial: Suggester) -> Any:
         if self.type == "int":
-            return trial.suggest_int(
-                self.name,
-                int(self.low),
-                int(self.high),
-                step=int(self.step or 1),
-                log=self.log,  # type: ignore[arg-type]
-            )
+            low, high = self.bounds()
+            step = int(self.step or 1)
+            return trial.suggest_int(self.name, int(low), int(high), step=step, log=self.log)
         if self.type == "float":
-            return trial.suggest_float(
-                self.name,
-                float(self.low),
-                float(self.high),
-                step=self.step,
-                log=self.log,  # type: ignore[arg-type]
-            )
+            low, high = self.bounds()
+            return trial.suggest_float(self.name, low, high, step=self.step, log=self.log)
         if self.type == "bool":
             return trial.suggest_categorical(self.name, [True, False])
         return trial.suggest_categorical(self.name, list(self.choices))
@@ -288,7 +284,8 @@ def _parse_param(
             errors.append(f"{where}.choices: a categorical knob needs a non-empty list")
             choices = ()
     if kind in ("int", "float"):
-        low, high = spec.get("low"), spec.get("high")
+        low: Any = spec.get("low")
+        high: Any = spec.get("high")
         for key, value in (("low", low), ("high", high)):
             if not (_is_number(value) or value in MACHINE_BOUNDS):
                 errors.append(
