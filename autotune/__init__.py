@@ -1,15 +1,33 @@
 """autotune: automated tuning of ONNX Runtime inference sessions.
 
 >>> import autotune
->>> session = autotune.load_session("results/<study>/best.json")
+>>> tuned = autotune.tune("model.onnx", objective="throughput", trials=30)
+>>> session = autotune.load_session(f"results/{tuned.study_name}/best.json")
+
+The public names load lazily, so the measuring worker imports only what it needs.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
+from autotune.errors import AutotuneError, UsageError
+
 __version__ = "0.1.0"
-
-from autotune.errors import AutotuneError, UsageError  # noqa: E402
-from autotune.session import load_session  # noqa: E402
-from autotune.tuning import tune  # noqa: E402
-
 __all__ = ["AutotuneError", "UsageError", "__version__", "load_session", "tune"]
+
+if TYPE_CHECKING:
+    from autotune.session import load_session
+    from autotune.tuning import tune
+
+
+def __getattr__(name: str) -> Any:
+    if name == "load_session":
+        from autotune.session import load_session
+
+        return load_session
+    if name == "tune":
+        from autotune.tuning import tune
+
+        return tune
+    raise AttributeError(f"module 'autotune' has no attribute {name!r}")

@@ -97,6 +97,24 @@ def run(
             min=1, help="Wall-clock limit per trial (default: from the baseline, >= 60 s)."
         ),
     ] = None,
+    rtol: Annotated[
+        float | None,
+        typer.Option(min=0, help="Accuracy guard: relative tolerance (default: per dtype)."),
+    ] = None,
+    atol: Annotated[
+        float | None,
+        typer.Option(min=0, help="Accuracy guard: absolute tolerance (default: per dtype)."),
+    ] = None,
+    finalists: Annotated[
+        int, typer.Option(min=0, help="Top configs re-measured against the baseline (0: none).")
+    ] = 3,
+    rounds: Annotated[int, typer.Option(min=1, help="Interleaved confirmation rounds.")] = 5,
+    wait: Annotated[
+        bool,
+        typer.Option(
+            "--wait/--no-wait", help="Queue behind another autotune measuring here, or fail."
+        ),
+    ] = True,
     debug: DebugOption = False,
 ) -> None:
     """Tune MODEL: measure ONNX Runtime's defaults, search the space, write best.json."""
@@ -119,6 +137,11 @@ def run(
         min_time_s=min_time,
         min_runs=min_runs,
         trial_timeout_s=trial_timeout,
+        rtol=rtol,
+        atol=atol,
+        finalists=finalists,
+        rounds=rounds,
+        wait=wait,
     )
     outcome = _guarded(
         debug, lambda: run_tuning(options, echo=lambda line: typer.echo(line, err=True))

@@ -182,14 +182,31 @@ class FeedPlan:
 
 @dataclass(frozen=True)
 class MeasureSettings:
-    """How long the worker measures: warm-up, then until both minimums are met, up to a cap."""
+    """How long the worker measures: a short warm-up, then timed runs until both minimums are
+    met, up to a cap. Leading timed runs that are still outliers count as warm-up (judged from
+    the data) and are replaced."""
 
-    warmup_runs: int = 3
-    warmup_s: float = 0.1
+    warmup_runs: int = 2
+    warmup_s: float = 0.05
     min_runs: int = 10
     min_time_s: float = 0.5
     max_runs: int = 100_000
     max_time_s: float = 10.0
+
+
+@dataclass(frozen=True)
+class AccuracyCheck:
+    """The accuracy guard's part of a job.
+
+    The baseline's job writes the reference outputs for every batch size in
+    ``write_batches`` to ``reference_path``; every other job compares its outputs on the same
+    seeded inputs with them. ``rtol``/``atol`` override the per-dtype defaults.
+    """
+
+    reference_path: str | None = None
+    write_batches: tuple[int, ...] = ()
+    rtol: float | None = None
+    atol: float | None = None
 
 
 @dataclass(frozen=True)
@@ -200,6 +217,7 @@ class WorkerJob:
     config: TrialConfig
     feeds: FeedPlan
     measure: MeasureSettings = field(default_factory=MeasureSettings)
+    accuracy: AccuracyCheck = field(default_factory=AccuracyCheck)
 
     def to_json(self) -> str:
         return json.dumps(
@@ -209,6 +227,7 @@ class WorkerJob:
                 "config": self.config.to_dict(),
                 "feeds": self.feeds.to_dict(),
                 "measure": asdict(self.measure),
+                "accuracy": asdict(self.accuracy),
             }
         )
 
@@ -221,6 +240,9 @@ class WorkerJob:
             config=TrialConfig.from_dict(data["config"]),
             feeds=FeedPlan.from_dict(data["feeds"]),
             measure=MeasureSettings(**data["measure"]),
+            accuracy=AccuracyCheck(
+                **{**data["accuracy"], "write_batches": tuple(data["accuracy"]["write_batches"])}
+            ),
         )
 
 
@@ -237,6 +259,8 @@ class LatencyStats:
     min: float
     max: float
     count: int
+    mad: float  # median absolute deviation
+    outliers: int  # runs with a modified z-score above 3.5 (median/MAD based)
 
 
 @dataclass(frozen=True)
@@ -252,6 +276,11 @@ class Measurement:
     timed_s: float
     warmup_runs: int
     providers: tuple[str, ...]
+    work_s: float  # the worker's time after importing onnxruntime: session, runs, checks
+    unstable: tuple[str, ...] = ()  # why the figures are not to be trusted, with what to do
+    notes: tuple[str, ...] = ()  # facts worth telling (a slow first inference, warm-up trimmed)
+    max_abs_err: float | None = None  # against the baseline's outputs (accuracy guard)
+    max_rel_err: float | None = None
     peak_rss_mb: float | None = None  # filled by the runner from the OS when the worker exits
     wall_s: float | None = None  # whole trial as the runner saw it, process start included
 
@@ -259,10 +288,17 @@ class Measurement:
     def startup_s(self) -> float:
         return self.create_s + self.first_run_s
 
+    @property
+    def overhead_s(self) -> float | None:
+        """Per-trial cost that is not the session's: process start, imports, transfers."""
+        return None if self.wall_s is None else max(0.0, self.wall_s - self.work_s)
+
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
-        data["providers"] = list(self.providers)
+        for key in ("providers", "unstable", "notes"):
+            data[key] = list(data[key])
         data["startup_s"] = self.startup_s
+        data["overhead_s"] = self.overhead_s
         return data
 
     @classmethod
@@ -270,7 +306,8 @@ class Measurement:
         names = {f.name for f in fields(cls)}
         kwargs = {k: v for k, v in data.items() if k in names}
         kwargs["latency_ms"] = LatencyStats(**data["latency_ms"])
-        kwargs["providers"] = tuple(data["providers"])
+        for key in ("providers", "unstable", "notes"):
+            kwargs[key] = tuple(data.get(key, ()))
         return cls(**kwargs)
 
     def with_process(self, *, peak_rss_mb: float | None, wall_s: float) -> Measurement:
@@ -283,17 +320,122 @@ class TrialFailure:
 
     kind: FailureKind
     message: str
+    details: Mapping[str, Any] = field(default_factory=dict)  # e.g. max_abs_err of a mismatch
 
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, "message": self.message}
+        return {"kind": self.kind, "message": self.message, "details": dict(self.details)}
 
 
 TrialOutcome = Measurement | TrialFailure
 
 
 @dataclass(frozen=True)
+class RoundFigures:
+    """One config's objective values over the interleaved confirmation rounds."""
+
+    trial_number: int
+    values: tuple[float, ...]  # one per successful round, in round order
+    failures: int
+    median: float
+    spread: float  # interquartile range over the median
+    wins: int  # rounds in which it beat the baseline measured beside it (0 for the baseline)
+    gain: float  # median against the baseline's median, > 1 is better (1 for the baseline)
+    measurement: Measurement | None  # the round closest to the median, for the other figures
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["values"] = list(self.values)
+        data["measurement"] = self.measurement.to_dict() if self.measurement else None
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> RoundFigures:
+        m = data["measurement"]
+        return cls(
+            trial_number=int(data["trial_number"]),
+            values=tuple(data["values"]),
+            failures=int(data["failures"]),
+            median=float(data["median"]),
+            spread=float(data["spread"]),
+            wins=int(data["wins"]),
+            gain=float(data["gain"]),
+            measurement=Measurement.from_dict(m) if m else None,
+        )
+
+
+@dataclass(frozen=True)
+class Confirmation:
+    """The finalists and the baseline re-measured in interleaved rounds, and the verdict."""
+
+    rounds: int
+    baseline: RoundFigures
+    finalists: tuple[RoundFigures, ...]
+    winner: int  # trial number; the baseline's when no finalist beat it beyond the noise
+    threshold: float  # the gain a finalist needed, > 1
+    verdict: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "rounds": self.rounds,
+            "baseline": self.baseline.to_dict(),
+            "finalists": [f.to_dict() for f in self.finalists],
+            "winner": self.winner,
+            "threshold": self.threshold,
+            "verdict": self.verdict,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Confirmation:
+        return cls(
+            rounds=int(data["rounds"]),
+            baseline=RoundFigures.from_dict(data["baseline"]),
+            finalists=tuple(RoundFigures.from_dict(f) for f in data["finalists"]),
+            winner=int(data["winner"]),
+            threshold=float(data["threshold"]),
+            verdict=str(data["verdict"]),
+        )
+
+    def figures(self, trial_number: int) -> RoundFigures:
+        for f in (self.baseline, *self.finalists):
+            if f.trial_number == trial_number:
+                return f
+        raise KeyError(trial_number)
+
+
+@dataclass(frozen=True)
+class SearchFigures:
+    """What the search itself saw: its best trial, one measurement each, before confirmation."""
+
+    trial_number: int
+    metrics: Measurement
+    baseline: Measurement
+    speedup: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "trial": self.trial_number,
+            "metrics": self.metrics.to_dict(),
+            "baseline": self.baseline.to_dict(),
+            "speedup": self.speedup,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> SearchFigures:
+        return cls(
+            trial_number=int(data["trial"]),
+            metrics=Measurement.from_dict(data["metrics"]),
+            baseline=Measurement.from_dict(data["baseline"]),
+            speedup=float(data["speedup"]),
+        )
+
+
+@dataclass(frozen=True)
 class TunedConfig:
-    """The deployable result (``best.json``): the config, its figures and where they came from."""
+    """The deployable result (``best.json``): the config, its figures and where they came from.
+
+    ``metrics``, ``baseline`` and ``speedup`` are the confirmed figures (median round of the
+    interleaved re-measurement) when a confirmation ran, else the search's own.
+    """
 
     config: TrialConfig
     model_path: str
@@ -307,6 +449,8 @@ class TunedConfig:
     trial_number: int
     environment: Mapping[str, Any]
     created: str
+    search: SearchFigures
+    confirmation: Confirmation | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -322,6 +466,8 @@ class TunedConfig:
                 "storage": self.storage,
                 "trial": self.trial_number,
             },
+            "search": self.search.to_dict(),
+            "confirmation": self.confirmation.to_dict() if self.confirmation else None,
             "environment": dict(self.environment),
             "created": self.created,
         }
@@ -329,6 +475,7 @@ class TunedConfig:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TunedConfig:
         _check_schema(data, TUNED_SCHEMA, "tuned config")
+        confirmation = data.get("confirmation")
         return cls(
             config=TrialConfig.from_dict(data["config"]),
             model_path=data["model"]["path"],
@@ -342,4 +489,6 @@ class TunedConfig:
             trial_number=int(data["study"]["trial"]),
             environment=data["environment"],
             created=data["created"],
+            search=SearchFigures.from_dict(data["search"]),
+            confirmation=Confirmation.from_dict(confirmation) if confirmation else None,
         )

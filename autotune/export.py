@@ -10,7 +10,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from autotune.config import Measurement, TunedConfig
+from autotune.config import Measurement, SearchFigures, TunedConfig
 from autotune.model import ModelInfo
 from autotune.objectives import Objective
 from autotune.study import TuneResult
@@ -37,21 +37,32 @@ def tuned_config(
     objective: Objective,
     environment: Mapping[str, Any],
 ) -> TunedConfig:
-    best, baseline = result.best.outcome, result.baseline.outcome
-    assert isinstance(best, Measurement) and isinstance(baseline, Measurement)
+    """best.json's content: the confirmed figures when a confirmation ran, else the search's."""
+    found, base = result.search_best.outcome, result.baseline.outcome
+    assert isinstance(found, Measurement) and isinstance(base, Measurement)
+    search = SearchFigures(result.search_best.number, found, base, objective.gain(found, base))
+    metrics, baseline, speedup = found, base, search.speedup
+    confirmation = result.confirmation
+    if confirmation is not None:
+        winner = confirmation.figures(confirmation.winner)
+        baseline = confirmation.baseline.measurement or base
+        metrics = winner.measurement or baseline
+        speedup = winner.gain
     return TunedConfig(
         config=result.best.config,
         model_path=model.path,
         model_sha256=model.sha256,
         objective=objective.name,
-        metrics=best,
+        metrics=metrics,
         baseline=baseline,
-        speedup=objective.gain(best, baseline),
+        speedup=speedup,
         study_name=result.study_name,
         storage=result.storage,
         trial_number=result.best.number,
         environment=dict(environment),
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        search=search,
+        confirmation=confirmation,
     )
 
 

@@ -39,12 +39,14 @@ class Objective:
             return m.peak_rss_mb
         return m.startup_s
 
-    def gain(self, best: Measurement, baseline: Measurement) -> float:
-        """How many times better ``best`` is than ``baseline`` (> 1 is better, either direction)."""
-        b, a = self.value(best), self.value(baseline)
+    def ratio(self, value: float, base: float) -> float:
+        """How many times better ``value`` is than ``base`` (> 1 is better, either direction)."""
         if self.direction == "maximize":
-            return b / a if a > 0 else float("inf")
-        return a / b if b > 0 else float("inf")
+            return value / base if base > 0 else float("inf")
+        return base / value if value > 0 else float("inf")
+
+    def gain(self, best: Measurement, baseline: Measurement) -> float:
+        return self.ratio(self.value(best), self.value(baseline))
 
     def better(self, a: float, b: float) -> bool:
         return a > b if self.direction == "maximize" else a < b

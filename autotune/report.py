@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Callable
 
-from autotune.config import Measurement, TrialFailure
+from autotune.config import Confirmation, Measurement, TrialFailure, TunedConfig
 from autotune.objectives import Objective
 from autotune.study import Progress, TrialRecord, TuneResult
 
@@ -44,50 +45,88 @@ def progress_line(record: TrialRecord, progress: Progress, objective: Objective)
         body = f"FAILED {record.outcome.kind}: {reason}"
     else:
         body = f"{objective.name} {format_value(objective, record.outcome)}"
+        if record.outcome.unstable:
+            body += " (unstable)"
     best = ""
     if progress.best is not None and isinstance(progress.best.outcome, Measurement):
         best = f" | best {format_value(objective, progress.best.outcome)} (#{progress.best.number})"
     return f"{head} #{record.number} {tag}{body}  [{record.config.describe()}]{best}"
 
 
-def summary_table(result: TuneResult, objective: Objective) -> str:
-    base, best = result.baseline.outcome, result.best.outcome
-    assert isinstance(base, Measurement) and isinstance(best, Measurement)
-    header = (
-        "",
-        f"baseline (#{result.baseline.number})",
-        f"best (#{result.best.number})",
-        "best/base",
-    )
-    rows = [header]
-    for label, get, _higher in ROWS:
-        a, b = get(base), get(best)
-        ratio = f"{b / a:.2f}x" if a else "-"
-        rows.append((label, _fmt(a), _fmt(b), ratio))
-    widths = [max(len(r[i]) for r in rows) for i in range(4)]
-    lines = [
+def _table(rows: list[tuple[str, ...]]) -> list[str]:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return [
         "  ".join(
             cell.ljust(widths[i]) if i == 0 else cell.rjust(widths[i]) for i, cell in enumerate(row)
-        )
+        ).rstrip()
         for row in rows
     ]
-    failed = sum(1 for r in result.records if not r.ok)
-    gain = objective.gain(best, base)
-    verdict = (
-        f"{objective.name}: {gain:.2f}x {'better' if gain >= 1 else 'worse'} than ONNX Runtime's "
-        f"defaults ({format_value(objective, base)} -> {format_value(objective, best)})"
-    )
-    if result.best.number == result.baseline.number:
-        verdict = (
-            f"{objective.name}: no trial beat ONNX Runtime's defaults; the baseline is the best"
+
+
+def confirmation_table(confirmation: Confirmation, objective: Objective) -> list[str]:
+    rows: list[tuple[str, ...]] = [
+        ("trial", f"median {objective.unit}", "spread", "rounds won", "vs baseline")
+    ]
+    for f in (confirmation.baseline, *confirmation.finalists):
+        is_base = f.trial_number == confirmation.baseline.trial_number
+        mark = " <- chosen" if f.trial_number == confirmation.winner else ""
+        rows.append(
+            (
+                f"#{f.trial_number}{' (baseline)' if is_base else ''}{mark}",
+                _fmt(f.median) if f.values else "failed",
+                f"{f.spread:.1%}",
+                "-" if is_base else f"{f.wins}/{len(f.values)}",
+                "-" if is_base else f"{f.gain:.2f}x",
+            )
         )
-    return "\n".join(
-        [
-            *lines,
-            "",
-            f"best config: {result.best.config.describe()}",
-            verdict,
-            f"trials: {len(result.records)} in study ({result.ran} this run, {failed} failed); "
-            f"stopped: {result.stop_reason}",
-        ]
+    return _table(rows)
+
+
+def summary_table(tuned: TunedConfig, result: TuneResult, objective: Objective) -> str:
+    """Baseline against the chosen config (confirmed figures when confirmed), then the story."""
+    base, best = tuned.baseline, tuned.metrics
+    confirmation = tuned.confirmation
+    source = f"median round of {confirmation.rounds}" if confirmation else "search measurement"
+    rows: list[tuple[str, ...]] = [
+        (
+            f"({source})",
+            f"baseline (#{result.baseline.number})",
+            f"chosen (#{tuned.trial_number})",
+            "chosen/base",
+        )
+    ]
+    for label, get, _higher in ROWS:
+        a, b = get(base), get(best)
+        rows.append((label, _fmt(a), _fmt(b), f"{b / a:.2f}x" if a else "-"))
+    lines = _table(rows)
+    lines += ["", f"chosen config: {tuned.config.describe()}"]
+    search = tuned.search
+    lines.append(
+        f"search: best trial #{search.trial_number} measured {format_value(objective, search.metrics)}"
+        f" against the baseline's {format_value(objective, search.baseline)} "
+        f"({search.speedup:.2f}x, one measurement each)"
     )
+    if confirmation is not None:
+        lines += ["", *confirmation_table(confirmation, objective), confirmation.verdict]
+    elif result.best.number == result.baseline.number:
+        lines.append(
+            f"{objective.name}: no trial beat ONNX Runtime's defaults; keeping the defaults"
+        )
+    failed = [r for r in result.records if not r.ok]
+    kinds = sorted({r.outcome.kind for r in failed if isinstance(r.outcome, TrialFailure)})
+    measured = [r.outcome for r in result.records if isinstance(r.outcome, Measurement)]
+    unstable = sum(1 for m in measured if m.unstable)
+    overheads = [m.overhead_s for m in measured if m.overhead_s is not None]
+    lines.append(
+        f"trials: {len(result.records)} in study ({result.ran} this run, {len(failed)} failed"
+        f"{': ' + ', '.join(kinds) if kinds else ''}; {unstable} flagged unstable); "
+        f"stopped: {result.stop_reason}"
+    )
+    if overheads:
+        lines.append(
+            f"per-trial overhead (process start, imports): median {statistics.median(overheads):.2f} s"
+        )
+    for m, who in ((base, "baseline"), (best, "chosen")):
+        for reason in m.unstable:
+            lines.append(f"warning: {who} measurement unstable: {reason}")
+    return "\n".join(lines)

@@ -154,7 +154,7 @@ def _classify(
         if document["status"] == "ok":
             measurement = Measurement.from_dict(document["measurement"])
             return measurement.with_process(peak_rss_mb=peak_rss_mb, wall_s=wall_s)
-        return TrialFailure(document["kind"], document["message"])
+        return TrialFailure(document["kind"], document["message"], document.get("details", {}))
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         what = "no result" if not payload else f"a malformed result ({exc})"
         return TrialFailure("no_result", f"worker exited with {what}{detail}")

@@ -1,9 +1,11 @@
 """The tuner: an Optuna study of isolated, measured trials. The only module that imports optuna.
 
 ``tune`` creates or resumes the study (the same command again continues it up to ``--trials``),
-measures ONNX Runtime's default configuration first as the baseline, then runs the ask / measure /
-tell loop within the budget. Every metric and failure reason is stored as trial user attributes
-and the model and machine as study user attributes, so optuna-dashboard shows them.
+measures ONNX Runtime's default configuration first as the baseline (its outputs become the
+accuracy guard's reference), runs the ask / measure / tell loop within the budget, then confirms
+the finalists against the baseline in interleaved rounds. Every metric and failure reason is
+stored as trial user attributes, the model, machine and confirmation as study user attributes, so
+optuna-dashboard shows them.
 """
 
 from __future__ import annotations
@@ -12,9 +14,12 @@ import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from autotune.config import (
+    AccuracyCheck,
+    Confirmation,
     FeedPlan,
     Measurement,
     MeasureSettings,
@@ -24,6 +29,8 @@ from autotune.config import (
     WorkerJob,
 )
 from autotune.errors import AutotuneError, UsageError
+from autotune.finalists import confirm, pick_finalists
+from autotune.lock import machine_lock
 from autotune.model import ModelInfo
 from autotune.objectives import Objective
 from autotune.runner import run_trial
@@ -48,6 +55,12 @@ class TuneRequest:
     trial_timeout_s: float | None = None  # default: derived from the baseline
     environment: Mapping[str, Any] = field(default_factory=dict)
     worker_command: Sequence[str] | None = None
+    reference_path: str | None = None  # the accuracy guard's reference outputs (None: no guard)
+    rtol: float | None = None
+    atol: float | None = None
+    finalists: int = 3  # configs re-measured against the baseline after the search (0: none)
+    rounds: int = 5  # interleaved confirmation rounds
+    wait_for_lock: bool = True  # queue behind another autotune measuring here, or fail at once
 
 
 @dataclass(frozen=True)
@@ -75,10 +88,12 @@ class TuneResult:
     study_name: str
     storage: str
     baseline: TrialRecord
-    best: TrialRecord
+    search_best: TrialRecord  # the best single measurement of the search
+    best: TrialRecord  # the config to deploy: the confirmed winner (maybe the baseline)
     records: tuple[TrialRecord, ...]  # every finished trial of the study, in order
     ran: int  # trials run by this invocation
     stop_reason: str
+    confirmation: Confirmation | None = None
 
 
 def _optuna() -> Any:
@@ -157,14 +172,18 @@ def open_study(request: TuneRequest) -> Any:
 
 def _metric_attrs(m: Measurement) -> dict[str, Any]:
     """Flat figures for the dashboard's user-attribute view, plus the full measurement."""
-    return {
+    attrs: dict[str, Any] = {
         "throughput": round(m.throughput, 3),
         "latency_p50_ms": round(m.latency_ms.p50, 4),
         "latency_p99_ms": round(m.latency_ms.p99, 4),
         "peak_rss_mb": round(m.peak_rss_mb or 0.0, 1),
         "startup_s": round(m.startup_s, 4),
+        "unstable": " | ".join(m.unstable),
         "measurement": m.to_dict(),
     }
+    if m.max_abs_err is not None:
+        attrs["max_abs_err"] = m.max_abs_err
+    return attrs
 
 
 def record_of(trial: Any) -> TrialRecord | None:
@@ -177,7 +196,11 @@ def record_of(trial: Any) -> TrialRecord | None:
     if trial.state.name == "COMPLETE" and "measurement" in attrs:
         outcome = Measurement.from_dict(attrs["measurement"])
     else:
-        outcome = TrialFailure(attrs.get("failure_kind", "error"), attrs.get("failure_message", ""))
+        outcome = TrialFailure(
+            attrs.get("failure_kind", "error"),
+            attrs.get("failure_message", ""),
+            attrs.get("failure_details", {}),
+        )
     return TrialRecord(trial.number, config, outcome, baseline=bool(attrs.get("baseline")))
 
 
@@ -195,25 +218,45 @@ def _best(records: Sequence[TrialRecord], objective: Objective) -> TrialRecord |
     return best
 
 
+@dataclass
+class Measurer:
+    """Runs one config in a fresh worker under the machine's measuring lock."""
+
+    request: TuneRequest
+    timeout_s: float
+    on_wait: Callable[[str], None] | None = None
+
+    def __call__(self, config: TrialConfig, *, write_reference: bool = False) -> TrialOutcome:
+        r = self.request
+        accuracy = AccuracyCheck(
+            reference_path=r.reference_path,
+            write_batches=tuple(r.space.batch_sizes) if write_reference else (),
+            rtol=r.rtol,
+            atol=r.atol,
+        )
+        job = WorkerJob(r.model.path, config, r.feeds, r.measure, accuracy)
+        with machine_lock(wait=r.wait_for_lock, on_wait=self.on_wait):
+            return run_trial(job, timeout_s=self.timeout_s, command=r.worker_command)
+
+
 def _measure_trial(
     study: Any,
     trial: Any,
     config: TrialConfig,
     request: TuneRequest,
+    measurer: Measurer,
     *,
-    timeout_s: float,
     baseline: bool,
 ) -> TrialRecord:
     optuna = _optuna()
     trial.set_user_attr("config", config.to_dict())
     trial.set_user_attr("baseline", baseline)
     trial.set_user_attr("summary", config.describe())
-    job = WorkerJob(request.model.path, config, request.feeds, request.measure)
     try:
-        outcome = run_trial(job, timeout_s=timeout_s, command=request.worker_command)
-    except KeyboardInterrupt:
+        outcome = measurer(config, write_reference=baseline)
+    except BaseException:  # Ctrl-C, or the lock refused: the trial did not run
         trial.set_user_attr("failure_kind", "interrupted")
-        trial.set_user_attr("failure_message", "interrupted by the user")
+        trial.set_user_attr("failure_message", "interrupted before it finished")
         study.tell(trial, state=optuna.trial.TrialState.FAIL)
         raise
     if isinstance(outcome, Measurement):
@@ -223,6 +266,8 @@ def _measure_trial(
     else:
         trial.set_user_attr("failure_kind", outcome.kind)
         trial.set_user_attr("failure_message", outcome.message[:2000])
+        if outcome.details:
+            trial.set_user_attr("failure_details", dict(outcome.details))
         study.tell(trial, state=optuna.trial.TrialState.FAIL)
     return TrialRecord(trial.number, config, outcome, baseline=baseline)
 
@@ -235,17 +280,61 @@ def _trial_timeout(request: TuneRequest, baseline: TrialRecord) -> float:
     return max(MIN_TRIAL_TIMEOUT_S, 10 * (wall or MIN_TRIAL_TIMEOUT_S))
 
 
+def _confirm(
+    study: Any,
+    request: TuneRequest,
+    records: Sequence[TrialRecord],
+    baseline: TrialRecord,
+    measurer: Measurer,
+    say: Callable[[str], None],
+) -> Confirmation | None:
+    finalists = pick_finalists(
+        [(r.number, r.config, r.outcome) for r in records if not r.baseline],
+        baseline.config,
+        request.objective,
+        request.finalists,
+    )
+    if request.finalists <= 0 or request.rounds <= 0 or not finalists:
+        return None
+    numbers = ", ".join(f"#{n}" for n, _, _ in finalists)
+    say(
+        f"confirming: baseline #{baseline.number} and finalists {numbers}, "
+        f"{request.rounds} interleaved rounds in fresh workers"
+    )
+
+    def on_run(round_index: int, number: int, outcome: TrialOutcome) -> None:
+        if isinstance(outcome, Measurement):
+            text = f"{request.objective.value(outcome):.4g} {request.objective.unit}"
+        else:
+            text = f"FAILED {outcome.kind}"
+        say(f"  round {round_index + 1}/{request.rounds} #{number}: {text}")
+
+    confirmation = confirm(
+        (baseline.number, baseline.config, baseline.outcome),
+        finalists,
+        objective=request.objective,
+        rounds=request.rounds,
+        measure=measurer,
+        on_run=on_run,
+    )
+    study.set_user_attr("confirmation", confirmation.to_dict())
+    return confirmation
+
+
 def tune(
     request: TuneRequest,
     *,
     on_trial: Callable[[TrialRecord, Progress], None] | None = None,
+    on_message: Callable[[str], None] | None = None,
 ) -> TuneResult:
-    """Run the study up to ``request.trials`` finished trials (or the timeout); return the best.
+    """Run the study up to ``request.trials`` finished trials (or the timeout), confirm the
+    finalists, and return the config to deploy.
 
     Raises:
         AutotuneError: the baseline failed (nothing can be compared), or no trial ever finished.
     """
     optuna = _optuna()
+    say = on_message or (lambda line: None)
     started = time.perf_counter()
     study = open_study(request)
     records = records_of(study)
@@ -263,35 +352,34 @@ def tune(
         records.append(record)
         if on_trial is not None:
             best = _best(records, request.objective)
-            on_trial(
-                record, Progress(len(records), request.trials, time.perf_counter() - started, best)
-            )
+            elapsed = time.perf_counter() - started
+            on_trial(record, Progress(len(records), request.trials, elapsed, best))
 
+    measurer = Measurer(request, BASELINE_TIMEOUT_S, on_wait=say)
     baseline = next((r for r in records if r.baseline and r.ok), None)
     if baseline is None and len(records) < request.trials:
         trial = study.ask()
         baseline = _measure_trial(
-            study,
-            trial,
-            request.space.baseline(),
-            request,
-            timeout_s=BASELINE_TIMEOUT_S,
-            baseline=True,
+            study, trial, request.space.baseline(), request, measurer, baseline=True
         )
         ran += 1
         notify(baseline)
-        if not baseline.ok:
-            failure = baseline.outcome
+        if isinstance(baseline.outcome, TrialFailure):
             raise AutotuneError(
                 f"the baseline (ONNX Runtime defaults) failed, so nothing can be compared: "
-                f"{failure.kind}: {failure.message[:500]}"  # type: ignore[union-attr]
+                f"{baseline.outcome.kind}: {baseline.outcome.message[:500]}"
             )
     if baseline is None:
         raise AutotuneError(
             f"study {request.study_name!r} has no successful baseline and no trials left; "
             "raise --trials or start a new --study"
         )
-    trial_timeout = _trial_timeout(request, baseline)
+    measurer.timeout_s = _trial_timeout(request, baseline)
+    if request.reference_path and not Path(request.reference_path).is_file():
+        say("the accuracy guard's reference outputs are missing: measuring the baseline again")
+        again = measurer(baseline.config, write_reference=True)
+        if isinstance(again, TrialFailure):
+            raise AutotuneError(f"re-running the baseline failed: {again.kind}: {again.message}")
     stop_reason = "trial budget reached"
     while len(records) < request.trials:
         if request.timeout_s is not None and time.perf_counter() - started >= request.timeout_s:
@@ -299,19 +387,23 @@ def tune(
             break
         trial = study.ask()
         config = request.space.suggest(trial)
-        record = _measure_trial(
-            study, trial, config, request, timeout_s=trial_timeout, baseline=False
-        )
+        record = _measure_trial(study, trial, config, request, measurer, baseline=False)
         ran += 1
         notify(record)
-    best = _best(records, request.objective)
-    assert best is not None  # the baseline succeeded
+    search_best = _best(records, request.objective)
+    assert search_best is not None  # the baseline succeeded
+    confirmation = _confirm(study, request, records, baseline, measurer, say)
+    best = search_best
+    if confirmation is not None:
+        best = next(r for r in records if r.number == confirmation.winner)
     return TuneResult(
         study_name=request.study_name,
         storage=request.storage,
         baseline=baseline,
+        search_best=search_best,
         best=best,
         records=tuple(records),
         ran=ran,
         stop_reason=stop_reason,
+        confirmation=confirmation,
     )

@@ -43,6 +43,11 @@ class RunOptions:
     min_time_s: float = 0.5
     min_runs: int = 10
     trial_timeout_s: float | None = None
+    rtol: float | None = None
+    atol: float | None = None
+    finalists: int = 3
+    rounds: int = 5
+    wait: bool = True
     worker_command: Sequence[str] | None = None
 
 
@@ -117,6 +122,12 @@ def prepare(options: RunOptions) -> TuneRequest:
         trial_timeout_s=options.trial_timeout_s,
         environment=environment(),
         worker_command=options.worker_command,
+        reference_path=str(out / name / "reference.npz"),
+        rtol=options.rtol,
+        atol=options.atol,
+        finalists=options.finalists,
+        rounds=options.rounds,
+        wait_for_lock=options.wait,
     )
 
 
@@ -143,12 +154,13 @@ def run_tuning(options: RunOptions, *, echo: Callable[[str], None]) -> RunOutcom
     result = run_study(
         request,
         on_trial=lambda record, progress: echo(progress_line(record, progress, request.objective)),
+        on_message=echo,
     )
     tuned = tuned_config(
         result, model=request.model, objective=request.objective, environment=request.environment
     )
     path = write_best(tuned, out)
-    table = summary_table(result, request.objective)
+    table = summary_table(tuned, result, request.objective)
     table += f"\nwrote {path}\nload it with: autotune.load_session({str(path)!r})"
     return RunOutcome(tuned=tuned, best_path=path, table=table)
 
@@ -171,6 +183,11 @@ def tune(
     min_time_s: float = 0.5,
     min_runs: int = 10,
     trial_timeout_s: float | None = None,
+    rtol: float | None = None,
+    atol: float | None = None,
+    finalists: int = 3,
+    rounds: int = 5,
+    wait: bool = True,
     progress: Callable[[str], None] | None = None,
 ) -> TunedConfig:
     """Tune ``model`` and return the tuned config (also written to ``OUT/STUDY/best.json``).
@@ -199,5 +216,10 @@ def tune(
         min_time_s=min_time_s,
         min_runs=min_runs,
         trial_timeout_s=trial_timeout_s,
+        rtol=rtol,
+        atol=atol,
+        finalists=finalists,
+        rounds=rounds,
+        wait=wait,
     )
     return run_tuning(options, echo=progress or (lambda line: None)).tuned

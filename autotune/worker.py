@@ -3,6 +3,11 @@
 The runner starts ``python -m autotune.worker --job FILE --result-fd N`` with one WorkerJob as
 JSON in FILE and reads one result document from file descriptor N. stdout and stderr stay free for
 ONNX Runtime's own logging. Exit code 0 means a result was written, whatever it says.
+
+Order of work: import onnxruntime (timed), create the session (timed), first inference (timed),
+accuracy check against the baseline's outputs (a mismatch ends the trial before any timing), a
+short warm-up, then timed runs until both minimums are met; leading timed runs that are still
+slow outliers are counted as warm-up and replaced.
 """
 
 from __future__ import annotations
@@ -16,14 +21,21 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from autotune.config import RESULT_SCHEMA, Measurement, MeasureSettings, WorkerJob
+from autotune.config import RESULT_SCHEMA, Measurement, WorkerJob
+
+clock = time.perf_counter
+
+
+class OutputMismatch(Exception):
+    def __init__(self, message: str, details: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.details = details
 
 
 def _loop(
     run: Callable[[], Any], *, min_runs: int, min_s: float, max_runs: int, max_s: float
 ) -> list[float]:
     """Run until both minimums are met or either cap is hit; per-run times in seconds."""
-    clock = time.perf_counter
     times: list[float] = []
     start = clock()
     while True:
@@ -38,20 +50,54 @@ def _loop(
             return times
 
 
+def check_accuracy(job: WorkerJob, session: Any) -> tuple[float | None, float | None]:
+    """Write the reference (baseline) or compare with it; raise OutputMismatch beyond tolerance."""
+    from autotune.accuracy import compare, load_reference, save_reference
+    from autotune.model import make_feeds
+    from autotune.session import outputs_of
+
+    check = job.accuracy
+    if check.reference_path is None:
+        return None, None
+    if check.write_batches:
+        by_batch = {
+            b: outputs_of(session, make_feeds(job.feeds, b), job.config)
+            for b in check.write_batches
+        }
+        save_reference(check.reference_path, by_batch)
+        return 0.0, 0.0
+    reference = load_reference(check.reference_path, job.config.batch_size)
+    if reference is None:
+        return None, None
+    outputs = outputs_of(session, make_feeds(job.feeds, job.config.batch_size), job.config)
+    names = [o.name for o in session.get_outputs()]
+    result = compare(outputs, reference, names, rtol=check.rtol, atol=check.atol)
+    if not result.ok:
+        details = {
+            "max_abs_err": result.max_abs_err,
+            "max_rel_err": result.max_rel_err,
+            "worst_output": result.worst_output,
+        }
+        raise OutputMismatch(result.message, details)
+    return result.max_abs_err, result.max_rel_err
+
+
 def measure(job: WorkerJob, import_s: float) -> Measurement:
     from autotune.model import make_feeds
     from autotune.session import create_session, make_runner
-    from autotune.stats import latency_stats
+    from autotune.stats import SLOW_FIRST_RUN, instability, latency_stats, warmup_prefix
 
-    settings: MeasureSettings = job.measure
+    started = clock()
+    settings = job.measure
     feeds = make_feeds(job.feeds, job.config.batch_size)
-    t0 = time.perf_counter()
+    t0 = clock()
     session = create_session(job.model_path, job.config)
-    create_s = time.perf_counter() - t0
+    create_s = clock() - t0
     run = make_runner(session, feeds, job.config)
-    t0 = time.perf_counter()
+    t0 = clock()
     run()
-    first_run_s = time.perf_counter() - t0
+    first_run_s = clock() - t0
+    max_abs_err, max_rel_err = check_accuracy(job, session)
     warmup = _loop(
         run,
         min_runs=settings.warmup_runs,
@@ -59,25 +105,50 @@ def measure(job: WorkerJob, import_s: float) -> Measurement:
         max_runs=max(settings.warmup_runs, 1000),
         max_s=max(settings.warmup_s, 5.0),
     )
+    cap_runs, cap_s = settings.max_runs, settings.max_time_s
     times = _loop(
-        run,
-        min_runs=settings.min_runs,
-        min_s=settings.min_time_s,
-        max_runs=settings.max_runs,
-        max_s=settings.max_time_s,
+        run, min_runs=settings.min_runs, min_s=settings.min_time_s, max_runs=cap_runs, max_s=cap_s
     )
+    notes = []
+    trimmed = warmup_prefix(times)
+    if trimmed:
+        times = times[trimmed:] + _loop(
+            run, min_runs=trimmed, min_s=0.0, max_runs=trimmed, max_s=cap_s
+        )
+        notes.append(f"{trimmed} slow leading runs counted as warm-up")
+    stats = latency_stats(times)
+    if first_run_s * 1e3 > SLOW_FIRST_RUN * stats.p50:
+        notes.append(
+            f"first inference took {first_run_s * 1e3:.1f} ms, "
+            f"{first_run_s * 1e3 / stats.p50:.0f}x a steady run: it is part of startup"
+        )
     timed_s = sum(times)
     return Measurement(
         batch_size=job.config.batch_size,
         import_s=import_s,
         create_s=create_s,
         first_run_s=first_run_s,
-        latency_ms=latency_stats(times),
+        latency_ms=stats,
         throughput=job.config.batch_size * len(times) / timed_s,
         timed_s=timed_s,
-        warmup_runs=len(warmup),
+        warmup_runs=len(warmup) + trimmed,
         providers=tuple(session.get_providers()),
+        work_s=clock() - started,
+        unstable=instability(stats),
+        notes=tuple(notes),
+        max_abs_err=max_abs_err,
+        max_rel_err=max_rel_err,
     )
+
+
+def _failed(kind: str, message: str, details: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {
+        "schema": RESULT_SCHEMA,
+        "status": "failed",
+        "kind": kind,
+        "message": message,
+        "details": details or {},
+    }
 
 
 def run_job(job: WorkerJob, import_s: float) -> dict[str, Any]:
@@ -87,15 +158,11 @@ def run_job(job: WorkerJob, import_s: float) -> dict[str, Any]:
     try:
         measurement = measure(job, import_s)
     except ProviderFallbackError as exc:
-        return {
-            "schema": RESULT_SCHEMA,
-            "status": "failed",
-            "kind": "fallback",
-            "message": str(exc),
-        }
+        return _failed("fallback", str(exc))
+    except OutputMismatch as exc:
+        return _failed("mismatch", str(exc), exc.details)
     except Exception as exc:  # onnxruntime raises its own pybind exception classes
-        message = f"{type(exc).__name__}: {' '.join(str(exc).split())}"
-        return {"schema": RESULT_SCHEMA, "status": "failed", "kind": "error", "message": message}
+        return _failed("error", f"{type(exc).__name__}: {' '.join(str(exc).split())}")
     return {"schema": RESULT_SCHEMA, "status": "ok", "measurement": measurement.to_dict()}
 
 
@@ -104,10 +171,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--job", required=True, help="WorkerJob JSON file")
     parser.add_argument("--result-fd", type=int, required=True)
     args = parser.parse_args(argv)
-    t0 = time.perf_counter()
+    t0 = clock()
     import onnxruntime  # noqa: F401  (timed: part of every deployment's startup)
 
-    import_s = time.perf_counter() - t0
+    import_s = clock() - t0
     job = WorkerJob.from_json(Path(args.job).read_text())
     document = run_job(job, import_s)
     with os.fdopen(args.result_fd, "w") as out:

@@ -5,12 +5,15 @@ import json
 import pytest
 
 from autotune.config import (
+    Confirmation,
     FeedPlan,
     InputSpec,
     LatencyStats,
     Measurement,
     MeasureSettings,
     ProviderSpec,
+    RoundFigures,
+    SearchFigures,
     TrialConfig,
     TunedConfig,
     WorkerJob,
@@ -33,11 +36,16 @@ MEASUREMENT = Measurement(
     import_s=0.1,
     create_s=0.2,
     first_run_s=0.05,
-    latency_ms=LatencyStats(1.0, 2.0, 2.5, 3.0, 1.2, 0.3, 0.9, 3.1, 50),
+    latency_ms=LatencyStats(1.0, 2.0, 2.5, 3.0, 1.2, 0.3, 0.9, 3.1, 50, 0.1, 2),
     throughput=6666.6,
     timed_s=0.5,
     warmup_runs=3,
     providers=("CPUExecutionProvider",),
+    work_s=0.9,
+    unstable=("only 5 timed runs",),
+    notes=("first inference took 50.0 ms",),
+    max_abs_err=1e-6,
+    max_rel_err=1e-5,
     peak_rss_mb=120.5,
     wall_s=1.1,
 )
@@ -87,6 +95,15 @@ def test_tuned_config_round_trip() -> None:
         trial_number=3,
         environment={"cpu_model": "x"},
         created="2026-11-21T00:00:00+00:00",
+        search=SearchFigures(3, MEASUREMENT, MEASUREMENT, 1.1),
+        confirmation=Confirmation(
+            rounds=3,
+            baseline=RoundFigures(0, (1.0, 1.1, 0.9), 0, 1.0, 0.1, 0, 1.0, MEASUREMENT),
+            finalists=(RoundFigures(3, (1.2, 1.3), 1, 1.25, 0.04, 2, 1.25, None),),
+            winner=3,
+            threshold=1.07,
+            verdict="trial #3 is 1.25x better",
+        ),
     )
     data = json.loads(json.dumps(tuned.to_dict()))
     assert data["schema"] == "autotune.tuned/v1"
