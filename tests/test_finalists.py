@@ -1,0 +1,105 @@
+"""The finalist selection and the winner's decision, on figures built by hand."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from autotune.config import RoundFigures, TrialConfig, TrialFailure
+from autotune.finalists import MIN_GAIN, confirm, decide, pick_finalists
+from autotune.objectives import parse_objective
+from tests.test_config import MEASUREMENT
+
+THROUGHPUT = parse_objective("throughput")
+LATENCY = parse_objective("latency")
+
+
+def _m(throughput: float):  # type: ignore[no-untyped-def]
+    return replace(MEASUREMENT, throughput=throughput)
+
+
+def _cfg(threads: int) -> TrialConfig:
+    return TrialConfig(session_options={"intra_op_num_threads": threads})
+
+
+def test_pick_finalists_best_first_distinct_and_not_the_baseline() -> None:
+    records = [
+        (1, _cfg(1), _m(100.0)),
+        (2, _cfg(2), _m(300.0)),
+        (3, _cfg(2), _m(310.0)),  # the same config as #2, measured luckier
+        (4, TrialConfig(), _m(400.0)),  # the baseline's config, proposed again
+        (5, _cfg(3), TrialFailure("crash", "SIGSEGV")),
+        (6, _cfg(4), _m(200.0)),
+    ]
+    picked = pick_finalists(records, TrialConfig(), THROUGHPUT, 2)
+    assert [n for n, _, _ in picked] == [3, 6]
+
+
+def _fig(number: int, values: tuple[float, ...], wins: int, gain: float, spread: float = 0.01):  # type: ignore[no-untyped-def]
+    median = sorted(values)[len(values) // 2]
+    return RoundFigures(number, values, 0, median, spread, wins, gain, None)
+
+
+def test_a_clear_winner_is_chosen_with_its_gain() -> None:
+    base = _fig(0, (100, 101, 99, 100, 100), 0, 1.0)
+    good = _fig(7, (130, 131, 129, 130, 128), 5, 1.30)
+    better_but_noisy = _fig(8, (160, 60, 170, 50, 180), 3, 1.6, spread=1.5)
+    result = decide(base, [good, better_but_noisy], rounds=5, objective=THROUGHPUT)
+    assert result.winner == 7
+    assert "1.30x better" in result.verdict and "5/5 rounds" in result.verdict
+
+
+def test_gains_within_the_noise_keep_the_baseline() -> None:
+    base = _fig(0, (100, 104, 96, 100, 102), 0, 1.0, spread=0.04)
+    small = _fig(3, (101, 103, 102, 101, 102), 4, 1.02, spread=0.02)
+    result = decide(base, [small], rounds=5, objective=THROUGHPUT)
+    assert result.winner == 0
+    assert "no finalist beat" in result.verdict and "keeping the defaults" in result.verdict
+    assert result.threshold >= 1 + MIN_GAIN
+
+
+def test_a_winner_must_win_most_paired_rounds() -> None:
+    base = _fig(0, (100,) * 5, 0, 1.0)
+    lucky = _fig(4, (300, 90, 90, 300, 300), 3, 3.0)
+    unlucky = _fig(5, (300, 300, 90, 90, 90), 2, 1.0)
+    assert decide(base, [lucky], rounds=5, objective=THROUGHPUT).winner == 4
+    assert decide(base, [replace(unlucky, gain=3.0)], rounds=5, objective=THROUGHPUT).winner == 0
+
+
+def test_confirm_interleaves_rounds_and_computes_paired_wins() -> None:
+    """A B C, A B C, ...: the measure callable sees the configs in that order every round."""
+    order: list[int] = []
+    latencies = {1: [2.0, 2.2, 2.1], 2: [1.0, 1.1, 1.0], 3: [3.0, 1.5, 3.0]}
+
+    def measure(config: TrialConfig):  # type: ignore[no-untyped-def]
+        threads = int(config.session_options["intra_op_num_threads"])
+        order.append(threads)
+        value = latencies[threads][sum(1 for t in order if t == threads) - 1]
+        return replace(MEASUREMENT, latency_ms=replace(MEASUREMENT.latency_ms, p50=value))
+
+    result = confirm(
+        (0, _cfg(1), MEASUREMENT),
+        [(5, _cfg(2), MEASUREMENT), (6, _cfg(3), MEASUREMENT)],
+        objective=LATENCY,
+        rounds=3,
+        measure=measure,
+    )
+    assert order == [1, 2, 3] * 3
+    fast, mixed = result.finalists
+    assert fast.wins == 3 and fast.gain == 2.1 / 1.0
+    assert mixed.wins == 1  # beat the baseline only in round 2
+    assert result.winner == 5
+    assert result.baseline.values == (2.0, 2.2, 2.1)
+
+
+def test_failed_rounds_are_counted_not_ranked() -> None:
+    def measure(config: TrialConfig):  # type: ignore[no-untyped-def]
+        if config.session_options["intra_op_num_threads"] == 2:
+            return TrialFailure("crash", "SIGSEGV")
+        return MEASUREMENT
+
+    result = confirm(
+        (0, _cfg(1), MEASUREMENT), [(5, _cfg(2), MEASUREMENT)],
+        objective=THROUGHPUT, rounds=2, measure=measure,
+    )  # fmt: skip
+    assert result.finalists[0].failures == 2 and result.winner == 0
+    assert "every finalist failed" in result.verdict

@@ -1,0 +1,68 @@
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from autotune.errors import AutotuneError
+from autotune.lock import machine_lock
+
+HOLD = """
+import sys, time
+from autotune.lock import machine_lock
+with machine_lock():
+    print("held", flush=True)
+    time.sleep(float(sys.argv[1]))
+"""
+
+
+@pytest.fixture
+def lock_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    path = tmp_path / "measure.lock"
+    monkeypatch.setenv("AUTOTUNE_LOCK_FILE", str(path))
+    return path
+
+
+def _holder(seconds: float) -> subprocess.Popen[str]:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HOLD, str(seconds)], stdout=subprocess.PIPE, text=True,
+        env=os.environ.copy(),
+    )  # fmt: skip
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "held"
+    return proc
+
+
+def test_no_wait_fails_at_once_naming_the_holder(lock_file: Path) -> None:
+    proc = _holder(30)
+    try:
+        started = time.monotonic()
+        with pytest.raises(AutotuneError, match=f"pid {proc.pid}.*--no-wait"):
+            with machine_lock(wait=False):
+                pass
+        assert time.monotonic() - started < 2
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_waiting_says_so_and_gets_the_lock_when_released(lock_file: Path) -> None:
+    proc = _holder(1.0)
+    messages: list[str] = []
+    started = time.monotonic()
+    with machine_lock(wait=True, on_wait=messages.append):
+        waited = time.monotonic() - started
+    proc.wait()
+    assert waited > 0.5
+    assert messages and f"pid {proc.pid}" in messages[0]
+
+
+def test_a_killed_holder_releases_the_lock(lock_file: Path) -> None:
+    proc = _holder(60)
+    proc.kill()
+    proc.wait()
+    with machine_lock(wait=False):
+        assert lock_file.read_text() == str(os.getpid())
