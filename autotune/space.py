@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
+import numpy as np
 import yaml
 
 from autotune.config import (
@@ -74,6 +75,20 @@ class Param:
             raise ValueError(f"knob {self.name} has unresolved bounds; call SearchSpace.resolve")
         return self.low, self.high
 
+    def grid_values(self) -> list[Any]:
+        """Every value of this knob, for an exhaustive grid."""
+        if self.type == "int":
+            low, high = self.bounds()
+            return list(range(int(low), int(high) + 1, int(self.step or 1)))
+        if self.type == "float":
+            low, high = self.bounds()
+            if not self.step:
+                raise UsageError(f"knob {self.name} is a continuous float: give it a step to grid it")
+            return [float(v) for v in np.arange(low, high + self.step / 2, self.step)]
+        if self.type == "bool":
+            return [True, False]
+        return list(self.choices)
+
     def suggest(self, trial: Suggester) -> Any:
         if self.type == "int":
             low, high = self.bounds()
@@ -114,6 +129,20 @@ class SearchSpace:
                 )
             params.append(replace(p, low=low, high=high))
         return replace(self, params=tuple(params), batch_sizes=tuple(batch_sizes))
+
+    def grid(self) -> list[dict[str, Any]]:
+        """Every combination of knob values that the conditions allow (an exhaustive search)."""
+        points: list[dict[str, Any]] = [{}]
+        for p in self.params:
+            values = p.grid_values()
+            extended: list[dict[str, Any]] = []
+            for point in points:
+                if p.applies(point):
+                    extended.extend({**point, p.name: value} for value in values)
+                else:
+                    extended.append(point)
+            points = extended
+        return points
 
     def suggest(self, trial: Suggester) -> TrialConfig:
         """Sample every knob whose condition holds, in file order, and build the config."""

