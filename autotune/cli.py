@@ -7,6 +7,7 @@ Every :class:`AutotuneError` becomes one ``Error: ...`` line on stderr and a non
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, TypeVar
@@ -28,6 +29,11 @@ T = TypeVar("T")
 DebugOption = Annotated[
     bool, typer.Option("--debug", help="Show tracebacks instead of one-line errors.")
 ]
+
+
+def _terminate(signum: int, frame: object) -> None:
+    """SIGTERM stops a run the way Ctrl-C does: cleanly, results kept, resumable."""
+    raise KeyboardInterrupt
 
 
 def _guarded(debug: bool, action: Callable[[], T]) -> T:
@@ -115,6 +121,17 @@ def run(
             "--wait/--no-wait", help="Queue behind another autotune measuring here, or fail."
         ),
     ] = True,
+    max_memory_mb: Annotated[
+        float | None,
+        typer.Option(
+            min=1,
+            help="Per-trial memory cap; a trial past it is killed and counts as a constraint "
+            "violation (default: 80% of the memory available now).",
+        ),
+    ] = None,
+    max_failures: Annotated[
+        int, typer.Option(min=1, help="Stop the study after this many failed trials in a row.")
+    ] = 10,
     debug: DebugOption = False,
 ) -> None:
     """Tune MODEL: measure ONNX Runtime's defaults, search the space, write best.json."""
@@ -142,11 +159,27 @@ def run(
         finalists=finalists,
         rounds=rounds,
         wait=wait,
+        max_memory_mb=max_memory_mb,
+        max_failures=max_failures,
     )
-    outcome = _guarded(
-        debug, lambda: run_tuning(options, echo=lambda line: typer.echo(line, err=True))
-    )
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        outcome = _guarded(
+            debug, lambda: run_tuning(options, echo=lambda line: typer.echo(line, err=True))
+        )
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     typer.echo(outcome.table)
+    if outcome.interrupted:
+        typer.echo(
+            "Interrupted: the results above are what completed. "
+            "Re-run the same command to resume the study.",
+            err=True,
+        )
+        raise typer.Exit(code=130)
+    if outcome.failed_out:
+        typer.echo(f"Error: stopped early: {outcome.stop_reason}", err=True)
+        raise typer.Exit(code=1)
 
 
 def main() -> None:

@@ -339,6 +339,7 @@ class RoundFigures:
     median: float
     spread: float  # interquartile range over the median
     wins: int  # rounds in which it beat the baseline measured beside it (0 for the baseline)
+    pairs: int  # rounds in which both it and the baseline produced a figure
     gain: float  # median against the baseline's median, > 1 is better (1 for the baseline)
     measurement: Measurement | None  # the round closest to the median, for the other figures
 
@@ -358,6 +359,7 @@ class RoundFigures:
             median=float(data["median"]),
             spread=float(data["spread"]),
             wins=int(data["wins"]),
+            pairs=int(data["pairs"]),
             gain=float(data["gain"]),
             measurement=Measurement.from_dict(m) if m else None,
         )
@@ -371,7 +373,7 @@ class Confirmation:
     baseline: RoundFigures
     finalists: tuple[RoundFigures, ...]
     winner: int  # trial number; the baseline's when no finalist beat it beyond the noise
-    threshold: float  # the gain a finalist needed, > 1
+    threshold: float  # the least gain a finalist needed, > 1
     verdict: str
 
     def to_dict(self) -> dict[str, Any]:

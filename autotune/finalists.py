@@ -3,9 +3,10 @@
 One timing on a shared machine can be far off, so the best trial of a search is partly the
 luckiest (winner's curse). The top K distinct configs and the baseline are measured again,
 A B C D, A B C D, ..., each run in a fresh worker, so slow phases of the machine hit all of them
-alike. A finalist wins only if the median of its rounds beats the baseline's by more than the
-noise (``threshold``) and it beat the baseline measured beside it in most rounds; otherwise the
-baseline is exported and the report says so.
+alike. A finalist wins only if the median of its rounds beats the baseline's by at least
+``MIN_GAIN`` and it beat the baseline measured beside it in enough rounds for a one-sided sign
+test at ``ALPHA`` (5 of 5, 7 of 8, ...); rounds are added while a finalist is still undecided.
+Otherwise the baseline is exported and the report says so.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from autotune.objectives import Objective
 from autotune.stats import relative_spread
 
 MIN_GAIN = 0.02  # below a 2 % gain, a "win" is not worth changing a deployment for
+ALPHA = 0.05  # a finalist must beat the baseline in enough paired rounds: sign test p <= this
 
 Record = tuple[int, TrialConfig, TrialOutcome]  # trial number, config, search outcome
 
@@ -60,13 +62,12 @@ def _figures(
     values = [objective.value(o) if isinstance(o, Measurement) else None for o in outcomes]
     good = [v for v in values if v is not None]
     if not good:
-        return RoundFigures(number, (), len(values), math.nan, 0.0, 0, 0.0, None)
+        return RoundFigures(number, (), len(values), math.nan, 0.0, 0, 0, 0.0, None)
     median = float(np.median(good))
-    wins = sum(
-        1
-        for v, b in zip(values, base_values, strict=True)
-        if v is not None and b is not None and objective.better(v, b)
-    )
+    paired = [
+        (v, b) for v, b in zip(values, base_values, strict=True) if v is not None and b is not None
+    ]
+    wins = sum(1 for v, b in paired if objective.better(v, b))
     closest = min(
         (o for o in outcomes if isinstance(o, Measurement)),
         key=lambda m: abs(objective.value(m) - median),
@@ -79,9 +80,29 @@ def _figures(
         median=median,
         spread=relative_spread(good),
         wins=wins,
+        pairs=len(paired),
         gain=gain,
         measurement=closest,
     )
+
+
+def sign_test_p(wins: int, pairs: int) -> float:
+    """One-sided sign test: the chance of at least ``wins`` wins in ``pairs`` fair coin flips."""
+    if pairs <= 0:
+        return 1.0
+    return sum(math.comb(pairs, k) for k in range(wins, pairs + 1)) / 2**pairs
+
+
+def _beats(f: RoundFigures) -> bool:
+    return bool(f.values) and f.gain >= 1 + MIN_GAIN and sign_test_p(f.wins, f.pairs) <= ALPHA
+
+
+def _undecided(f: RoundFigures, done: int, max_rounds: int) -> bool:
+    """A finalist that looks better but has not won often enough yet, and still could."""
+    if not f.values or f.gain < 1 + MIN_GAIN or _beats(f):
+        return False
+    left = max_rounds - done
+    return sign_test_p(f.wins + left, f.pairs + left) <= ALPHA
 
 
 def confirm(
@@ -92,57 +113,74 @@ def confirm(
     rounds: int,
     measure: Callable[[TrialConfig], TrialOutcome],
     on_run: Callable[[int, int, TrialOutcome], None] | None = None,
+    max_rounds: int | None = None,
 ) -> Confirmation:
-    """Measure the baseline and the finalists in ``rounds`` interleaved rounds; pick the winner."""
+    """Measure the baseline and the finalists in interleaved rounds and pick the winner.
+
+    At least ``rounds`` rounds; then one more at a time, up to ``max_rounds`` (default 3x),
+    while a finalist looks better but has not yet won enough paired rounds to be sure.
+    """
+    limit = max(rounds, max_rounds or 3 * rounds)
     contenders = [baseline, *finalists]
     outcomes: list[list[TrialOutcome]] = [[] for _ in contenders]
-    for round_index in range(rounds):
+    done = 0
+    while True:
         for slot, (number, config, _) in enumerate(contenders):
             outcome = measure(config)
             outcomes[slot].append(outcome)
             if on_run is not None:
-                on_run(round_index, number, outcome)
+                on_run(done, number, outcome)
+        done += 1
+        base, figures = _all_figures(baseline, finalists, outcomes, objective)
+        if done >= limit:
+            break
+        if done >= rounds and not any(_undecided(f, done, limit) for f in figures):
+            break
+    return decide(base, figures, rounds=done, objective=objective)
+
+
+def _all_figures(
+    baseline: Record,
+    finalists: Sequence[Record],
+    outcomes: Sequence[Sequence[TrialOutcome]],
+    objective: Objective,
+) -> tuple[RoundFigures, list[RoundFigures]]:
     base_values = [objective.value(o) if isinstance(o, Measurement) else None for o in outcomes[0]]
-    base = _figures(baseline[0], outcomes[0], [None] * rounds, None, objective)
+    base = _figures(baseline[0], outcomes[0], [None] * len(base_values), None, objective)
     figures = [
         _figures(number, outs, base_values, base.median if base.values else None, objective)
         for (number, _, _), outs in zip(finalists, outcomes[1:], strict=True)
     ]
-    return decide(base, figures, rounds=rounds, objective=objective)
+    return base, figures
 
 
 def decide(
     base: RoundFigures, figures: Sequence[RoundFigures], *, rounds: int, objective: Objective
 ) -> Confirmation:
-    """The winner: the largest median gain among finalists that clear the noise and win most
-    of their rounds against the baseline; the baseline when none does."""
+    """The winner: the largest median gain among finalists that gain at least ``MIN_GAIN`` and
+    beat the baseline measured beside them in enough rounds (sign test, ``ALPHA``); else the
+    baseline."""
+    threshold = 1 + MIN_GAIN
     if not base.values:
         verdict = "the baseline failed in every confirmation round; nothing could be confirmed"
-        return Confirmation(rounds, base, tuple(figures), base.trial_number, math.inf, verdict)
-    thresholds = {f.trial_number: 1 + max(MIN_GAIN, (f.spread + base.spread) / 2) for f in figures}
-    passing = [
-        f
-        for f in figures
-        if f.values and f.gain >= thresholds[f.trial_number] and f.wins > len(f.values) / 2
-    ]
+        return Confirmation(rounds, base, tuple(figures), base.trial_number, threshold, verdict)
+    passing = [f for f in figures if _beats(f)]
     if passing:
         win = max(passing, key=lambda f: f.gain)
         verdict = (
             f"trial #{win.trial_number} is {win.gain:.2f}x better than ONNX Runtime's defaults on "
-            f"{objective.name} (medians of {rounds} interleaved rounds, spread "
-            f"{win.spread:.1%} vs {base.spread:.1%}; it won {win.wins}/{len(win.values)} rounds; "
-            f"needed {thresholds[win.trial_number]:.2f}x)"
+            f"{objective.name} (medians of {rounds} interleaved rounds, spread {win.spread:.1%} "
+            f"vs {base.spread:.1%}; it won {win.wins}/{win.pairs} paired rounds, sign test "
+            f"p={sign_test_p(win.wins, win.pairs):.3f})"
         )
-        return Confirmation(
-            rounds, base, tuple(figures), win.trial_number, thresholds[win.trial_number], verdict
-        )
+        return Confirmation(rounds, base, tuple(figures), win.trial_number, threshold, verdict)
     ranked = sorted((f for f in figures if f.values), key=lambda f: f.gain, reverse=True)
     if ranked:
         top = ranked[0]
         detail = (
             f"the best finalist, #{top.trial_number}, measured {top.gain:.2f}x and won "
-            f"{top.wins}/{len(top.values)} rounds; it needed {thresholds[top.trial_number]:.2f}x "
-            "and most rounds"
+            f"{top.wins}/{top.pairs} paired rounds (sign test p={sign_test_p(top.wins, top.pairs):.2f}); "
+            f"a win needs >= {threshold:.2f}x and p <= {ALPHA}"
         )
     else:
         detail = "every finalist failed in the confirmation rounds"
@@ -150,5 +188,4 @@ def decide(
         f"no finalist beat ONNX Runtime's defaults on {objective.name} beyond the noise "
         f"({detail}); keeping the defaults"
     )
-    threshold = min(thresholds.values(), default=1 + MIN_GAIN)
     return Confirmation(rounds, base, tuple(figures), base.trial_number, threshold, verdict)

@@ -15,6 +15,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -116,6 +117,7 @@ def read_model(path: str | os.PathLike[str]) -> ModelInfo:
             else:
                 dims.append(None)
         inputs.append(ModelInput(name=value.name, dtype=dtype, dims=tuple(dims)))
+    _check_operator_domains(proto, file)
     return ModelInfo(
         path=str(file.resolve()),
         sha256=file_sha256(file),
@@ -124,6 +126,42 @@ def read_model(path: str | os.PathLike[str]) -> ModelInfo:
         inputs=tuple(inputs),
         outputs=tuple(o.name for o in graph.output),
     )
+
+
+#: Operator domains onnxruntime implements (standard ONNX, its contrib ops, its internal ones).
+KNOWN_DOMAINS = {
+    "", "ai.onnx", "ai.onnx.ml", "ai.onnx.training", "ai.onnx.preview.training",
+    "com.microsoft", "com.microsoft.nchwc", "com.microsoft.experimental",
+    "com.microsoft.mlfeaturizers", "com.ms.internal.nhwc", "com.microsoft.dml",
+    "org.pytorch.aten",
+}  # fmt: skip
+
+
+def _node_domains(graph: Any, found: dict[str, set[str]]) -> None:
+    for node in graph.node:
+        found.setdefault(node.domain, set()).add(node.op_type)
+        for attribute in node.attribute:
+            if attribute.HasField("g"):
+                _node_domains(attribute.g, found)
+            for sub in attribute.graphs:
+                _node_domains(sub, found)
+
+
+def _check_operator_domains(proto: Any, file: Path) -> None:
+    """Refuse custom operators onnxruntime cannot run, before any trial tries to."""
+    found: dict[str, set[str]] = {}
+    _node_domains(proto.graph, found)
+    local = {f.domain for f in proto.functions}  # model-local functions are defined inline
+    unknown = {d: ops for d, ops in found.items() if d not in KNOWN_DOMAINS | local}
+    if unknown:
+        listed = "; ".join(
+            f"{d!r} ({', '.join(sorted(ops))})" for d, ops in sorted(unknown.items())
+        )
+        raise UsageError(
+            f"{file} uses custom operator domains onnxruntime does not know: {listed}; "
+            "export the model with standard ONNX operators (autotune cannot load custom-op "
+            "libraries yet)"
+        )
 
 
 _SHAPE = re.compile(r"^\d+(x\d+)*$")

@@ -75,7 +75,7 @@ def confirmation_table(confirmation: Confirmation, objective: Objective) -> list
                 f"#{f.trial_number}{' (baseline)' if is_base else ''}{mark}",
                 _fmt(f.median) if f.values else "failed",
                 f"{f.spread:.1%}",
-                "-" if is_base else f"{f.wins}/{len(f.values)}",
+                "-" if is_base else f"{f.wins}/{f.pairs}",
                 "-" if is_base else f"{f.gain:.2f}x",
             )
         )
@@ -127,6 +127,6 @@ def summary_table(tuned: TunedConfig, result: TuneResult, objective: Objective) 
             f"per-trial overhead (process start, imports): median {statistics.median(overheads):.2f} s"
         )
     for m, who in ((base, "baseline"), (best, "chosen")):
-        for reason in m.unstable:
-            lines.append(f"warning: {who} measurement unstable: {reason}")
+        lines += [f"note: {who}: {note}" for note in m.notes]
+        lines += [f"warning: {who} measurement unstable: {reason}" for reason in m.unstable]
     return "\n".join(lines)

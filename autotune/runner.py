@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from autotune.config import RESULT_SCHEMA, Measurement, TrialFailure, TrialOutcome, WorkerJob
 
@@ -24,6 +25,7 @@ from autotune.config import RESULT_SCHEMA, Measurement, TrialFailure, TrialOutco
 ENV_KEEP = {"PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "PYTHONPATH", "VIRTUAL_ENV", "SYSTEMROOT"}
 ENV_KEEP_PREFIXES = ("LD_", "CUDA", "NVIDIA", "ORT_", "OMP_", "MKL_", "OPENBLAS_", "CUDNN", "TRT_")
 POLL_S = 0.01
+PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 LOG_TAIL_CHARS = 2000
 
 
@@ -61,6 +63,7 @@ def run_trial(
     job: WorkerJob,
     *,
     timeout_s: float,
+    max_memory_mb: float | None = None,
     command: Sequence[str] | None = None,
 ) -> TrialOutcome:
     """Run ``job`` in a fresh worker and return its measurement or the reason it failed.
@@ -68,6 +71,8 @@ def run_trial(
     Args:
         job: what to measure.
         timeout_s: wall-clock limit for the whole trial, process start included.
+        max_memory_mb: resident memory cap of the worker, polled every few milliseconds; past
+            it the worker is killed and the trial is out of memory.
         command: the worker program (``--job FILE --result-fd N`` are appended); tests point it
             at faulty programs.
     """
@@ -99,27 +104,25 @@ def run_trial(
                 return TrialFailure("no_result", f"cannot start the worker {argv[0]}: {exc}")
         os.close(write_fd)
         reader.start()
-        timed_out = False
-        deadline = start + timeout_s
-        while True:
-            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-            if pid:
-                break
-            if time.perf_counter() >= deadline:
-                timed_out = True
-                _kill_group(proc.pid)
-                pid, status, usage = os.wait4(proc.pid, 0)
-                break
-            time.sleep(POLL_S)
+        try:
+            status, usage, stop = _watch(proc.pid, start + timeout_s, max_memory_mb)
+        finally:
+            _kill_group(proc.pid)  # on Ctrl-C too: never leave a worker behind
         wall_s = time.perf_counter() - start
         proc.returncode = os.waitstatus_to_exitcode(status)
-        _kill_group(proc.pid)  # anything the worker left behind in its group
         reader.join(timeout=5)
         peak_rss_mb = usage.ru_maxrss / 1024  # kilobytes on Linux
+        if stop == "timeout":
+            return TrialFailure("timeout", f"no result within {timeout_s:.0f} s; worker killed")
+        if stop == "memory":
+            return TrialFailure(
+                "oom",
+                f"worker exceeded the memory cap of {max_memory_mb:.0f} MB "
+                f"(peak {peak_rss_mb:.0f} MB); killed. Raise --max-memory-mb if the host has room",
+                {"peak_rss_mb": peak_rss_mb, "max_memory_mb": max_memory_mb},
+            )
         return _classify(
             status=status,
-            timed_out=timed_out,
-            timeout_s=timeout_s,
             payload=b"".join(chunks),
             log_tail=_tail(log_file),
             peak_rss_mb=peak_rss_mb,
@@ -127,19 +130,42 @@ def run_trial(
         )
 
 
+def _rss_mb(pid: int) -> float:
+    """Resident memory of one process from /proc (cheap enough to read every poll)."""
+    try:
+        with open(f"/proc/{pid}/statm") as handle:
+            return int(handle.read().split()[1]) * PAGE_SIZE / 2**20
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
+def _watch(pid: int, deadline: float, max_memory_mb: float | None) -> tuple[int, Any, str | None]:
+    """Wait for the worker; kill its group at the deadline or past the memory cap."""
+    while True:
+        reaped, status, usage = os.wait4(pid, os.WNOHANG)
+        if reaped:
+            return status, usage, None
+        stop = None
+        if time.perf_counter() >= deadline:
+            stop = "timeout"
+        elif max_memory_mb is not None and _rss_mb(pid) > max_memory_mb:
+            stop = "memory"
+        if stop:
+            _kill_group(pid)
+            _, status, usage = os.wait4(pid, 0)
+            return status, usage, stop
+        time.sleep(POLL_S)
+
+
 def _classify(
     *,
     status: int,
-    timed_out: bool,
-    timeout_s: float,
     payload: bytes,
     log_tail: str,
     peak_rss_mb: float,
     wall_s: float,
 ) -> TrialOutcome:
     detail = f": {log_tail}" if log_tail else ""
-    if timed_out:
-        return TrialFailure("timeout", f"no result within {timeout_s:.0f} s; worker killed")
     if os.WIFSIGNALED(status):
         sig = signal.Signals(os.WTERMSIG(status)).name
         hint = " (likely the kernel's out-of-memory killer)" if sig == "SIGKILL" else ""

@@ -83,7 +83,9 @@ class Param:
         if self.type == "float":
             low, high = self.bounds()
             if not self.step:
-                raise UsageError(f"knob {self.name} is a continuous float: give it a step to grid it")
+                raise UsageError(
+                    f"knob {self.name} is a continuous float: give it a step to grid it"
+                )
             return [float(v) for v in np.arange(low, high + self.step / 2, self.step)]
         if self.type == "bool":
             return [True, False]

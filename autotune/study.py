@@ -10,6 +10,9 @@ optuna-dashboard shows them.
 
 from __future__ import annotations
 
+import os
+import socket
+import threading
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -38,6 +41,9 @@ from autotune.space import SearchSpace
 
 BASELINE_TIMEOUT_S = 600.0
 MIN_TRIAL_TIMEOUT_S = 60.0
+HEARTBEAT_S = 10  # a running trial's heartbeat; one silent for GRACE_S is failed on resume
+GRACE_S = 60
+HOST = socket.gethostname()
 
 
 @dataclass(frozen=True)
@@ -58,6 +64,9 @@ class TuneRequest:
     reference_path: str | None = None  # the accuracy guard's reference outputs (None: no guard)
     rtol: float | None = None
     atol: float | None = None
+    max_memory_mb: float | None = None  # per-trial resident memory cap
+    memory_constraint: bool = False  # the cap was set by the user: hitting it violates it
+    max_failures: int = 10  # consecutive failed trials that stop the study
     finalists: int = 3  # configs re-measured against the baseline after the search (0: none)
     rounds: int = 5  # interleaved confirmation rounds
     wait_for_lock: bool = True  # queue behind another autotune measuring here, or fail at once
@@ -94,6 +103,8 @@ class TuneResult:
     ran: int  # trials run by this invocation
     stop_reason: str
     confirmation: Confirmation | None = None
+    interrupted: bool = False  # Ctrl-C or SIGTERM: results are what completed before it
+    failed_out: bool = False  # stopped by --max-failures consecutive failures
 
 
 def _optuna() -> Any:
@@ -101,6 +112,8 @@ def _optuna() -> Any:
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    # autotune records heartbeats itself (ask/tell, not Study.optimize).
+    warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
     return optuna
 
 
@@ -141,8 +154,11 @@ def open_study(request: TuneRequest) -> Any:
     import sqlalchemy.exc
 
     try:
+        storage = optuna.storages.RDBStorage(
+            request.storage, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S
+        )
         study = optuna.create_study(
-            storage=request.storage,
+            storage=storage,
             study_name=request.study_name,
             direction=request.objective.direction,
             load_if_exists=True,
@@ -197,8 +213,8 @@ def record_of(trial: Any) -> TrialRecord | None:
         outcome = Measurement.from_dict(attrs["measurement"])
     else:
         outcome = TrialFailure(
-            attrs.get("failure_kind", "error"),
-            attrs.get("failure_message", ""),
+            attrs.get("failure_kind", "interrupted"),
+            attrs.get("failure_message", "the tuner running it stopped before it finished"),
             attrs.get("failure_details", {}),
         )
     return TrialRecord(trial.number, config, outcome, baseline=bool(attrs.get("baseline")))
@@ -206,6 +222,66 @@ def record_of(trial: Any) -> TrialRecord | None:
 
 def records_of(study: Any) -> list[TrialRecord]:
     return [r for r in (record_of(t) for t in study.get_trials(deepcopy=False)) if r is not None]
+
+
+def _counts(record: TrialRecord) -> bool:
+    """Whether a finished trial uses up the budget: interrupted ones are run again."""
+    return not (isinstance(record.outcome, TrialFailure) and record.outcome.kind == "interrupted")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def fail_orphaned_trials(study: Any) -> int:
+    """Mark trials left RUNNING by a tuner that died (kill -9, power loss) as failed.
+
+    A trial of this host whose tuner process is gone fails at once; any other stops counting as
+    running once its heartbeat is older than the grace period (Optuna's stale-trial check).
+    """
+    optuna = _optuna()
+    storage = study._storage
+    failed = 0
+    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        attrs = trial.user_attrs
+        if attrs.get("host") == HOST and not _pid_alive(int(attrs.get("pid", 0))):
+            storage.set_trial_user_attr(trial._trial_id, "failure_kind", "interrupted")
+            storage.set_trial_user_attr(
+                trial._trial_id, "failure_message", "the tuner running it died before it finished"
+            )
+            storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
+            failed += 1
+    optuna.storages.fail_stale_trials(study)
+    return failed
+
+
+class _Heartbeat:
+    """Records a running trial's heartbeat in the storage while it is measured."""
+
+    def __init__(self, study: Any, trial: Any) -> None:
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._beat, args=(study._storage, trial._trial_id), daemon=True
+        )
+
+    def _beat(self, storage: Any, trial_id: int) -> None:
+        while not self._stop.is_set():
+            storage.record_heartbeat(trial_id)
+            self._stop.wait(HEARTBEAT_S)
+
+    def __enter__(self) -> _Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 def _best(records: Sequence[TrialRecord], objective: Objective) -> TrialRecord | None:
@@ -236,7 +312,12 @@ class Measurer:
         )
         job = WorkerJob(r.model.path, config, r.feeds, r.measure, accuracy)
         with machine_lock(wait=r.wait_for_lock, on_wait=self.on_wait):
-            return run_trial(job, timeout_s=self.timeout_s, command=r.worker_command)
+            return run_trial(
+                job,
+                timeout_s=self.timeout_s,
+                max_memory_mb=r.max_memory_mb,
+                command=r.worker_command,
+            )
 
 
 def _measure_trial(
@@ -252,8 +333,11 @@ def _measure_trial(
     trial.set_user_attr("config", config.to_dict())
     trial.set_user_attr("baseline", baseline)
     trial.set_user_attr("summary", config.describe())
+    trial.set_user_attr("host", HOST)
+    trial.set_user_attr("pid", os.getpid())
     try:
-        outcome = measurer(config, write_reference=baseline)
+        with _Heartbeat(study, trial):
+            outcome = measurer(config, write_reference=baseline)
     except BaseException:  # Ctrl-C, or the lock refused: the trial did not run
         trial.set_user_attr("failure_kind", "interrupted")
         trial.set_user_attr("failure_message", "interrupted before it finished")
@@ -268,6 +352,8 @@ def _measure_trial(
         trial.set_user_attr("failure_message", outcome.message[:2000])
         if outcome.details:
             trial.set_user_attr("failure_details", dict(outcome.details))
+        if outcome.kind == "oom" and request.memory_constraint:
+            trial.set_user_attr("constraint_violation", "max_memory_mb")
         study.tell(trial, state=optuna.trial.TrialState.FAIL)
     return TrialRecord(trial.number, config, outcome, baseline=baseline)
 
@@ -337,6 +423,9 @@ def tune(
     say = on_message or (lambda line: None)
     started = time.perf_counter()
     study = open_study(request)
+    orphans = fail_orphaned_trials(study)
+    if orphans:
+        say(f"{orphans} trial(s) left running by a tuner that died: marked failed, run again")
     records = records_of(study)
     # Offset the seed on resume so the sampler does not replay the first session's proposals.
     seed = None if request.seed is None else request.seed + len(study.trials)
@@ -348,16 +437,19 @@ def tune(
     )
     ran = 0
 
+    def done() -> int:
+        return sum(1 for r in records if _counts(r))
+
     def notify(record: TrialRecord) -> None:
         records.append(record)
         if on_trial is not None:
             best = _best(records, request.objective)
             elapsed = time.perf_counter() - started
-            on_trial(record, Progress(len(records), request.trials, elapsed, best))
+            on_trial(record, Progress(done(), request.trials, elapsed, best))
 
     measurer = Measurer(request, BASELINE_TIMEOUT_S, on_wait=say)
     baseline = next((r for r in records if r.baseline and r.ok), None)
-    if baseline is None and len(records) < request.trials:
+    if baseline is None and done() < request.trials:
         trial = study.ask()
         baseline = _measure_trial(
             study, trial, request.space.baseline(), request, measurer, baseline=True
@@ -381,18 +473,34 @@ def tune(
         if isinstance(again, TrialFailure):
             raise AutotuneError(f"re-running the baseline failed: {again.kind}: {again.message}")
     stop_reason = "trial budget reached"
-    while len(records) < request.trials:
-        if request.timeout_s is not None and time.perf_counter() - started >= request.timeout_s:
-            stop_reason = f"time budget of {request.timeout_s:.0f} s reached"
-            break
-        trial = study.ask()
-        config = request.space.suggest(trial)
-        record = _measure_trial(study, trial, config, request, measurer, baseline=False)
-        ran += 1
-        notify(record)
+    interrupted = failed_out = False
+    streak = 0
+    confirmation = None
+    try:
+        while done() < request.trials:
+            elapsed = time.perf_counter() - started
+            if request.timeout_s is not None and elapsed >= request.timeout_s:
+                stop_reason = f"time budget of {request.timeout_s:.0f} s reached"
+                break
+            trial = study.ask()
+            config = request.space.suggest(trial)
+            record = _measure_trial(study, trial, config, request, measurer, baseline=False)
+            ran += 1
+            notify(record)
+            streak = 0 if record.ok else streak + 1
+            if streak >= request.max_failures and isinstance(record.outcome, TrialFailure):
+                failed_out = True
+                stop_reason = (
+                    f"{streak} trials failed in a row (last: {record.outcome.kind}: "
+                    f"{record.outcome.message[:200]}); fix the cause or raise --max-failures"
+                )
+                break
+        confirmation = _confirm(study, request, records, baseline, measurer, say)
+    except KeyboardInterrupt:
+        interrupted = True
+        stop_reason = "interrupted; the running trial was stopped and is not counted"
     search_best = _best(records, request.objective)
     assert search_best is not None  # the baseline succeeded
-    confirmation = _confirm(study, request, records, baseline, measurer, say)
     best = search_best
     if confirmation is not None:
         best = next(r for r in records if r.number == confirmation.winner)
@@ -406,4 +514,6 @@ def tune(
         ran=ran,
         stop_reason=stop_reason,
         confirmation=confirmation,
+        interrupted=interrupted,
+        failed_out=failed_out,
     )

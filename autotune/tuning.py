@@ -48,6 +48,8 @@ class RunOptions:
     finalists: int = 3
     rounds: int = 5
     wait: bool = True
+    max_memory_mb: float | None = None  # default: a share of the memory available now
+    max_failures: int = 10
     worker_command: Sequence[str] | None = None
 
 
@@ -56,6 +58,9 @@ class RunOutcome:
     tuned: TunedConfig
     best_path: Path
     table: str
+    interrupted: bool = False
+    failed_out: bool = False
+    stop_reason: str = ""
 
 
 def default_study_name(model_path: str, sha256: str, space: str, objective_slug: str) -> str:
@@ -71,6 +76,13 @@ def _check_writable(path: Path) -> Path:
         why = "it is a file" if not existing.is_dir() else f"{existing} is not writable"
         raise UsageError(f"--out {path} cannot be used ({why}); pick another folder")
     return path
+
+
+def default_memory_cap_mb() -> float:
+    """A per-trial cap that leaves the host room: 80 % of the memory available now."""
+    import psutil
+
+    return 0.8 * psutil.virtual_memory().available / 2**20
 
 
 def _available_providers() -> list[str]:
@@ -128,6 +140,9 @@ def prepare(options: RunOptions) -> TuneRequest:
         finalists=options.finalists,
         rounds=options.rounds,
         wait_for_lock=options.wait,
+        max_memory_mb=options.max_memory_mb or default_memory_cap_mb(),
+        memory_constraint=options.max_memory_mb is not None,
+        max_failures=options.max_failures,
     )
 
 
@@ -151,6 +166,15 @@ def run_tuning(options: RunOptions, *, echo: Callable[[str], None]) -> RunOutcom
     echo(
         f"objective: {request.objective.name} ({request.objective.direction}), {request.trials} trials"
     )
+    data = "your --inputs" if options.inputs else "synthetic inputs (pass --inputs for real data)"
+    rtol = "per dtype" if options.rtol is None else f"{options.rtol:g}"
+    atol = "per dtype" if options.atol is None else f"{options.atol:g}"
+    echo(
+        f"accuracy guard: outputs compared with the baseline's on {data}; rtol {rtol}, atol {atol}"
+    )
+    echo(
+        f"limits:  {request.max_memory_mb:.0f} MB per trial, stop after {request.max_failures} failures in a row"
+    )
     result = run_study(
         request,
         on_trial=lambda record, progress: echo(progress_line(record, progress, request.objective)),
@@ -162,7 +186,14 @@ def run_tuning(options: RunOptions, *, echo: Callable[[str], None]) -> RunOutcom
     path = write_best(tuned, out)
     table = summary_table(tuned, result, request.objective)
     table += f"\nwrote {path}\nload it with: autotune.load_session({str(path)!r})"
-    return RunOutcome(tuned=tuned, best_path=path, table=table)
+    return RunOutcome(
+        tuned=tuned,
+        best_path=path,
+        table=table,
+        interrupted=result.interrupted,
+        failed_out=result.failed_out,
+        stop_reason=result.stop_reason,
+    )
 
 
 def tune(
@@ -188,6 +219,8 @@ def tune(
     finalists: int = 3,
     rounds: int = 5,
     wait: bool = True,
+    max_memory_mb: float | None = None,
+    max_failures: int = 10,
     progress: Callable[[str], None] | None = None,
 ) -> TunedConfig:
     """Tune ``model`` and return the tuned config (also written to ``OUT/STUDY/best.json``).
@@ -221,5 +254,7 @@ def tune(
         finalists=finalists,
         rounds=rounds,
         wait=wait,
+        max_memory_mb=max_memory_mb,
+        max_failures=max_failures,
     )
     return run_tuning(options, echo=progress or (lambda line: None)).tuned

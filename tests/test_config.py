@@ -98,8 +98,8 @@ def test_tuned_config_round_trip() -> None:
         search=SearchFigures(3, MEASUREMENT, MEASUREMENT, 1.1),
         confirmation=Confirmation(
             rounds=3,
-            baseline=RoundFigures(0, (1.0, 1.1, 0.9), 0, 1.0, 0.1, 0, 1.0, MEASUREMENT),
-            finalists=(RoundFigures(3, (1.2, 1.3), 1, 1.25, 0.04, 2, 1.25, None),),
+            baseline=RoundFigures(0, (1.0, 1.1, 0.9), 0, 1.0, 0.1, 0, 0, 1.0, MEASUREMENT),
+            finalists=(RoundFigures(3, (1.2, 1.3), 1, 1.25, 0.04, 2, 2, 1.25, None),),
             winner=3,
             threshold=1.07,
             verdict="trial #3 is 1.25x better",

@@ -1,0 +1,209 @@
+"""Faults a trial can have, interruptions of the tuner, and resuming: all real processes."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import psutil
+import pytest
+
+import autotune
+from autotune import zoo
+from autotune.config import Measurement, TrialConfig, TrialFailure, WorkerJob
+from autotune.model import read_model, resolve_inputs
+from autotune.runner import run_trial
+from tests.test_runner import FAST
+
+FAST_FLAGS = ["--min-time", "0.05", "--min-runs", "5", "--finalists", "1", "--rounds", "2"]
+
+
+@pytest.fixture(scope="module")
+def vgg19() -> Path:
+    """ONNX's light VGG-19: a 9 KB file whose weights expand to ~950 MB at session creation."""
+    return zoo.fetch("light-vgg19")
+
+
+def _job(model: Path, config: TrialConfig | None = None) -> WorkerJob:
+    plan = resolve_inputs(read_model(model)).plan
+    return WorkerJob(str(model), config or TrialConfig(), plan, FAST)
+
+
+def test_unbounded_allocation_is_killed_at_the_memory_cap(tiny_model: Path) -> None:
+    code = "x = []\nwhile True: x.append(bytearray(32 * 2**20))"
+    started = time.monotonic()
+    outcome = run_trial(
+        _job(tiny_model), timeout_s=60, max_memory_mb=300, command=[sys.executable, "-c", code]
+    )
+    assert isinstance(outcome, TrialFailure) and outcome.kind == "oom", outcome
+    assert "memory cap of 300 MB" in outcome.message and "--max-memory-mb" in outcome.message
+    assert 300 <= outcome.details["peak_rss_mb"] < 600
+    assert time.monotonic() - started < 30
+
+
+def test_real_model_over_the_memory_cap_is_out_of_memory(vgg19: Path) -> None:
+    outcome = run_trial(_job(vgg19), timeout_s=120, max_memory_mb=400)
+    assert isinstance(outcome, TrialFailure) and outcome.kind == "oom", outcome
+
+
+def test_real_model_load_longer_than_the_timeout(vgg19: Path) -> None:
+    outcome = run_trial(_job(vgg19), timeout_s=1)
+    assert isinstance(outcome, TrialFailure) and outcome.kind == "timeout", outcome
+
+
+def test_consecutive_failures_stop_the_study(vgg19: Path, tmp_path: Path) -> None:
+    """Baseline fine (it has its own generous limit); every trial after it times out."""
+    from typer.testing import CliRunner
+
+    from autotune.cli import app
+
+    result = CliRunner().invoke(
+        app,
+        ["run", str(vgg19), "-o", "latency", "--trials", "10", "--out", str(tmp_path),
+         "--trial-timeout", "1", "--max-failures", "2", *FAST_FLAGS],
+    )  # fmt: skip
+    assert result.exit_code == 1, result.output
+    assert "2 trials failed in a row (last: timeout" in result.stderr
+    assert "--max-failures" in result.stderr
+    best = list(tmp_path.glob("*/best.json"))
+    assert best, "the best so far (the baseline) is still written"
+    tuned = autotune.session.read_tuned(best[0])
+    assert tuned.config.session_options == {}
+
+
+def _command(model: Path, out: Path, trials: int) -> list[str]:
+    return [
+        sys.executable, "-m", "autotune.cli", "run", str(model), "--out", str(out),
+        "--trials", str(trials), "--batch-sizes", "1,2", "--seed", "5", *FAST_FLAGS,
+    ]  # fmt: skip
+
+
+def _finished(out: Path) -> list[optuna.trial.FrozenTrial]:
+    db = out / "autotune.db"
+    if not db.exists():
+        return []
+    try:
+        summaries = optuna.get_all_study_summaries(f"sqlite:///{db}")
+        if not summaries:
+            return []
+        study = optuna.load_study(study_name=summaries[0].study_name, storage=f"sqlite:///{db}")
+        return [t for t in study.trials if t.state.is_finished()]
+    except Exception:  # the database is being created
+        return []
+
+
+def _wait_for_trials(out: Path, count: int, proc: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 120
+    while len(_finished(out)) < count:
+        assert proc.poll() is None, "the tuner ended before it was interrupted"
+        assert time.monotonic() < deadline, "no progress"
+        time.sleep(0.2)
+    time.sleep(0.3)  # into the next trial
+
+
+def _workers_left() -> list[psutil.Process]:
+    return [
+        p for p in psutil.process_iter(["cmdline"])
+        if "autotune.worker" in " ".join(p.info["cmdline"] or []) and p.status() != "zombie"
+    ]  # fmt: skip
+
+
+def test_sigkill_mid_study_then_resume_loses_and_repeats_nothing(
+    magika: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "results"
+    proc = subprocess.Popen(
+        _command(magika, out, 6), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    _wait_for_trials(out, 3, proc)
+    proc.kill()
+    proc.wait()
+    before = {t.number: t.values for t in _finished(out) if t.state.name == "COMPLETE"}
+    assert len(before) >= 3
+
+    resumed = subprocess.run(_command(magika, out, 6), capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    trials = _finished(out)
+    after = {t.number: t.values for t in trials if t.state.name == "COMPLETE"}
+    assert all(after[n] == v for n, v in before.items()), "a completed trial changed"
+    interrupted = [t for t in trials if t.user_attrs.get("failure_kind") == "interrupted"]
+    assert len(interrupted) <= 1
+    assert len(trials) - len(interrupted) == 6
+    assert sum(bool(t.user_attrs.get("baseline")) for t in trials) == 1
+    assert not any(t.state.name == "RUNNING" for t in trials)
+    assert list(out.glob("*/best.json"))
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_interrupt_stops_cleanly_writes_results_and_resumes(
+    magika: Path, tmp_path: Path, sig: signal.Signals
+) -> None:
+    out = tmp_path / "results"
+    proc = subprocess.Popen(
+        _command(magika, out, 8), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    _wait_for_trials(out, 2, proc)
+    proc.send_signal(sig)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr.decode()
+    assert b"Re-run the same command to resume" in stderr
+    assert b"Traceback" not in stderr
+    [best] = out.glob("*/best.json")
+    tuned = autotune.session.read_tuned(best)
+    assert tuned.metrics.throughput > 0
+    time.sleep(0.5)
+    assert not _workers_left(), "a worker outlived the interrupted tuner"
+    trials = _finished(out)
+    assert not any(t.state.name == "RUNNING" for t in trials)
+
+    resumed = subprocess.run(_command(magika, out, 8), capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    trials = _finished(out)
+    counted = [t for t in trials if t.user_attrs.get("failure_kind") != "interrupted"]
+    assert len(counted) == 8
+
+
+def test_best_json_is_replaced_atomically(tmp_path: Path) -> None:
+    from autotune.export import write_json_atomic
+
+    path = tmp_path / "best.json"
+    write_json_atomic(path, {"a": 1})
+    write_json_atomic(path, {"a": 2})
+    assert path.read_text().strip().endswith("}") and '"a": 2' in path.read_text()
+    assert [p.name for p in tmp_path.iterdir()] == ["best.json"]
+
+
+def test_worker_crash_inside_a_study_is_recorded_and_the_study_goes_on(
+    tiny_model: Path, tmp_path: Path
+) -> None:
+    """A worker that segfaults on every non-baseline config: failures become data."""
+    code = (
+        "import json, os, signal, sys\n"
+        "job = json.load(open(sys.argv[sys.argv.index('--job') + 1]))\n"
+        "if job['config']['session_options']:\n"
+        "    os.kill(os.getpid(), signal.SIGSEGV)\n"
+        "from autotune.worker import main\n"
+        "sys.exit(main(sys.argv[1:]))\n"
+    )
+    from autotune.tuning import RunOptions, run_tuning
+
+    outcome = run_tuning(
+        RunOptions(
+            model=tiny_model, objective="latency", trials=4, out=tmp_path, min_time_s=0.05,
+            min_runs=5, finalists=1, rounds=2, worker_command=[sys.executable, "-c", code],
+        ),
+        echo=lambda line: None,
+    )  # fmt: skip
+    study = optuna.load_study(
+        study_name=outcome.tuned.study_name, storage=f"sqlite:///{tmp_path / 'autotune.db'}"
+    )
+    kinds = [t.user_attrs.get("failure_kind") for t in study.trials[1:]]
+    assert kinds == ["crash"] * 3
+    assert all("SIGSEGV" in t.user_attrs["failure_message"] for t in study.trials[1:])
+    assert isinstance(outcome.tuned.metrics, Measurement)
+    assert outcome.tuned.config.session_options == {}
+    assert "3 failed: crash" in outcome.table
