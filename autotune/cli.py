@@ -132,6 +132,13 @@ def run(
     max_failures: Annotated[
         int, typer.Option(min=1, help="Stop the study after this many failed trials in a row.")
     ] = 10,
+    max_gpu_memory_mb: Annotated[
+        float | None,
+        typer.Option(
+            min=1,
+            help="GPU memory cap per trial (NVML); also the CUDA arena's gpu_mem_limit.",
+        ),
+    ] = None,
     debug: DebugOption = False,
 ) -> None:
     """Tune MODEL: measure ONNX Runtime's defaults, search the space, write best.json."""
@@ -161,6 +168,7 @@ def run(
         wait=wait,
         max_memory_mb=max_memory_mb,
         max_failures=max_failures,
+        max_gpu_memory_mb=max_gpu_memory_mb,
     )
     previous = signal.signal(signal.SIGTERM, _terminate)
     try:
@@ -179,6 +187,32 @@ def run(
         raise typer.Exit(code=130)
     if outcome.failed_out:
         typer.echo(f"Error: stopped early: {outcome.stop_reason}", err=True)
+        raise typer.Exit(code=1)
+
+
+@app.command()
+def doctor(
+    provider: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Provider that must work, e.g. CUDAExecutionProvider (repeatable); "
+            "the exit code is 1 when one does not."
+        ),
+    ] = None,
+    debug: DebugOption = False,
+) -> None:
+    """Check the ONNX Runtime install: packages, GPU, libraries, and which providers really work."""
+    from autotune.doctor import diagnose
+
+    d = _guarded(debug, lambda: diagnose(list(provider) if provider else None))
+    for line in d.lines:
+        typer.echo(line)
+    if d.fixes:
+        typer.echo("to fix:")
+        for fix in dict.fromkeys(d.fixes):
+            typer.echo(f"  - {fix}")
+    missing = [p for p in provider or [] if not d.works(p)]
+    if missing or not d.install_ok:
         raise typer.Exit(code=1)
 
 

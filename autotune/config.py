@@ -49,6 +49,8 @@ FailureKind = Literal[
     "fallback",  # a requested execution provider silently fell back to another
     "no_result",  # the worker exited without a (valid) result document
     "mismatch",  # outputs differ from the baseline's beyond tolerance
+    "invalid",  # a known-bad combination of settings (autotune.rules); never started
+    "interrupted",  # Ctrl-C, SIGTERM, or the tuner died while it ran; not counted
 ]
 
 
@@ -283,6 +285,7 @@ class Measurement:
     max_rel_err: float | None = None
     peak_rss_mb: float | None = None  # filled by the runner from the OS when the worker exits
     wall_s: float | None = None  # whole trial as the runner saw it, process start included
+    peak_gpu_mb: float | None = None  # the worker's GPU memory from NVML (GPU providers only)
 
     @property
     def startup_s(self) -> float:
@@ -310,8 +313,10 @@ class Measurement:
             kwargs[key] = tuple(data.get(key, ()))
         return cls(**kwargs)
 
-    def with_process(self, *, peak_rss_mb: float | None, wall_s: float) -> Measurement:
-        return replace(self, peak_rss_mb=peak_rss_mb, wall_s=wall_s)
+    def with_process(
+        self, *, peak_rss_mb: float | None, wall_s: float, peak_gpu_mb: float | None = None
+    ) -> Measurement:
+        return replace(self, peak_rss_mb=peak_rss_mb, wall_s=wall_s, peak_gpu_mb=peak_gpu_mb)
 
 
 @dataclass(frozen=True)

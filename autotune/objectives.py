@@ -1,8 +1,8 @@
 """Objectives: which figure of a Measurement a study optimises, and in which direction.
 
 ``throughput`` (samples/s, maximise), ``latency`` (p50 ms; ``latency:p90``, ``latency:p99``, ...
-pick the percentile; minimise), ``memory`` (peak RSS MB, minimise), ``startup`` (session creation
-plus first inference, seconds, minimise).
+pick the percentile; minimise), ``memory`` (peak RSS MB, minimise), ``gpu-memory`` (peak GPU MB
+from NVML, minimise), ``startup`` (session creation plus first inference, seconds, minimise).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from autotune.config import Measurement
 from autotune.errors import UsageError
 
 PERCENTILES = ("p50", "p90", "p95", "p99", "mean", "min", "max")
-OBJECTIVE_HELP = "throughput | latency[:p50|p90|p95|p99|mean] | memory | startup"
+OBJECTIVE_HELP = "throughput | latency[:p50|p90|p95|p99|mean] | memory | gpu-memory | startup"
 
 
 @dataclass(frozen=True)
@@ -37,6 +37,10 @@ class Objective:
             if m.peak_rss_mb is None:
                 raise ValueError("measurement has no peak memory")
             return m.peak_rss_mb
+        if kind == "gpu-memory":
+            if m.peak_gpu_mb is None:
+                raise ValueError("measurement has no GPU memory figure (no NVML, or a CPU run)")
+            return m.peak_gpu_mb
         return m.startup_s
 
     def ratio(self, value: float, base: float) -> float:
@@ -62,4 +66,6 @@ def parse_objective(text: str) -> Objective:
         return Objective("memory", "minimize", "MB")
     if kind == "startup" and not stat:
         return Objective("startup", "minimize", "s")
+    if kind == "gpu-memory" and not stat:
+        return Objective("gpu-memory", "minimize", "MB")
     raise UsageError(f"unknown objective {text!r}; use one of: {OBJECTIVE_HELP}")

@@ -98,6 +98,9 @@ def summary_table(tuned: TunedConfig, result: TuneResult, objective: Objective) 
     for label, get, _higher in ROWS:
         a, b = get(base), get(best)
         rows.append((label, _fmt(a), _fmt(b), f"{b / a:.2f}x" if a else "-"))
+    if base.peak_gpu_mb is not None and best.peak_gpu_mb is not None:
+        a, b = base.peak_gpu_mb, best.peak_gpu_mb
+        rows.append(("peak GPU memory (MB)", _fmt(a), _fmt(b), f"{b / a:.2f}x" if a else "-"))
     lines = _table(rows)
     lines += ["", f"chosen config: {tuned.config.describe()}"]
     search = tuned.search

@@ -20,11 +20,14 @@ from pathlib import Path
 from typing import Any
 
 from autotune.config import RESULT_SCHEMA, Measurement, TrialFailure, TrialOutcome, WorkerJob
+from autotune.gpu import GpuMemoryMonitor
+from autotune.rules import GPU_PROVIDERS
 
 #: Environment variables handed to the worker: what Python, ONNX Runtime and GPU stacks read.
 ENV_KEEP = {"PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "PYTHONPATH", "VIRTUAL_ENV", "SYSTEMROOT"}
 ENV_KEEP_PREFIXES = ("LD_", "CUDA", "NVIDIA", "ORT_", "OMP_", "MKL_", "OPENBLAS_", "CUDNN", "TRT_")
 POLL_S = 0.01
+GPU_POLL_EVERY = 5  # NVML is slower than /proc: sample GPU memory every 50 ms
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 LOG_TAIL_CHARS = 2000
 
@@ -64,6 +67,7 @@ def run_trial(
     *,
     timeout_s: float,
     max_memory_mb: float | None = None,
+    max_gpu_memory_mb: float | None = None,
     command: Sequence[str] | None = None,
 ) -> TrialOutcome:
     """Run ``job`` in a fresh worker and return its measurement or the reason it failed.
@@ -73,6 +77,7 @@ def run_trial(
         timeout_s: wall-clock limit for the whole trial, process start included.
         max_memory_mb: resident memory cap of the worker, polled every few milliseconds; past
             it the worker is killed and the trial is out of memory.
+        max_gpu_memory_mb: the same for the worker's GPU memory (NVML), for GPU providers.
         command: the worker program (``--job FILE --result-fd N`` are appended); tests point it
             at faulty programs.
     """
@@ -104,10 +109,16 @@ def run_trial(
                 return TrialFailure("no_result", f"cannot start the worker {argv[0]}: {exc}")
         os.close(write_fd)
         reader.start()
+        gpu = GpuMemoryMonitor(proc.pid) if _uses_gpu(job) else None
         try:
-            status, usage, stop = _watch(proc.pid, start + timeout_s, max_memory_mb)
+            status, usage, stop = _watch(
+                proc.pid, start + timeout_s, max_memory_mb, gpu, max_gpu_memory_mb
+            )
         finally:
             _kill_group(proc.pid)  # on Ctrl-C too: never leave a worker behind
+            if gpu is not None:
+                gpu.close()
+        peak_gpu_mb = gpu.peak_mb if gpu is not None else None
         wall_s = time.perf_counter() - start
         proc.returncode = os.waitstatus_to_exitcode(status)
         reader.join(timeout=5)
@@ -121,11 +132,19 @@ def run_trial(
                 f"(peak {peak_rss_mb:.0f} MB); killed. Raise --max-memory-mb if the host has room",
                 {"peak_rss_mb": peak_rss_mb, "max_memory_mb": max_memory_mb},
             )
+        if stop == "gpu_memory":
+            return TrialFailure(
+                "oom",
+                f"worker exceeded the GPU memory cap of {max_gpu_memory_mb:.0f} MB "
+                f"(reached {peak_gpu_mb or 0:.0f} MB); killed",
+                {"peak_gpu_mb": peak_gpu_mb, "max_gpu_memory_mb": max_gpu_memory_mb},
+            )
         return _classify(
             status=status,
             payload=b"".join(chunks),
             log_tail=_tail(log_file),
             peak_rss_mb=peak_rss_mb,
+            peak_gpu_mb=peak_gpu_mb,
             wall_s=wall_s,
         )
 
@@ -139,17 +158,32 @@ def _rss_mb(pid: int) -> float:
         return 0.0
 
 
-def _watch(pid: int, deadline: float, max_memory_mb: float | None) -> tuple[int, Any, str | None]:
-    """Wait for the worker; kill its group at the deadline or past the memory cap."""
+def _uses_gpu(job: WorkerJob) -> bool:
+    return job.config.providers[0].name in GPU_PROVIDERS if job.config.providers else False
+
+
+def _watch(
+    pid: int,
+    deadline: float,
+    max_memory_mb: float | None,
+    gpu: GpuMemoryMonitor | None = None,
+    max_gpu_memory_mb: float | None = None,
+) -> tuple[int, Any, str | None]:
+    """Wait for the worker; kill its group at the deadline or past a memory cap."""
+    polls = 0
     while True:
         reaped, status, usage = os.wait4(pid, os.WNOHANG)
         if reaped:
             return status, usage, None
         stop = None
+        polls += 1
+        gpu_mb = gpu.sample() if gpu is not None and polls % GPU_POLL_EVERY == 0 else None
         if time.perf_counter() >= deadline:
             stop = "timeout"
         elif max_memory_mb is not None and _rss_mb(pid) > max_memory_mb:
             stop = "memory"
+        elif max_gpu_memory_mb is not None and gpu_mb is not None and gpu_mb > max_gpu_memory_mb:
+            stop = "gpu_memory"
         if stop:
             _kill_group(pid)
             _, status, usage = os.wait4(pid, 0)
@@ -164,6 +198,7 @@ def _classify(
     log_tail: str,
     peak_rss_mb: float,
     wall_s: float,
+    peak_gpu_mb: float | None = None,
 ) -> TrialOutcome:
     detail = f": {log_tail}" if log_tail else ""
     if os.WIFSIGNALED(status):
@@ -179,7 +214,9 @@ def _classify(
             raise ValueError(f"schema {document.get('schema')!r}")
         if document["status"] == "ok":
             measurement = Measurement.from_dict(document["measurement"])
-            return measurement.with_process(peak_rss_mb=peak_rss_mb, wall_s=wall_s)
+            return measurement.with_process(
+                peak_rss_mb=peak_rss_mb, wall_s=wall_s, peak_gpu_mb=peak_gpu_mb
+            )
         return TrialFailure(document["kind"], document["message"], document.get("details", {}))
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         what = "no result" if not payload else f"a malformed result ({exc})"

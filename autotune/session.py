@@ -6,9 +6,11 @@ The worker builds its sessions here and so does a deployment: ``autotune.load_se
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -55,9 +57,25 @@ def check_providers(session: ort.InferenceSession, config: TrialConfig) -> None:
         )
 
 
+def preload_gpu_libraries(config: TrialConfig) -> None:
+    """Load CUDA/cuDNN from the nvidia-* pip packages (``autotune[cuda]``) when a GPU provider
+    is asked for; onnxruntime finds them there only after this. Quiet when they are absent:
+    the provider check then reports the fallback."""
+    import onnxruntime as ort
+
+    if _device_of(config.providers[0].name) == "cpu" or not hasattr(ort, "preload_dlls"):
+        return
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        try:
+            ort.preload_dlls()
+        except Exception:
+            pass
+
+
 def create_session(model_path: str | os.PathLike[str], config: TrialConfig) -> ort.InferenceSession:
     import onnxruntime as ort
 
+    preload_gpu_libraries(config)
     session = ort.InferenceSession(
         str(model_path),
         sess_options=session_options(config),
@@ -67,47 +85,62 @@ def create_session(model_path: str | os.PathLike[str], config: TrialConfig) -> o
     return session
 
 
-def make_runner(
-    session: ort.InferenceSession, feeds: Mapping[str, np.ndarray], config: TrialConfig
-) -> Callable[[], Any]:
-    """A no-argument callable that runs one inference the way the config says.
+class Runner:
+    """Runs one inference the way the config says; ``outputs()`` copies the last run's outputs.
 
-    With IO binding the inputs are bound once and outputs are bound to the first provider's
-    device, so a timed call measures the run, not the copies.
+    With IO binding the inputs are copied to the first provider's device once, and after the
+    first run the outputs stay bound to the buffers that run allocated: fixed addresses, as CUDA
+    graphs need, and no per-run allocation in the timed calls. The accuracy check reads the
+    outputs of those same runs, so it never disturbs a captured graph.
     """
-    if not config.io_binding:
-        names = None  # all outputs
-        feed = dict(feeds)
-        return lambda: session.run(names, feed)
-    binding = session.io_binding()
-    for name, array in feeds.items():
-        binding.bind_cpu_input(name, array)
-    device = _device_of(config.providers[0].name)
-    for output in session.get_outputs():
-        binding.bind_output(output.name, device)
 
-    def run() -> None:
-        binding.synchronize_inputs()
-        session.run_with_iobinding(binding)
-        binding.synchronize_outputs()
+    def __init__(
+        self, session: ort.InferenceSession, feeds: Mapping[str, np.ndarray], config: TrialConfig
+    ) -> None:
+        self.session = session
+        self.feeds = dict(feeds)
+        self.binding: Any = None
+        self._last: list[Any] = []
+        self._fixed = False
+        self._keep: list[Any] = []  # device inputs must outlive the binding
+        if config.io_binding:
+            self._bind(_device_of(config.providers[0].name))
 
-    return run
+    def _bind(self, device: str) -> None:
+        import onnxruntime as ort
+
+        self.binding = self.session.io_binding()
+        for name, array in self.feeds.items():
+            if device == "cpu":
+                self.binding.bind_cpu_input(name, array)
+            else:
+                value = ort.OrtValue.ortvalue_from_numpy(array, device, 0)
+                self.binding.bind_ortvalue_input(name, value)
+                self._keep.append(value)
+        for output in self.session.get_outputs():
+            self.binding.bind_output(output.name, device)
+
+    def __call__(self) -> None:
+        if self.binding is None:
+            self._last = self.session.run(None, self.feeds)
+            return
+        self.session.run_with_iobinding(self.binding)
+        if not self._fixed:
+            names = [o.name for o in self.session.get_outputs()]
+            for name, value in zip(names, self.binding.get_outputs(), strict=True):
+                self.binding.bind_ortvalue_output(name, value)
+            self._fixed = True
+        self.binding.synchronize_outputs()
+
+    def outputs(self) -> list[np.ndarray]:
+        if self.binding is None:
+            return list(self._last)
+        return list(self.binding.copy_outputs_to_cpu())
 
 
-def outputs_of(
-    session: ort.InferenceSession, feeds: Mapping[str, np.ndarray], config: TrialConfig
-) -> list[np.ndarray]:
-    """One inference's outputs as host arrays, through the same path the timed runs take."""
-    if not config.io_binding:
-        return list(session.run(None, dict(feeds)))
-    binding = session.io_binding()
-    for name, array in feeds.items():
-        binding.bind_cpu_input(name, array)
-    device = _device_of(config.providers[0].name)
-    for output in session.get_outputs():
-        binding.bind_output(output.name, device)
-    session.run_with_iobinding(binding)
-    return list(binding.copy_outputs_to_cpu())
+def outputs_of(session: ort.InferenceSession, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+    """One plain inference's outputs (the baseline's reference for each batch size)."""
+    return list(session.run(None, dict(feeds)))
 
 
 def _device_of(provider: str) -> str:

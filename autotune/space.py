@@ -33,7 +33,11 @@ SPACES_DIR = Path(__file__).parent / "search_spaces"
 TARGETS = ("session_option", "config_entry", "provider_option", "batch_size", "io_binding")
 TYPES = ("int", "float", "bool", "categorical")
 MACHINE_BOUNDS = ("usable_cpus",)
-PARAM_KEYS = {"target", "type", "low", "high", "step", "log", "choices", "when", "provider", "help"}
+PARAM_KEYS = {
+    "target", "type", "low", "high", "step", "log", "choices", "when", "requires", "provider", "help",
+}  # fmt: skip
+#: Facts about the study a knob can require; a knob whose requirement fails is not searched.
+REQUIREMENTS = ("static_shapes",)
 TOP_KEYS = {"schema", "description", "providers", "params"}
 ENUM_CHOICES: Mapping[str, Sequence[str]] = {
     "execution_mode": EXECUTION_MODES,
@@ -64,6 +68,7 @@ class Param:
     log: bool = False
     choices: tuple[Any, ...] = ()
     when: Mapping[str, Any] = field(default_factory=dict)
+    requires: tuple[str, ...] = ()
     provider: str | None = None
     help: str = ""
 
@@ -113,11 +118,26 @@ class SearchSpace:
     params: tuple[Param, ...]
     batch_sizes: tuple[int, ...] = (1,)
 
-    def resolve(self, *, batch_sizes: Sequence[int], cpus: int) -> SearchSpace:
-        """Bind machine-relative bounds and the batch sizes; drop knobs left with one value."""
+    def resolve(
+        self,
+        *,
+        batch_sizes: Sequence[int],
+        cpus: int,
+        static_shapes: bool | None = None,
+        study_dir: str | None = None,
+    ) -> SearchSpace:
+        """Bind machine-relative bounds, the batch sizes and the study's facts.
+
+        Drops the batch knob when there is one batch size, and knobs whose ``requires`` fails
+        (``static_shapes``: the input shapes never change, i.e. one batch size, by default).
+        ``{study_dir}`` in provider options becomes the study's folder (TensorRT caches).
+        """
+        facts = {"static_shapes": len(batch_sizes) == 1 if static_shapes is None else static_shapes}
         bounds = {"usable_cpus": cpus}
         params = []
         for p in self.params:
+            if not all(facts.get(r, False) for r in p.requires):
+                continue
             if p.target == "batch_size":
                 if len(batch_sizes) > 1:
                     params.append(replace(p, type="categorical", choices=tuple(batch_sizes)))
@@ -130,7 +150,18 @@ class SearchSpace:
                     f"({cpus} usable CPUs); lower 'low'"
                 )
             params.append(replace(p, low=low, high=high))
-        return replace(self, params=tuple(params), batch_sizes=tuple(batch_sizes))
+        providers = self.providers
+        if study_dir is not None:
+            providers = tuple(
+                replace(
+                    pr,
+                    options={k: v.replace("{study_dir}", study_dir) for k, v in pr.options.items()},
+                )
+                for pr in self.providers
+            )
+        return replace(
+            self, params=tuple(params), batch_sizes=tuple(batch_sizes), providers=providers
+        )
 
     def grid(self) -> list[dict[str, Any]]:
         """Every combination of knob values that the conditions allow (an exhaustive search)."""
@@ -362,6 +393,12 @@ def _parse_param(
             errors.append(f"{where}.when: {other!r} is not a knob defined before {name!r}")
         elif known[other].type == "categorical" and value not in known[other].choices:
             errors.append(f"{where}.when: {value!r} is not a choice of {other!r}")
+        elif known[other].type == "bool" and not isinstance(value, bool):
+            errors.append(f"{where}.when: {other!r} is a bool knob, {value!r} is not true/false")
+    requires = spec.get("requires") or []
+    if not isinstance(requires, list) or any(r not in REQUIREMENTS for r in requires):
+        errors.append(f"{where}.requires: must be a list of {', '.join(REQUIREMENTS)}")
+        requires = []
     if len(errors) > before:
         return None
     return Param(
@@ -374,6 +411,7 @@ def _parse_param(
         log=bool(spec.get("log", False)),
         choices=tuple(choices or ()),
         when=dict(when),
+        requires=tuple(requires),
         provider=provider,
         help=str(spec.get("help", "")),
     )

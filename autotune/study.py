@@ -36,6 +36,7 @@ from autotune.finalists import confirm, pick_finalists
 from autotune.lock import machine_lock
 from autotune.model import ModelInfo
 from autotune.objectives import Objective
+from autotune.rules import RuleContext, broken_rules
 from autotune.runner import run_trial
 from autotune.space import SearchSpace
 
@@ -66,7 +67,9 @@ class TuneRequest:
     atol: float | None = None
     max_memory_mb: float | None = None  # per-trial resident memory cap
     memory_constraint: bool = False  # the cap was set by the user: hitting it violates it
+    max_gpu_memory_mb: float | None = None  # per-trial GPU memory cap (NVML), a constraint
     max_failures: int = 10  # consecutive failed trials that stop the study
+    static_shapes: bool = True  # input shapes never change in this study (one batch size)
     finalists: int = 3  # configs re-measured against the baseline after the search (0: none)
     rounds: int = 5  # interleaved confirmation rounds
     wait_for_lock: bool = True  # queue behind another autotune measuring here, or fail at once
@@ -316,6 +319,7 @@ class Measurer:
                 job,
                 timeout_s=self.timeout_s,
                 max_memory_mb=r.max_memory_mb,
+                max_gpu_memory_mb=r.max_gpu_memory_mb,
                 command=r.worker_command,
             )
 
@@ -335,9 +339,14 @@ def _measure_trial(
     trial.set_user_attr("summary", config.describe())
     trial.set_user_attr("host", HOST)
     trial.set_user_attr("pid", os.getpid())
+    broken = broken_rules(config, RuleContext(static_shapes=request.static_shapes))
     try:
-        with _Heartbeat(study, trial):
-            outcome = measurer(config, write_reference=baseline)
+        if broken:  # never started: a known-bad combination
+            reasons = "; ".join(f"{rule.name} ({rule.why})" for rule in broken)
+            outcome: TrialOutcome = TrialFailure("invalid", reasons)
+        else:
+            with _Heartbeat(study, trial):
+                outcome = measurer(config, write_reference=baseline)
     except BaseException:  # Ctrl-C, or the lock refused: the trial did not run
         trial.set_user_attr("failure_kind", "interrupted")
         trial.set_user_attr("failure_message", "interrupted before it finished")
@@ -352,7 +361,9 @@ def _measure_trial(
         trial.set_user_attr("failure_message", outcome.message[:2000])
         if outcome.details:
             trial.set_user_attr("failure_details", dict(outcome.details))
-        if outcome.kind == "oom" and request.memory_constraint:
+        if outcome.kind == "oom" and "max_gpu_memory_mb" in outcome.details:
+            trial.set_user_attr("constraint_violation", "max_gpu_memory_mb")
+        elif outcome.kind == "oom" and request.memory_constraint:
             trial.set_user_attr("constraint_violation", "max_memory_mb")
         study.tell(trial, state=optuna.trial.TrialState.FAIL)
     return TrialRecord(trial.number, config, outcome, baseline=baseline)

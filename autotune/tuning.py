@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from autotune.config import MeasureSettings, TunedConfig
@@ -20,7 +20,7 @@ from autotune.machine import environment, usable_cpus
 from autotune.model import parse_dim_flags, parse_shape_flags, read_model, resolve_inputs
 from autotune.objectives import parse_objective
 from autotune.report import progress_line, summary_table
-from autotune.space import default_batch_sizes, load_space, parse_batch_sizes
+from autotune.space import SearchSpace, default_batch_sizes, load_space, parse_batch_sizes
 from autotune.study import TuneRequest, check_storage
 from autotune.study import tune as run_study
 
@@ -50,6 +50,7 @@ class RunOptions:
     wait: bool = True
     max_memory_mb: float | None = None  # default: a share of the memory available now
     max_failures: int = 10
+    max_gpu_memory_mb: float | None = None
     worker_command: Sequence[str] | None = None
 
 
@@ -85,6 +86,40 @@ def default_memory_cap_mb() -> float:
     return 0.8 * psutil.virtual_memory().available / 2**20
 
 
+def with_gpu_memory_limit(space: SearchSpace, limit_mb: float) -> SearchSpace:
+    """The cap as the CUDA provider's arena limit too (a constraint for every trial, not a knob)."""
+    providers = tuple(
+        replace(p, options={**p.options, "gpu_mem_limit": str(int(limit_mb * 2**20))})
+        if p.name == "CUDAExecutionProvider"
+        else p
+        for p in space.providers
+    )
+    return replace(space, providers=providers)
+
+
+def pick_space(name: str) -> str:
+    """``auto``: the space of the best provider that really works here; else ``name``."""
+    if name != "auto":
+        return name
+    from autotune.doctor import best_space
+
+    return best_space()[0]
+
+
+def check_provider_works(provider: str) -> None:
+    """A GPU provider that is listed but cannot create a session is refused before any trial."""
+    if provider == "CPUExecutionProvider":
+        return
+    from autotune.doctor import probe, reason_of
+
+    result = probe(provider)
+    if not result.get("ok"):
+        raise UsageError(
+            f"{provider} is listed by onnxruntime but does not work here ({reason_of(result)}); "
+            "run `autotune doctor` for the fix, or tune with --space cpu"
+        )
+
+
 def _available_providers() -> list[str]:
     import onnxruntime
 
@@ -97,7 +132,7 @@ def prepare(options: RunOptions) -> TuneRequest:
     shapes = parse_shape_flags(options.shapes)
     dims = parse_dim_flags(options.dims)
     requested_batches = parse_batch_sizes(options.batch_sizes)
-    space = load_space(options.space)
+    space = load_space(pick_space(options.space))
     model = read_model(options.model)
     resolved = resolve_inputs(
         model,
@@ -112,12 +147,21 @@ def prepare(options: RunOptions) -> TuneRequest:
         pinned=resolved.pinned_batch,
         requested=requested_batches,
     )
-    space = space.resolve(batch_sizes=batch_sizes, cpus=usable_cpus())
-    space.check_providers(_available_providers())
     out = _check_writable(options.out)
+    name = options.study or default_study_name(model.path, model.sha256, space.name, objective.slug)
+    static_shapes = len(batch_sizes) == 1
+    space = space.resolve(
+        batch_sizes=batch_sizes,
+        cpus=usable_cpus(),
+        static_shapes=static_shapes,
+        study_dir=str(out / name),
+    )
+    if options.max_gpu_memory_mb is not None:
+        space = with_gpu_memory_limit(space, options.max_gpu_memory_mb)
+    space.check_providers(_available_providers())
+    check_provider_works(space.providers[0].name)
     storage = options.storage or f"sqlite:///{out / 'autotune.db'}"
     check_storage(storage)
-    name = options.study or default_study_name(model.path, model.sha256, space.name, objective.slug)
     if not re.fullmatch(r"[A-Za-z0-9_.:-]+", name):
         raise UsageError(f"--study {name!r} may hold only letters, digits and _ . : -")
     return TuneRequest(
@@ -143,6 +187,8 @@ def prepare(options: RunOptions) -> TuneRequest:
         max_memory_mb=options.max_memory_mb or default_memory_cap_mb(),
         memory_constraint=options.max_memory_mb is not None,
         max_failures=options.max_failures,
+        static_shapes=static_shapes,
+        max_gpu_memory_mb=options.max_gpu_memory_mb,
     )
 
 
@@ -221,6 +267,7 @@ def tune(
     wait: bool = True,
     max_memory_mb: float | None = None,
     max_failures: int = 10,
+    max_gpu_memory_mb: float | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> TunedConfig:
     """Tune ``model`` and return the tuned config (also written to ``OUT/STUDY/best.json``).
@@ -256,5 +303,6 @@ def tune(
         wait=wait,
         max_memory_mb=max_memory_mb,
         max_failures=max_failures,
+        max_gpu_memory_mb=max_gpu_memory_mb,
     )
     return run_tuning(options, echo=progress or (lambda line: None)).tuned

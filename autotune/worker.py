@@ -50,7 +50,7 @@ def _loop(
             return times
 
 
-def check_accuracy(job: WorkerJob, session: Any) -> tuple[float | None, float | None]:
+def check_accuracy(job: WorkerJob, session: Any, run: Any) -> tuple[float | None, float | None]:
     """Write the reference (baseline) or compare with it; raise OutputMismatch beyond tolerance."""
     from autotune.accuracy import compare, load_reference, save_reference
     from autotune.model import make_feeds
@@ -60,16 +60,13 @@ def check_accuracy(job: WorkerJob, session: Any) -> tuple[float | None, float | 
     if check.reference_path is None:
         return None, None
     if check.write_batches:
-        by_batch = {
-            b: outputs_of(session, make_feeds(job.feeds, b), job.config)
-            for b in check.write_batches
-        }
+        by_batch = {b: outputs_of(session, make_feeds(job.feeds, b)) for b in check.write_batches}
         save_reference(check.reference_path, by_batch)
         return 0.0, 0.0
     reference = load_reference(check.reference_path, job.config.batch_size)
     if reference is None:
         return None, None
-    outputs = outputs_of(session, make_feeds(job.feeds, job.config.batch_size), job.config)
+    outputs = run.outputs()  # the first run's, on the trial's own inputs and path
     names = [o.name for o in session.get_outputs()]
     result = compare(outputs, reference, names, rtol=check.rtol, atol=check.atol)
     if not result.ok:
@@ -84,7 +81,7 @@ def check_accuracy(job: WorkerJob, session: Any) -> tuple[float | None, float | 
 
 def measure(job: WorkerJob, import_s: float) -> Measurement:
     from autotune.model import make_feeds
-    from autotune.session import create_session, make_runner
+    from autotune.session import Runner, create_session
     from autotune.stats import SLOW_FIRST_RUN, instability, latency_stats, warmup_prefix
 
     started = clock()
@@ -93,11 +90,11 @@ def measure(job: WorkerJob, import_s: float) -> Measurement:
     t0 = clock()
     session = create_session(job.model_path, job.config)
     create_s = clock() - t0
-    run = make_runner(session, feeds, job.config)
+    run = Runner(session, feeds, job.config)
     t0 = clock()
     run()
     first_run_s = clock() - t0
-    max_abs_err, max_rel_err = check_accuracy(job, session)
+    max_abs_err, max_rel_err = check_accuracy(job, session, run)
     warmup = _loop(
         run,
         min_runs=settings.warmup_runs,

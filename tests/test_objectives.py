@@ -40,3 +40,11 @@ def test_gain_is_above_one_when_better_in_either_direction() -> None:
     assert parse_objective("latency:p99").gain(MEASUREMENT, lower) == pytest.approx(0.5)
     assert parse_objective("memory").better(100.0, 120.0)
     assert parse_objective("throughput").better(120.0, 100.0)
+
+
+def test_gpu_memory_objective_needs_an_nvml_figure() -> None:
+    objective = parse_objective("gpu-memory")
+    assert objective.direction == "minimize" and objective.unit == "MB"
+    assert objective.value(replace(MEASUREMENT, peak_gpu_mb=812.0)) == 812.0
+    with pytest.raises(ValueError, match="no GPU memory figure"):
+        objective.value(MEASUREMENT)
