@@ -6,6 +6,7 @@ Every :class:`AutotuneError` becomes one ``Error: ...`` line on stderr and a non
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 from collections.abc import Callable
@@ -31,9 +32,17 @@ DebugOption = Annotated[
 ]
 
 
-def _terminate(signum: int, frame: object) -> None:
-    """SIGTERM stops a run the way Ctrl-C does: cleanly, results kept, resumable."""
-    raise KeyboardInterrupt
+def _request_stop(signum: int, frame: object) -> None:
+    """Ctrl-C or SIGTERM: the running worker is killed, completed trials are kept and written.
+
+    A second Ctrl-C while stopping raises at once.
+    """
+    from autotune.runner import STOP
+
+    if STOP.is_set():
+        raise KeyboardInterrupt
+    STOP.set()
+    typer.echo("stopping: the running trial is killed, completed trials are kept...", err=True)
 
 
 def _guarded(debug: bool, action: Callable[[], T]) -> T:
@@ -139,6 +148,10 @@ def run(
             help="GPU memory cap per trial (NVML); also the CUDA arena's gpu_mem_limit.",
         ),
     ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress lines.")] = False,
+    json_output: Annotated[
+        bool, typer.Option("--json", help="Print best.json (and its path) instead of the table.")
+    ] = False,
     debug: DebugOption = False,
 ) -> None:
     """Tune MODEL: measure ONNX Runtime's defaults, search the space, write best.json."""
@@ -170,14 +183,19 @@ def run(
         max_failures=max_failures,
         max_gpu_memory_mb=max_gpu_memory_mb,
     )
-    previous = signal.signal(signal.SIGTERM, _terminate)
+    previous = {sig: signal.signal(sig, _request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        outcome = _guarded(
-            debug, lambda: run_tuning(options, echo=lambda line: typer.echo(line, err=True))
-        )
+        echo = (lambda line: None) if quiet else (lambda line: typer.echo(line, err=True))
+        outcome = _guarded(debug, lambda: run_tuning(options, echo=echo))
     finally:
-        signal.signal(signal.SIGTERM, previous)
-    typer.echo(outcome.table)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if json_output:
+        typer.echo(
+            json.dumps({"path": str(outcome.best_path), **outcome.tuned.to_dict()}, indent=2)
+        )
+    else:
+        typer.echo(outcome.table)
     if outcome.interrupted:
         typer.echo(
             "Interrupted: the results above are what completed. "
@@ -214,6 +232,146 @@ def doctor(
     missing = [p for p in provider or [] if not d.works(p)]
     if missing or not d.install_ok:
         raise typer.Exit(code=1)
+
+
+StorageOption = Annotated[
+    str | None, typer.Option(help="Optuna storage URL (default: sqlite:///OUT/autotune.db).")
+]
+OutOption = Annotated[Path, typer.Option(help="Results folder of `autotune run`.")]
+
+
+def _storage(storage: str | None, out: Path) -> str:
+    return storage or f"sqlite:///{out.resolve() / 'autotune.db'}"
+
+
+@app.command()
+def show(
+    study: Annotated[str | None, typer.Option(help="A study to show trial by trial.")] = None,
+    storage: StorageOption = None,
+    out: OutOption = Path("results"),
+    json_output: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    debug: DebugOption = False,
+) -> None:
+    """List the studies, or show one study's trials (baseline and chosen marked)."""
+    from autotune.show import studies_table, trial_row, trials_table
+    from autotune.study import list_studies, load_study_view
+
+    url = _storage(storage, out)
+    if study is None:
+        rows = _guarded(debug, lambda: list_studies(url))
+        typer.echo(json.dumps(rows, indent=2) if json_output else studies_table(rows))
+        return
+    view = _guarded(debug, lambda: load_study_view(url, study))
+    if json_output:
+        payload = {
+            "study": view.name,
+            "objective": view.objective.name,
+            "attrs": dict(view.attrs),
+            "trials": [trial_row(view, r) for r in view.records],
+        }
+        typer.echo(json.dumps(payload, indent=2, default=str))
+    else:
+        typer.echo(trials_table(view))
+
+
+FORMATS = ("json", "python", "ort-config", "optimized-model")
+
+
+@app.command()
+def export(
+    study: Annotated[str, typer.Option(help="The study to export from.")],
+    format: Annotated[str, typer.Option("--format", "-f", help=" | ".join(FORMATS))] = "json",
+    trial: Annotated[
+        int | None, typer.Option(help="Trial number (default: the chosen config).")
+    ] = None,
+    storage: StorageOption = None,
+    out: OutOption = Path("results"),
+    dest: Annotated[
+        Path | None, typer.Option(help="Where to write (default: OUT/STUDY/<file>).")
+    ] = None,
+    debug: DebugOption = False,
+) -> None:
+    """Write a trial's configuration in the form a deployment takes."""
+    from autotune.export import (
+        compare_startup,
+        optimized_model,
+        ort_config_model,
+        python_snippet,
+        tuned_for_trial,
+        write_json_atomic,
+    )
+    from autotune.study import load_study_view
+
+    if format not in FORMATS:
+        typer.echo(f"Error: unknown --format {format!r}; use one of {', '.join(FORMATS)}", err=True)
+        raise typer.Exit(code=2)
+
+    def do() -> None:
+        view = load_study_view(_storage(storage, out), study)
+        tuned = tuned_for_trial(view, trial)
+        folder = out.resolve() / view.name
+        stem = Path(tuned.model_path).stem
+        if format == "json":
+            path = dest or folder / f"trial-{tuned.trial_number}.json"
+            write_json_atomic(path, tuned.to_dict())
+            typer.echo(f"wrote {path}")
+        elif format == "python":
+            path = dest or folder / "session.py"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(python_snippet(tuned))
+            typer.echo(f"wrote {path}")
+        elif format == "ort-config":
+            path, left_out = ort_config_model(tuned, dest or folder / f"{stem}.ort-config.onnx")
+            typer.echo(f"wrote {path}; load it with ORT_LOAD_CONFIG_FROM_MODEL=1")
+            for item in left_out:
+                typer.echo(f"warning: ort_config cannot carry {item}; set it in code", err=True)
+        else:
+            path, optimized = optimized_model(tuned, dest or folder / f"{stem}.optimized.onnx")
+            config_path = path.with_suffix(".json")
+            write_json_atomic(config_path, optimized.to_dict())
+            typer.echo(f"wrote {path} and {config_path} (graph optimizations off at load)")
+            if tuned.inputs is not None:
+                before, after = compare_startup(tuned, optimized, tuned.inputs)
+                verdict = "faster" if after < before else "NOT faster"
+                typer.echo(
+                    f"startup (session creation + first run, median of 5 interleaved fresh "
+                    f"processes): {before * 1e3:.1f} ms -> {after * 1e3:.1f} ms: {verdict}"
+                )
+            if tuned.config.session_options.get("graph_optimization_level") in (
+                None,
+                "ORT_ENABLE_ALL",
+                "ORT_ENABLE_LAYOUT",
+            ):
+                typer.echo(
+                    "note: a model optimized at ORT_ENABLE_ALL may hold hardware-specific "
+                    "operators; load it on the same kind of machine",
+                    err=True,
+                )
+
+    _guarded(debug, do)
+
+
+@app.command()
+def profile(
+    config: Annotated[
+        Path, typer.Argument(help="A best.json (or exported trial JSON).", metavar="CONFIG")
+    ],
+    runs: Annotated[int, typer.Option(min=1, help="Profiled steady-state runs.")] = 20,
+    top: Annotated[int, typer.Option(min=1, help="Operators to list.")] = 15,
+    debug: DebugOption = False,
+) -> None:
+    """Run a tuned config with ONNX Runtime's profiler and list the operators that take the time."""
+    from autotune.profile import profile as run_profile
+
+    trace, ops = _guarded(
+        debug, lambda: run_profile(config, runs=runs, out_dir=config.resolve().parent / "profile")
+    )
+    typer.echo(f"{'operator':<28} {'provider':<26} {'ms/run':>9} {'calls/run':>9} {'share':>7}")
+    for op in ops[:top]:
+        typer.echo(
+            f"{op.op_type:<28} {op.provider:<26} {op.total_ms:>9.3f} {op.calls:>9} {op.share:>7.1%}"
+        )
+    typer.echo(f"trace kept at {trace} (open it in chrome://tracing or Perfetto)")
 
 
 def main() -> None:

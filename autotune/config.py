@@ -458,10 +458,12 @@ class TunedConfig:
     created: str
     search: SearchFigures
     confirmation: Confirmation | None = None
+    inputs: FeedPlan | None = None  # how the tuning fed the model (profile, re-measurement)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "schema": TUNED_SCHEMA,
+            "inputs": self.inputs.to_dict() if self.inputs else None,
             "config": self.config.to_dict(),
             "model": {"path": self.model_path, "sha256": self.model_sha256},
             "objective": self.objective,
@@ -498,4 +500,5 @@ class TunedConfig:
             created=data["created"],
             search=SearchFigures.from_dict(data["search"]),
             confirmation=Confirmation.from_dict(confirmation) if confirmation else None,
+            inputs=FeedPlan.from_dict(data["inputs"]) if data.get("inputs") else None,
         )

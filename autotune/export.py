@@ -4,16 +4,26 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 import tempfile
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from autotune.config import Measurement, SearchFigures, TunedConfig
-from autotune.model import ModelInfo
+from autotune.config import (
+    FeedPlan,
+    Measurement,
+    MeasureSettings,
+    SearchFigures,
+    TunedConfig,
+    WorkerJob,
+)
+from autotune.errors import AutotuneError, UsageError
+from autotune.model import ModelInfo, file_sha256
 from autotune.objectives import Objective
-from autotune.study import TuneResult
+from autotune.study import StudyView, TuneResult
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
@@ -36,6 +46,7 @@ def tuned_config(
     model: ModelInfo,
     objective: Objective,
     environment: Mapping[str, Any],
+    feeds: FeedPlan | None = None,
 ) -> TunedConfig:
     """best.json's content: the confirmed figures when a confirmation ran, else the search's."""
     found, base = result.search_best.outcome, result.baseline.outcome
@@ -63,6 +74,7 @@ def tuned_config(
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         search=search,
         confirmation=confirmation,
+        inputs=feeds,
     )
 
 
@@ -70,3 +82,172 @@ def write_best(tuned: TunedConfig, out_dir: Path) -> Path:
     path = out_dir / tuned.study_name / "best.json"
     write_json_atomic(path, tuned.to_dict())
     return path
+
+
+def tuned_for_trial(view: StudyView, number: int | None = None) -> TunedConfig:
+    """The tuned config of one trial of a stored study (default: the chosen one)."""
+    objective = view.objective
+    baseline = view.baseline
+    record = view.chosen if number is None else view.record(number)
+    if baseline is None or record is None or not isinstance(baseline.outcome, Measurement):
+        raise AutotuneError(f"study {view.name!r} has no successful baseline to export against")
+    if not isinstance(record.outcome, Measurement):
+        raise UsageError(
+            f"trial #{record.number} failed ({record.outcome.kind}); export a successful trial"
+        )
+    found, base = record.outcome, baseline.outcome
+    search = SearchFigures(record.number, found, base, objective.gain(found, base))
+    metrics, base_metrics, speedup = found, base, search.speedup
+    confirmation = view.confirmation
+    if confirmation is not None:
+        numbers = {f.trial_number for f in (confirmation.baseline, *confirmation.finalists)}
+        if record.number in numbers:
+            figures = confirmation.figures(record.number)
+            base_metrics = confirmation.baseline.measurement or base
+            metrics = figures.measurement or found
+            speedup = figures.gain
+    return TunedConfig(
+        config=record.config,
+        model_path=str(view.attrs["model_path"]),
+        model_sha256=str(view.attrs["model_sha256"]),
+        objective=objective.name,
+        metrics=metrics,
+        baseline=base_metrics,
+        speedup=speedup,
+        study_name=view.name,
+        storage=view.storage,
+        trial_number=record.number,
+        environment=dict(view.attrs.get("environment", {})),
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        search=search,
+        confirmation=confirmation,
+        inputs=FeedPlan.from_dict(view.attrs["inputs"]) if "inputs" in view.attrs else None,
+    )
+
+
+def python_snippet(tuned: TunedConfig, *, model_path: str | None = None) -> str:
+    """Standalone code that builds the same InferenceSession with plain onnxruntime calls."""
+    config = tuned.config
+    enums = {
+        "execution_mode": "ExecutionMode",
+        "graph_optimization_level": "GraphOptimizationLevel",
+    }
+    lines = [
+        f'"""Tuned by autotune (study {tuned.study_name}, trial #{tuned.trial_number}):',
+        f"{tuned.objective} {tuned.speedup:.2f}x against ONNX Runtime's defaults on "
+        f'{tuned.environment.get("cpu_model", "this machine")}."""',
+        "",
+        "import onnxruntime as ort",
+        "",
+        "options = ort.SessionOptions()",
+    ]
+    for name, value in config.session_options.items():
+        text = f"ort.{enums[name]}.{value}" if name in enums else repr(value)
+        lines.append(f"options.{name} = {text}")
+    for key, value in config.config_entries.items():
+        lines.append(f"options.add_session_config_entry({key!r}, {value!r})")
+    providers = ", ".join(f"({p.name!r}, {dict(p.options)!r})" for p in config.providers)
+    lines += [
+        f"providers = [{providers}]",
+        "session = ort.InferenceSession(",
+        f"    {model_path or tuned.model_path!r}, sess_options=options, providers=providers",
+        ")",
+        f"# tuned batch size: {config.batch_size}",
+    ]
+    if config.io_binding:
+        lines.append(
+            "# tuned with IO binding: bind inputs and outputs on the device (session.io_binding())"
+        )
+    return "\n".join(lines) + "\n"
+
+
+#: Session options ONNX Runtime reads from a model's ``ort_config`` metadata, as it numbers them.
+ORT_CONFIG_OPTIONS = {
+    "intra_op_num_threads",
+    "inter_op_num_threads",
+    "execution_mode",
+    "graph_optimization_level",
+}
+ORT_CONFIG_LEVELS = {
+    "ORT_DISABLE_ALL": 0, "ORT_ENABLE_BASIC": 1, "ORT_ENABLE_EXTENDED": 2, "ORT_ENABLE_ALL": 99,
+}  # fmt: skip
+
+
+def ort_config_model(tuned: TunedConfig, dest: Path) -> tuple[Path, list[str]]:
+    """A copy of the model whose ``ort_config`` metadata holds the tuned session options.
+
+    ONNX Runtime applies it when ``ORT_LOAD_CONFIG_FROM_MODEL=1`` is set, for intra/inter-op
+    threads, execution mode and graph optimization level only. Returns what could not go in.
+    """
+    import onnx
+
+    options: dict[str, int] = {}
+    left_out = []
+    for name, value in tuned.config.session_options.items():
+        if name not in ORT_CONFIG_OPTIONS:
+            left_out.append(f"session option {name}")
+        elif name == "execution_mode":
+            options[name] = 1 if value == "ORT_PARALLEL" else 0
+        elif name == "graph_optimization_level":
+            if value in ORT_CONFIG_LEVELS:
+                options[name] = ORT_CONFIG_LEVELS[str(value)]
+            else:
+                left_out.append(f"graph_optimization_level {value}")
+        else:
+            options[name] = int(value)
+    left_out += [f"session config entry {key}" for key in tuned.config.config_entries]
+    left_out += [f"{p.name} options" for p in tuned.config.providers if p.options]
+    if tuned.config.providers[0].name != "CPUExecutionProvider":
+        left_out.append(f"the provider list ({tuned.config.providers[0].name} first)")
+    if tuned.config.io_binding:
+        left_out.append("IO binding")
+    model = onnx.load(tuned.model_path)
+    kept = [(p.key, p.value) for p in model.metadata_props if p.key != "ort_config"]
+    del model.metadata_props[:]
+    for key, value in kept:
+        model.metadata_props.add(key=key, value=value)
+    model.metadata_props.add(key="ort_config", value=json.dumps({"session_options": options}))
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    partial = dest.with_name(f".{dest.name}.part")
+    onnx.save(model, partial)
+    os.replace(partial, dest)
+    return dest, left_out
+
+
+def optimized_model(tuned: TunedConfig, dest: Path) -> tuple[Path, TunedConfig]:
+    """Save the graph as ONNX Runtime optimized it under the tuned settings, plus the config
+    that loads it with optimizations off (the work is done once, not at every startup)."""
+    from autotune.session import session_options
+
+    options = session_options(tuned.config)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    options.optimized_model_filepath = str(dest)
+    options.log_severity_level = 3  # the hardware-specific warning is ours to give, once
+    import onnxruntime as ort
+
+    ort.InferenceSession(tuned.model_path, sess_options=options, providers=[
+        (p.name, dict(p.options)) for p in tuned.config.providers
+    ])  # fmt: skip
+    session = {**tuned.config.session_options, "graph_optimization_level": "ORT_DISABLE_ALL"}
+    config = replace(tuned.config, session_options=session)
+    return dest, replace(
+        tuned, config=config, model_path=str(dest.resolve()), model_sha256=file_sha256(dest)
+    )
+
+
+def compare_startup(
+    before: TunedConfig, after: TunedConfig, feeds: FeedPlan, *, rounds: int = 5
+) -> tuple[float, float]:
+    """Median session creation + first inference of two configs, interleaved in fresh workers."""
+    from autotune.runner import run_trial
+
+    quick = MeasureSettings(warmup_runs=1, warmup_s=0.0, min_runs=2, min_time_s=0.0)
+    times: dict[str, list[float]] = {"before": [], "after": []}
+    for _ in range(rounds):
+        for key, tuned in (("before", before), ("after", after)):
+            job = WorkerJob(tuned.model_path, tuned.config, feeds, quick)
+            outcome = run_trial(job, timeout_s=600)
+            if not isinstance(outcome, Measurement):
+                raise AutotuneError(f"measuring startup failed: {outcome.kind}: {outcome.message}")
+            times[key].append(outcome.startup_s)
+    return statistics.median(times["before"]), statistics.median(times["after"])

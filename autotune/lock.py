@@ -10,6 +10,8 @@ from __future__ import annotations
 import fcntl
 import os
 import tempfile
+import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -30,9 +32,24 @@ def _holder(fd: int) -> str:
     return f"pid {text}" if text.isdigit() else "another process"
 
 
+def _wait_for(fd: int, stop: threading.Event | None) -> None:
+    """Block until the lock is ours; a stop request ends the wait with KeyboardInterrupt."""
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if stop is not None and stop.is_set():
+                raise KeyboardInterrupt from None
+            time.sleep(0.1)
+
+
 @contextmanager
 def machine_lock(
-    *, wait: bool = True, on_wait: Callable[[str], None] | None = None
+    *,
+    wait: bool = True,
+    on_wait: Callable[[str], None] | None = None,
+    stop: threading.Event | None = None,
 ) -> Iterator[None]:
     """Hold the machine's measuring lock; wait for it (saying so) or fail at once.
 
@@ -53,7 +70,7 @@ def machine_lock(
                 ) from None
             if on_wait is not None:
                 on_wait(f"waiting for another autotune ({holder}) measuring on this machine")
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            _wait_for(fd, stop)
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
         try:

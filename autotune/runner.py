@@ -27,6 +27,9 @@ from autotune.rules import GPU_PROVIDERS
 ENV_KEEP = {"PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "PYTHONPATH", "VIRTUAL_ENV", "SYSTEMROOT"}
 ENV_KEEP_PREFIXES = ("LD_", "CUDA", "NVIDIA", "ORT_", "OMP_", "MKL_", "OPENBLAS_", "CUDNN", "TRT_")
 POLL_S = 0.01
+#: Set by a stop request (Ctrl-C, SIGTERM through the CLI): the running worker is killed at the
+#: next poll and its trial ends as ``interrupted``; nothing is raised at an arbitrary point.
+STOP = threading.Event()
 GPU_POLL_EVERY = 5  # NVML is slower than /proc: sample GPU memory every 50 ms
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 LOG_TAIL_CHARS = 2000
@@ -125,6 +128,8 @@ def run_trial(
         peak_rss_mb = usage.ru_maxrss / 1024  # kilobytes on Linux
         if stop == "timeout":
             return TrialFailure("timeout", f"no result within {timeout_s:.0f} s; worker killed")
+        if stop == "interrupted":
+            return TrialFailure("interrupted", "stopped by the user; the worker was killed")
         if stop == "memory":
             return TrialFailure(
                 "oom",
@@ -178,7 +183,9 @@ def _watch(
         stop = None
         polls += 1
         gpu_mb = gpu.sample() if gpu is not None and polls % GPU_POLL_EVERY == 0 else None
-        if time.perf_counter() >= deadline:
+        if STOP.is_set():
+            stop = "interrupted"
+        elif time.perf_counter() >= deadline:
             stop = "timeout"
         elif max_memory_mb is not None and _rss_mb(pid) > max_memory_mb:
             stop = "memory"

@@ -37,7 +37,7 @@ from autotune.lock import machine_lock
 from autotune.model import ModelInfo
 from autotune.objectives import Objective
 from autotune.rules import RuleContext, broken_rules
-from autotune.runner import run_trial
+from autotune.runner import STOP, run_trial
 from autotune.space import SearchSpace
 
 BASELINE_TIMEOUT_S = 600.0
@@ -91,8 +91,21 @@ class TrialRecord:
 class Progress:
     done: int  # finished trials in the study, this one included
     total: int
-    elapsed_s: float
+    elapsed_s: float  # since this invocation started
     best: TrialRecord | None
+    failed: int = 0  # failed trials in the study
+    ran: int = 0  # trials run by this invocation
+    timeout_s: float | None = None
+
+    @property
+    def remaining_s(self) -> float | None:
+        """Estimated time left: the trials to go at this run's pace, capped by --timeout."""
+        if self.ran == 0:
+            return None
+        estimate = self.elapsed_s / self.ran * max(0, self.total - self.done)
+        if self.timeout_s is not None:
+            estimate = min(estimate, max(0.0, self.timeout_s - self.elapsed_s))
+        return estimate
 
 
 @dataclass(frozen=True)
@@ -314,7 +327,9 @@ class Measurer:
             atol=r.atol,
         )
         job = WorkerJob(r.model.path, config, r.feeds, r.measure, accuracy)
-        with machine_lock(wait=r.wait_for_lock, on_wait=self.on_wait):
+        if STOP.is_set():
+            return TrialFailure("interrupted", "stopped by the user before it started")
+        with machine_lock(wait=r.wait_for_lock, on_wait=self.on_wait, stop=STOP):
             return run_trial(
                 job,
                 timeout_s=self.timeout_s,
@@ -433,6 +448,7 @@ def tune(
     optuna = _optuna()
     say = on_message or (lambda line: None)
     started = time.perf_counter()
+    STOP.clear()  # a stop request belongs to the run it interrupted
     study = open_study(request)
     orphans = fail_orphaned_trials(study)
     if orphans:
@@ -456,7 +472,11 @@ def tune(
         if on_trial is not None:
             best = _best(records, request.objective)
             elapsed = time.perf_counter() - started
-            on_trial(record, Progress(done(), request.trials, elapsed, best))
+            failed = sum(1 for r in records if not r.ok and _counts(r))
+            progress = Progress(
+                done(), request.trials, elapsed, best, failed, ran + 1, request.timeout_s
+            )
+            on_trial(record, progress)
 
     measurer = Measurer(request, BASELINE_TIMEOUT_S, on_wait=say)
     baseline = next((r for r in records if r.baseline and r.ok), None)
@@ -467,6 +487,8 @@ def tune(
         )
         ran += 1
         notify(baseline)
+        if isinstance(baseline.outcome, TrialFailure) and baseline.outcome.kind == "interrupted":
+            raise KeyboardInterrupt  # nothing completed: nothing to write
         if isinstance(baseline.outcome, TrialFailure):
             raise AutotuneError(
                 f"the baseline (ONNX Runtime defaults) failed, so nothing can be compared: "
@@ -498,6 +520,8 @@ def tune(
             record = _measure_trial(study, trial, config, request, measurer, baseline=False)
             ran += 1
             notify(record)
+            if STOP.is_set():
+                raise KeyboardInterrupt
             streak = 0 if record.ok else streak + 1
             if streak >= request.max_failures and isinstance(record.outcome, TrialFailure):
                 failed_out = True
@@ -507,6 +531,9 @@ def tune(
                 )
                 break
         confirmation = _confirm(study, request, records, baseline, measurer, say)
+        if STOP.is_set():  # a confirmation cut short decides nothing
+            confirmation = None
+            raise KeyboardInterrupt
     except KeyboardInterrupt:
         interrupted = True
         stop_reason = "interrupted; the running trial was stopped and is not counted"
@@ -527,4 +554,92 @@ def tune(
         confirmation=confirmation,
         interrupted=interrupted,
         failed_out=failed_out,
+    )
+
+
+@dataclass(frozen=True)
+class StudyView:
+    """A stored study as autotune reads it back: its attributes and its finished trials."""
+
+    name: str
+    storage: str
+    attrs: Mapping[str, Any]
+    records: tuple[TrialRecord, ...]
+    confirmation: Confirmation | None
+
+    @property
+    def objective(self) -> Objective:
+        from autotune.objectives import parse_objective
+
+        return parse_objective(str(self.attrs.get("objective", "throughput")))
+
+    @property
+    def baseline(self) -> TrialRecord | None:
+        return next((r for r in self.records if r.baseline and r.ok), None)
+
+    @property
+    def chosen(self) -> TrialRecord | None:
+        """The confirmed winner when the study was confirmed, else the search's best."""
+        if self.confirmation is not None:
+            return self.record(self.confirmation.winner)
+        return _best(self.records, self.objective)
+
+    def record(self, number: int) -> TrialRecord:
+        for r in self.records:
+            if r.number == number:
+                return r
+        raise UsageError(f"study {self.name!r} has no finished trial #{number}")
+
+
+def _storage_for_reading(url: str) -> Any:
+    optuna = _optuna()
+    import sqlalchemy.exc
+
+    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).is_file():
+        raise UsageError(
+            f"no study database at {url.removeprefix('sqlite:///')}; pass --storage or --out"
+        )
+    try:
+        return optuna.storages.RDBStorage(url)
+    except (sqlalchemy.exc.SQLAlchemyError, ImportError, ValueError) as exc:
+        raise AutotuneError(
+            f"cannot open the study storage {url!r}: {' '.join(str(exc).split())[:300]}"
+        ) from None
+
+
+def list_studies(storage: str) -> list[dict[str, Any]]:
+    """Every study in the storage: name, objective, model, trial counts, start time."""
+    optuna = _optuna()
+    rows = []
+    for summary in optuna.get_all_study_summaries(_storage_for_reading(storage)):
+        attrs = summary.user_attrs
+        rows.append(
+            {
+                "name": summary.study_name,
+                "objective": attrs.get("objective", "?"),
+                "model": attrs.get("model_path", "?"),
+                "space": attrs.get("space", "?"),
+                "trials": summary.n_trials,
+                "started": summary.datetime_start.isoformat(timespec="seconds")
+                if summary.datetime_start
+                else None,
+            }
+        )
+    return rows
+
+
+def load_study_view(storage: str, name: str) -> StudyView:
+    optuna = _optuna()
+    try:
+        study = optuna.load_study(study_name=name, storage=_storage_for_reading(storage))
+    except KeyError:
+        known = ", ".join(row["name"] for row in list_studies(storage)) or "none"
+        raise UsageError(f"no study {name!r} in {storage} (studies: {known})") from None
+    confirmation = study.user_attrs.get("confirmation")
+    return StudyView(
+        name=name,
+        storage=storage,
+        attrs=study.user_attrs,
+        records=tuple(records_of(study)),
+        confirmation=Confirmation.from_dict(confirmation) if confirmation else None,
     )

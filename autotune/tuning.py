@@ -227,7 +227,11 @@ def run_tuning(options: RunOptions, *, echo: Callable[[str], None]) -> RunOutcom
         on_message=echo,
     )
     tuned = tuned_config(
-        result, model=request.model, objective=request.objective, environment=request.environment
+        result,
+        model=request.model,
+        objective=request.objective,
+        environment=request.environment,
+        feeds=request.feeds,
     )
     path = write_best(tuned, out)
     table = summary_table(tuned, result, request.objective)

@@ -66,3 +66,18 @@ def test_a_killed_holder_releases_the_lock(lock_file: Path) -> None:
     proc.wait()
     with machine_lock(wait=False):
         assert lock_file.read_text() == str(os.getpid())
+
+
+def test_a_stop_request_ends_the_wait(lock_file: Path) -> None:
+    import threading
+
+    proc = _holder(30)
+    stop = threading.Event()
+    threading.Timer(0.3, stop.set).start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            with machine_lock(wait=True, stop=stop):
+                pass
+    finally:
+        proc.kill()
+        proc.wait()

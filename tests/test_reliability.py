@@ -12,11 +12,11 @@ import optuna
 import psutil
 import pytest
 
-import autotune
 from autotune import zoo
 from autotune.config import Measurement, TrialConfig, TrialFailure, WorkerJob
 from autotune.model import read_model, resolve_inputs
 from autotune.runner import run_trial
+from autotune.session import read_tuned
 from tests.test_runner import FAST
 
 FAST_FLAGS = ["--min-time", "0.05", "--min-runs", "5", "--finalists", "1", "--rounds", "2"]
@@ -71,7 +71,7 @@ def test_consecutive_failures_stop_the_study(vgg19: Path, tmp_path: Path) -> Non
     assert "--max-failures" in result.stderr
     best = list(tmp_path.glob("*/best.json"))
     assert best, "the best so far (the baseline) is still written"
-    tuned = autotune.session.read_tuned(best[0])
+    tuned = read_tuned(best[0])
     assert tuned.config.session_options == {}
 
 
@@ -153,7 +153,7 @@ def test_interrupt_stops_cleanly_writes_results_and_resumes(
     assert b"Re-run the same command to resume" in stderr
     assert b"Traceback" not in stderr
     [best] = out.glob("*/best.json")
-    tuned = autotune.session.read_tuned(best)
+    tuned = read_tuned(best)
     assert tuned.metrics.throughput > 0
     time.sleep(0.5)
     assert not _workers_left(), "a worker outlived the interrupted tuner"

@@ -1,0 +1,104 @@
+"""``autotune show``: the studies of a storage, or one study's trials, as tables or JSON."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from autotune.config import Measurement, TrialFailure
+from autotune.report import fmt_number, text_table
+from autotune.study import StudyView, TrialRecord
+
+
+def studies_table(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return "no studies"
+    header = ("study", "objective", "space", "trials", "started", "model")
+    cells = [header] + [
+        (
+            r["name"],
+            str(r["objective"]),
+            str(r["space"]),
+            str(r["trials"]),
+            str(r["started"]),
+            str(r["model"]),
+        )
+        for r in rows
+    ]
+    return "\n".join(text_table(cells))
+
+
+def trial_row(view: StudyView, record: TrialRecord) -> dict[str, Any]:
+    """One trial as plain data: what ``--json`` prints and the table shows."""
+    objective = view.objective
+    chosen = view.chosen
+    row: dict[str, Any] = {
+        "trial": record.number,
+        "baseline": record.baseline,
+        "chosen": chosen is not None and chosen.number == record.number,
+        "config": record.config.describe(),
+        "state": "ok",
+    }
+    outcome = record.outcome
+    if isinstance(outcome, Measurement):
+        row.update(
+            {
+                objective.name: objective.value(outcome),
+                "throughput": outcome.throughput,
+                "latency_p50_ms": outcome.latency_ms.p50,
+                "latency_p99_ms": outcome.latency_ms.p99,
+                "peak_rss_mb": outcome.peak_rss_mb,
+                "startup_s": outcome.startup_s,
+                "unstable": list(outcome.unstable),
+            }
+        )
+    elif isinstance(outcome, TrialFailure):
+        row.update({"state": outcome.kind, "reason": outcome.message})
+    return row
+
+
+def trials_table(view: StudyView) -> str:
+    objective = view.objective
+    header = (
+        "trial",
+        objective.name,
+        "throughput/s",
+        "p50 ms",
+        "p99 ms",
+        "peak MB",
+        "startup s",
+        "settings (vs ORT defaults) / failure",
+    )
+    cells: list[tuple[str, ...]] = [header]
+    for record in view.records:
+        row = trial_row(view, record)
+        mark = " B" if row["baseline"] else ""
+        mark += " *" if row["chosen"] else ""
+        name = f"#{record.number}{mark}"
+        if row["state"] == "ok":
+            cells.append(
+                (
+                    name,
+                    fmt_number(row[objective.name]) + ("~" if row["unstable"] else ""),
+                    fmt_number(row["throughput"]),
+                    fmt_number(row["latency_p50_ms"]),
+                    fmt_number(row["latency_p99_ms"]),
+                    fmt_number(row["peak_rss_mb"] or 0.0),
+                    fmt_number(row["startup_s"]),
+                    row["config"],
+                )
+            )
+        else:
+            reason = " ".join(str(row["reason"]).split())[:90]
+            cells.append(
+                (name, row["state"].upper(), "-", "-", "-", "-", "-", f"{row['config']}: {reason}")
+            )
+    lines = [
+        f"study {view.name}: {objective.name} ({objective.direction}), model {view.attrs.get('model_path')}",
+        *text_table(cells),
+        "B = baseline (ONNX Runtime defaults), * = chosen"
+        + (" (confirmed)" if view.confirmation else " (best search measurement)")
+        + ", ~ = unstable measurement",
+    ]
+    if view.confirmation is not None:
+        lines.append(view.confirmation.verdict)
+    return "\n".join(lines)

