@@ -15,7 +15,7 @@ from typing import Annotated, TypeVar
 
 import typer
 
-from autotune.errors import AutotuneError
+from autotune.errors import AutotuneError, UsageError
 from autotune.objectives import OBJECTIVE_HELP
 
 app = typer.Typer(
@@ -372,6 +372,57 @@ def profile(
             f"{op.op_type:<28} {op.provider:<26} {op.total_ms:>9.3f} {op.calls:>9} {op.share:>7.1%}"
         )
     typer.echo(f"trace kept at {trace} (open it in chrome://tracing or Perfetto)")
+
+
+@app.command()
+def report(
+    study: Annotated[str, typer.Option(help="The study to report on.")],
+    storage: StorageOption = None,
+    out: OutOption = Path("results"),
+    dest: Annotated[
+        Path | None, typer.Option(help="Report folder (default: OUT/STUDY/report).")
+    ] = None,
+    debug: DebugOption = False,
+) -> None:
+    """Write PNG plots and an HTML/Markdown page: history, knob importance, batch trade-off."""
+    from autotune.plots import write_report
+    from autotune.study import load_study_view, param_importances
+
+    def do() -> Path:
+        url = _storage(storage, out)
+        view = load_study_view(url, study)
+        return write_report(
+            view, param_importances(url, study), dest or out.resolve() / study / "report"
+        )
+
+    index = _guarded(debug, do)
+    typer.echo(f"wrote {index} (and report.md, PNG plots beside it)")
+
+
+@app.command()
+def dashboard(
+    storage: StorageOption = None,
+    out: OutOption = Path("results"),
+    port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 8080,
+    debug: DebugOption = False,
+) -> None:
+    """Serve optuna-dashboard for the study storage on 127.0.0.1 (pip install optuna-dashboard)."""
+    url = _storage(storage, out)
+
+    def serve() -> None:
+        try:
+            from optuna_dashboard import run_server
+        except ImportError:
+            raise UsageError(
+                "the dashboard needs optuna-dashboard: pip install 'autotune[dashboard]'"
+            ) from None
+        from autotune.study import list_studies
+
+        list_studies(url)  # a clear error for a missing or unusable storage
+        typer.echo(f"optuna-dashboard for {url} at http://127.0.0.1:{port}/ (Ctrl-C stops it)")
+        run_server(url, host="127.0.0.1", port=port)
+
+    _guarded(debug, serve)
 
 
 def main() -> None:

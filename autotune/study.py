@@ -643,3 +643,33 @@ def load_study_view(storage: str, name: str) -> StudyView:
         records=tuple(records_of(study)),
         confirmation=Confirmation.from_dict(confirmation) if confirmation else None,
     )
+
+
+def param_importances(storage: str, name: str) -> dict[str, float]:
+    """PED-ANOVA importance of each knob for the objective over the completed trials.
+
+    Conditional knobs appear only in some trials; the importance is computed over the knobs
+    every completed non-baseline trial has. Empty when there are too few trials.
+    """
+    optuna = _optuna()
+    study = optuna.load_study(study_name=name, storage=_storage_for_reading(storage))
+    complete = [t for t in study.trials if t.state.name == "COMPLETE" and t.params]
+    if len(complete) < 4:
+        return {}
+    common = set(complete[0].params)
+    for trial in complete[1:]:
+        common &= set(trial.params)
+    varied = [p for p in common if len({str(t.params[p]) for t in complete}) > 1]
+    if not varied:
+        return {}
+    subset = optuna.create_study(direction=study.direction)
+    for trial in complete:
+        subset.add_trial(
+            optuna.trial.create_trial(
+                params={p: trial.params[p] for p in varied},
+                distributions={p: trial.distributions[p] for p in varied},
+                value=trial.value,
+            )
+        )
+    evaluator = optuna.importance.PedAnovaImportanceEvaluator()  # numpy only, no sklearn
+    return dict(optuna.importance.get_param_importances(subset, evaluator=evaluator))

@@ -160,3 +160,32 @@ def test_profile_lists_operators_and_keeps_the_trace(tuned_study: tuple[Path, st
     assert trace.is_file() and json.loads(trace.read_text())
     missing = runner.invoke(app, ["profile", str(out / "nope.json")])
     assert missing.exit_code == 2
+
+
+def test_report_writes_plots_and_pages(
+    tuned_study: tuple[Path, str], magika: Path, tmp_path: Path
+) -> None:
+    out, name = tuned_study
+    result = runner.invoke(app, ["report", "--out", str(out), "--study", name])
+    assert result.exit_code == 0, result.output
+    folder = out / name / "report"
+    assert (folder / "history.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    page = (folder / "index.html").read_text()
+    assert "<img src='history.png'" in page and "Baseline against the chosen config" in page
+    assert "<table>" in page and "throughput (samples/s)" in page
+    assert "## Optimization history" in (folder / "report.md").read_text()
+    assert not (folder / "batch.png").exists()  # one batch size: no trade-off curve
+
+    # a throughput study over two batch sizes gets the batch trade-off curve and table
+    study_out = tmp_path / "thr"
+    tuned = autotune.tune(
+        magika, objective="throughput", trials=5, batch_sizes=[1, 4], out=study_out,
+        min_time_s=0.05, min_runs=3, finalists=0, seed=4,
+    )  # fmt: skip
+    result = runner.invoke(app, ["report", "--out", str(study_out), "--study", tuned.study_name])
+    assert result.exit_code == 0, result.output
+    report_dir = study_out / tuned.study_name / "report"
+    assert (report_dir / "batch.png").exists()  # seed 4 samples both batch sizes
+    markdown = (report_dir / "report.md").read_text()
+    assert "| batch | throughput (samples/s) | p50 ms | p99 ms |" in markdown
+    assert "| 1 |" in markdown and "| 4 |" in markdown
