@@ -69,8 +69,9 @@ def run(
         Path, typer.Argument(help="The .onnx model to tune.", show_default=False, metavar="MODEL")
     ],
     objective: Annotated[
-        str, typer.Option("--objective", "-o", help=OBJECTIVE_HELP)
-    ] = "throughput",
+        list[str] | None,
+        typer.Option("--objective", "-o", help=f"{OBJECTIVE_HELP}; repeat for a Pareto front."),
+    ] = None,
     space: Annotated[
         str, typer.Option(help="Search space: a name from autotune/search_spaces or a .yaml path.")
     ] = "cpu",
@@ -159,7 +160,7 @@ def run(
 
     options = RunOptions(
         model=model,
-        objective=objective,
+        objective=tuple(objective or ["throughput"]),
         space=space,
         trials=trials,
         timeout_s=timeout,

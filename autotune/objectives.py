@@ -7,6 +7,7 @@ from NVML, minimise), ``startup`` (session creation plus first inference, second
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -54,6 +55,29 @@ class Objective:
 
     def better(self, a: float, b: float) -> bool:
         return a > b if self.direction == "maximize" else a < b
+
+
+def pareto_front(points: list[tuple[int, list[float]]], objectives: list[Objective]) -> list[int]:
+    """The keys of the points no other point dominates (at least as good everywhere, better
+    somewhere), in the order given."""
+
+    def dominates(a: list[float], b: list[float]) -> bool:
+        at_least = all(x == y or o.better(x, y) for o, x, y in zip(objectives, a, b, strict=True))
+        return at_least and any(o.better(x, y) for o, x, y in zip(objectives, a, b, strict=True))
+
+    return [k for k, v in points if not any(dominates(w, v) for j, w in points if j != k)]
+
+
+def parse_objectives(texts: Sequence[str] | str) -> list[Objective]:
+    """One or several objectives; several make a multi-objective study (a Pareto front)."""
+    items = [texts] if isinstance(texts, str) else list(texts)
+    objectives = [parse_objective(t) for part in items for t in part.split(",") if t.strip()]
+    if not objectives:
+        raise UsageError(f"give at least one --objective: {OBJECTIVE_HELP}")
+    names = [o.name for o in objectives]
+    if len(set(names)) != len(names):
+        raise UsageError(f"--objective repeats itself: {', '.join(names)}")
+    return objectives
 
 
 def parse_objective(text: str) -> Objective:

@@ -110,6 +110,34 @@ def batch_plot(rows: list[tuple[int, float, float, float]], path: Path) -> None:
     plt.close(fig)
 
 
+def pareto_plot(view: StudyView, path: Path) -> None:
+    """Every successful trial on the first two objectives, the Pareto front joined up."""
+    plt = _pyplot()
+    first, second = view.objectives[:2]
+    ok = [r for r in view.records if isinstance(r.outcome, Measurement)]
+    front = sorted(view.pareto, key=lambda r: first.value(r.outcome))  # type: ignore[arg-type]
+    fig, ax = plt.subplots(figsize=(7, 5))
+    ax.scatter(
+        [first.value(r.outcome) for r in ok],  # type: ignore[arg-type]
+        [second.value(r.outcome) for r in ok],  # type: ignore[arg-type]
+        s=18, color="tab:gray", label="trial",
+    )  # fmt: skip
+    ax.plot(
+        [first.value(r.outcome) for r in front],  # type: ignore[arg-type]
+        [second.value(r.outcome) for r in front],  # type: ignore[arg-type]
+        "o-", color="tab:red", label="Pareto front",
+    )  # fmt: skip
+    for r in front:
+        ax.annotate(f"#{r.number}", (first.value(r.outcome), second.value(r.outcome)))  # type: ignore[arg-type]
+    ax.set_xlabel(f"{first.name} ({first.unit}, {first.direction})")
+    ax.set_ylabel(f"{second.name} ({second.unit}, {second.direction})")
+    ax.set_title("Pareto front")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def write_report(view: StudyView, importances: dict[str, float], folder: Path) -> Path:
     """Write the plots, report.md and index.html into ``folder``; return the HTML page."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -119,6 +147,14 @@ def write_report(view: StudyView, importances: dict[str, float], folder: Path) -
     if importances:
         importance_plot(importances, folder / "importance.png")
         sections.append(("Knob importance", "importance.png", []))
+    if view.pareto:
+        pareto_plot(view, folder / "pareto.png")
+        names = [o.name for o in view.objectives]
+        table = [f"| trial | {' | '.join(names)} | settings |", "|" + " --- |" * (len(names) + 2)]
+        for r in view.pareto:
+            values = " | ".join(fmt_number(o.value(r.outcome)) for o in view.objectives)  # type: ignore[arg-type]
+            table.append(f"| #{r.number} | {values} | {r.config.describe()} |")
+        sections.append(("Pareto front", "pareto.png", table))
     batches = batch_table(view)
     if len(batches) > 1:
         batch_plot(batches, folder / "batch.png")

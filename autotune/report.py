@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import statistics
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from autotune.config import Confirmation, Measurement, TrialFailure, TunedConfig
 from autotune.objectives import Objective
@@ -98,7 +98,35 @@ def confirmation_table(confirmation: Confirmation, objective: Objective) -> list
     return text_table(rows)
 
 
-def summary_table(tuned: TunedConfig, result: TuneResult, objective: Objective) -> str:
+def pareto_table(front: Sequence[TrialRecord], objectives: Sequence[Objective]) -> list[str]:
+    """The non-dominated trials of a multi-objective study, best on the first objective first."""
+    first = objectives[0]
+    ordered = sorted(
+        front,
+        key=lambda r: first.value(r.outcome),  # type: ignore[arg-type]
+        reverse=first.direction == "maximize",
+    )
+    rows: list[tuple[str, ...]] = [
+        ("Pareto front", *(f"{o.name} ({o.unit})" for o in objectives), "settings")
+    ]
+    for r in ordered:
+        m = r.outcome
+        assert isinstance(m, Measurement)
+        rows.append(
+            (f"#{r.number}", *(fmt_number(o.value(m)) for o in objectives), r.config.describe())
+        )
+    note = (
+        "(single search measurements; pick a point with `autotune export --study STUDY --trial N`)"
+    )
+    return [*text_table(rows), note]
+
+
+def summary_table(
+    tuned: TunedConfig,
+    result: TuneResult,
+    objective: Objective,
+    objectives: Sequence[Objective] | None = None,
+) -> str:
     """Baseline against the chosen config (confirmed figures when confirmed), then the story."""
     base, best = tuned.baseline, tuned.metrics
     confirmation = tuned.confirmation
@@ -127,6 +155,8 @@ def summary_table(tuned: TunedConfig, result: TuneResult, objective: Objective) 
         f" against the baseline's {format_value(objective, search.baseline)} "
         f"({search.speedup:.2f}x, one measurement each)"
     )
+    if result.pareto:
+        lines += ["", *pareto_table(result.pareto, objectives or [objective])]
     if confirmation is not None:
         lines += ["", *confirmation_table(confirmation, objective), confirmation.verdict]
     elif result.best.number == result.baseline.number:

@@ -58,6 +58,7 @@ def trial_row(view: StudyView, record: TrialRecord) -> dict[str, Any]:
 
 def trials_table(view: StudyView) -> str:
     objective = view.objective
+    pareto = {r.number for r in view.pareto}
     header = (
         "trial",
         objective.name,
@@ -73,6 +74,7 @@ def trials_table(view: StudyView) -> str:
         row = trial_row(view, record)
         mark = " B" if row["baseline"] else ""
         mark += " *" if row["chosen"] else ""
+        mark += " P" if record.number in pareto else ""
         name = f"#{record.number}{mark}"
         if row["state"] == "ok":
             cells.append(
@@ -97,7 +99,12 @@ def trials_table(view: StudyView) -> str:
         *text_table(cells),
         "B = baseline (ONNX Runtime defaults), * = chosen"
         + (" (confirmed)" if view.confirmation else " (best search measurement)")
-        + ", ~ = unstable measurement",
+        + ", ~ = unstable measurement"
+        + (
+            ", P = Pareto front of " + " and ".join(o.name for o in view.objectives)
+            if pareto
+            else ""
+        ),
     ]
     if view.confirmation is not None:
         lines.append(view.confirmation.verdict)

@@ -35,7 +35,7 @@ from autotune.errors import AutotuneError, UsageError
 from autotune.finalists import confirm, pick_finalists
 from autotune.lock import machine_lock
 from autotune.model import ModelInfo
-from autotune.objectives import Objective
+from autotune.objectives import Objective, pareto_front
 from autotune.rules import RuleContext, broken_rules
 from autotune.runner import STOP, run_trial
 from autotune.space import SearchSpace
@@ -52,7 +52,7 @@ class TuneRequest:
     model: ModelInfo
     feeds: FeedPlan
     space: SearchSpace  # resolved (machine bounds and batch sizes bound)
-    objective: Objective
+    objective: Objective  # the primary one: it picks the best, the finalists and the winner
     storage: str
     study_name: str
     trials: int  # total for the study, baseline included
@@ -70,9 +70,14 @@ class TuneRequest:
     max_gpu_memory_mb: float | None = None  # per-trial GPU memory cap (NVML), a constraint
     max_failures: int = 10  # consecutive failed trials that stop the study
     static_shapes: bool = True  # input shapes never change in this study (one batch size)
+    objectives: tuple[Objective, ...] = ()  # several: a multi-objective study (Pareto front)
     finalists: int = 3  # configs re-measured against the baseline after the search (0: none)
     rounds: int = 5  # interleaved confirmation rounds
     wait_for_lock: bool = True  # queue behind another autotune measuring here, or fail at once
+
+    @property
+    def all_objectives(self) -> tuple[Objective, ...]:
+        return self.objectives or (self.objective,)
 
 
 @dataclass(frozen=True)
@@ -119,6 +124,7 @@ class TuneResult:
     ran: int  # trials run by this invocation
     stop_reason: str
     confirmation: Confirmation | None = None
+    pareto: tuple[TrialRecord, ...] = ()  # several objectives: the non-dominated trials
     interrupted: bool = False  # Ctrl-C or SIGTERM: results are what completed before it
     failed_out: bool = False  # stopped by --max-failures consecutive failures
 
@@ -140,7 +146,7 @@ def study_attrs(request: TuneRequest) -> dict[str, Any]:
         "model_size_bytes": request.model.size_bytes,
         "opsets": dict(request.model.opsets),
         "inputs": request.feeds.to_dict(),
-        "objective": request.objective.name,
+        "objective": ",".join(o.name for o in request.all_objectives),
         "space": request.space.name,
         "space_source": request.space.source,
         "batch_sizes": list(request.space.batch_sizes),
@@ -176,7 +182,7 @@ def open_study(request: TuneRequest) -> Any:
         study = optuna.create_study(
             storage=storage,
             study_name=request.study_name,
-            direction=request.objective.direction,
+            directions=[o.direction for o in request.all_objectives],
             load_if_exists=True,
         )
     except (sqlalchemy.exc.ArgumentError, ValueError) as exc:
@@ -300,6 +306,16 @@ class _Heartbeat:
         self._thread.join()
 
 
+def pareto_of(
+    records: Sequence[TrialRecord], objectives: Sequence[Objective]
+) -> tuple[TrialRecord, ...]:
+    """The successful trials no other successful trial beats on every objective."""
+    ok = [r for r in records if isinstance(r.outcome, Measurement)]
+    points = [(r.number, [o.value(r.outcome) for o in objectives]) for r in ok]  # type: ignore[arg-type]
+    front = set(pareto_front(points, list(objectives)))
+    return tuple(r for r in ok if r.number in front)
+
+
 def _best(records: Sequence[TrialRecord], objective: Objective) -> TrialRecord | None:
     best = None
     for record in records:
@@ -370,7 +386,8 @@ def _measure_trial(
     if isinstance(outcome, Measurement):
         for key, value in _metric_attrs(outcome).items():
             trial.set_user_attr(key, value)
-        study.tell(trial, request.objective.value(outcome))
+        values = [o.value(outcome) for o in request.all_objectives]
+        study.tell(trial, values if len(values) > 1 else values[0])
     else:
         trial.set_user_attr("failure_kind", outcome.kind)
         trial.set_user_attr("failure_message", outcome.message[:2000])
@@ -407,6 +424,9 @@ def _confirm(
         request.finalists,
     )
     if request.finalists <= 0 or request.rounds <= 0 or not finalists:
+        return None
+    if len(request.all_objectives) > 1:
+        say("several objectives: the Pareto front is reported from the search measurements")
         return None
     numbers = ", ".join(f"#{n}" for n, _, _ in finalists)
     say(
@@ -539,6 +559,7 @@ def tune(
         stop_reason = "interrupted; the running trial was stopped and is not counted"
     search_best = _best(records, request.objective)
     assert search_best is not None  # the baseline succeeded
+    pareto = pareto_of(records, request.all_objectives) if len(request.all_objectives) > 1 else ()
     best = search_best
     if confirmation is not None:
         best = next(r for r in records if r.number == confirmation.winner)
@@ -552,6 +573,7 @@ def tune(
         ran=ran,
         stop_reason=stop_reason,
         confirmation=confirmation,
+        pareto=pareto,
         interrupted=interrupted,
         failed_out=failed_out,
     )
@@ -568,10 +590,18 @@ class StudyView:
     confirmation: Confirmation | None
 
     @property
-    def objective(self) -> Objective:
-        from autotune.objectives import parse_objective
+    def objectives(self) -> list[Objective]:
+        from autotune.objectives import parse_objectives
 
-        return parse_objective(str(self.attrs.get("objective", "throughput")))
+        return parse_objectives(str(self.attrs.get("objective", "throughput")))
+
+    @property
+    def objective(self) -> Objective:
+        return self.objectives[0]
+
+    @property
+    def pareto(self) -> tuple[TrialRecord, ...]:
+        return pareto_of(self.records, self.objectives) if len(self.objectives) > 1 else ()
 
     @property
     def baseline(self) -> TrialRecord | None:
@@ -662,13 +692,13 @@ def param_importances(storage: str, name: str) -> dict[str, float]:
     varied = [p for p in common if len({str(t.params[p]) for t in complete}) > 1]
     if not varied:
         return {}
-    subset = optuna.create_study(direction=study.direction)
+    subset = optuna.create_study(direction=study.directions[0])  # the primary objective
     for trial in complete:
         subset.add_trial(
             optuna.trial.create_trial(
                 params={p: trial.params[p] for p in varied},
                 distributions={p: trial.distributions[p] for p in varied},
-                value=trial.value,
+                value=trial.values[0],
             )
         )
     evaluator = optuna.importance.PedAnovaImportanceEvaluator()  # numpy only, no sklearn

@@ -18,7 +18,7 @@ from autotune.errors import UsageError
 from autotune.export import tuned_config, write_best
 from autotune.machine import environment, usable_cpus
 from autotune.model import parse_dim_flags, parse_shape_flags, read_model, resolve_inputs
-from autotune.objectives import parse_objective
+from autotune.objectives import parse_objectives
 from autotune.report import progress_line, summary_table
 from autotune.space import SearchSpace, default_batch_sizes, load_space, parse_batch_sizes
 from autotune.study import TuneRequest, check_storage
@@ -28,7 +28,7 @@ from autotune.study import tune as run_study
 @dataclass(frozen=True)
 class RunOptions:
     model: Path
-    objective: str = "throughput"
+    objective: str | Sequence[str] = "throughput"  # several: a multi-objective study
     space: str = "cpu"
     trials: int = 30
     timeout_s: float | None = None
@@ -128,7 +128,8 @@ def _available_providers() -> list[str]:
 
 def prepare(options: RunOptions) -> TuneRequest:
     """Validate every input and build the study request; nothing is written before this passes."""
-    objective = parse_objective(options.objective)
+    objectives = parse_objectives(options.objective)
+    objective = objectives[0]
     shapes = parse_shape_flags(options.shapes)
     dims = parse_dim_flags(options.dims)
     requested_batches = parse_batch_sizes(options.batch_sizes)
@@ -142,13 +143,16 @@ def prepare(options: RunOptions) -> TuneRequest:
         seed=options.seed,
     )
     batch_sizes = default_batch_sizes(
-        objective=objective.name,
+        objective="throughput"
+        if any(o.name == "throughput" for o in objectives)
+        else objective.name,
         has_dynamic_batch=model.has_dynamic_batch,
         pinned=resolved.pinned_batch,
         requested=requested_batches,
     )
     out = _check_writable(options.out)
-    name = options.study or default_study_name(model.path, model.sha256, space.name, objective.slug)
+    slug = "_".join(o.slug for o in objectives)
+    name = options.study or default_study_name(model.path, model.sha256, space.name, slug)
     static_shapes = len(batch_sizes) == 1
     space = space.resolve(
         batch_sizes=batch_sizes,
@@ -169,6 +173,7 @@ def prepare(options: RunOptions) -> TuneRequest:
         feeds=resolved.plan,
         space=space,
         objective=objective,
+        objectives=tuple(objectives),
         storage=storage,
         study_name=name,
         trials=options.trials,
@@ -210,7 +215,9 @@ def run_tuning(options: RunOptions, *, echo: Callable[[str], None]) -> RunOutcom
     )
     echo(f"study:   {request.study_name} in {request.storage}")
     echo(
-        f"objective: {request.objective.name} ({request.objective.direction}), {request.trials} trials"
+        "objective: "
+        + ", ".join(f"{o.name} ({o.direction})" for o in request.all_objectives)
+        + f", {request.trials} trials"
     )
     data = "your --inputs" if options.inputs else "synthetic inputs (pass --inputs for real data)"
     rtol = "per dtype" if options.rtol is None else f"{options.rtol:g}"
@@ -234,7 +241,7 @@ def run_tuning(options: RunOptions, *, echo: Callable[[str], None]) -> RunOutcom
         feeds=request.feeds,
     )
     path = write_best(tuned, out)
-    table = summary_table(tuned, result, request.objective)
+    table = summary_table(tuned, result, request.objective, request.all_objectives)
     table += f"\nwrote {path}\nload it with: autotune.load_session({str(path)!r})"
     return RunOutcome(
         tuned=tuned,
@@ -249,7 +256,7 @@ def run_tuning(options: RunOptions, *, echo: Callable[[str], None]) -> RunOutcom
 def tune(
     model: str | os.PathLike[str],
     *,
-    objective: str = "throughput",
+    objective: str | Sequence[str] = "throughput",
     space: str = "cpu",
     trials: int = 30,
     timeout_s: float | None = None,

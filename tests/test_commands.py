@@ -189,3 +189,29 @@ def test_report_writes_plots_and_pages(
     markdown = (report_dir / "report.md").read_text()
     assert "| batch | throughput (samples/s) | p50 ms | p99 ms |" in markdown
     assert "| 1 |" in markdown and "| 4 |" in markdown
+
+
+def test_multi_objective_study_reports_a_pareto_front(tiny_model: Path, tmp_path: Path) -> None:
+    import optuna
+
+    result = runner.invoke(
+        app,
+        ["run", str(tiny_model), "-o", "throughput", "-o", "memory", "--trials", "6",
+         "--batch-sizes", "1,16", "--out", str(tmp_path), "--min-time", "0.05", "--min-runs", "3"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "Pareto front  throughput (samples/s)  memory (MB)" in result.stdout
+    [best] = tmp_path.glob("*/best.json")
+    name = best.parent.name
+    assert name.endswith("-cpu-throughput_memory")
+    study = optuna.load_study(study_name=name, storage=f"sqlite:///{tmp_path / 'autotune.db'}")
+    assert len(study.directions) == 2 and study.best_trials
+    shown = runner.invoke(app, ["show", "--out", str(tmp_path), "--study", name])
+    assert " P" in shown.stdout and "Pareto front of throughput and memory" in shown.stdout
+    point = study.best_trials[0].number
+    exported = runner.invoke(
+        app, ["export", "--out", str(tmp_path), "--study", name, "--trial", str(point)]
+    )
+    assert exported.exit_code == 0, exported.output
+    report = runner.invoke(app, ["report", "--out", str(tmp_path), "--study", name])
+    assert report.exit_code == 0 and (best.parent / "report" / "pareto.png").is_file()

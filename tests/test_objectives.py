@@ -48,3 +48,20 @@ def test_gpu_memory_objective_needs_an_nvml_figure() -> None:
     assert objective.value(replace(MEASUREMENT, peak_gpu_mb=812.0)) == 812.0
     with pytest.raises(ValueError, match="no GPU memory figure"):
         objective.value(MEASUREMENT)
+
+
+def test_pareto_front_keeps_the_non_dominated_points() -> None:
+    from autotune.objectives import pareto_front, parse_objectives
+
+    throughput, memory = parse_objectives(["throughput", "memory"])
+    points = [
+        (0, [100.0, 50.0]),  # dominated by 1
+        (1, [120.0, 40.0]),
+        (2, [200.0, 90.0]),  # faster, bigger: on the front
+        (3, [120.0, 40.0]),  # a tie with 1: neither dominates
+        (4, [90.0, 30.0]),  # smallest: on the front
+    ]
+    assert pareto_front(points, [throughput, memory]) == [1, 2, 3, 4]
+    with pytest.raises(UsageError, match="repeats"):
+        parse_objectives(["latency", "latency:p50"])
+    assert [o.name for o in parse_objectives("throughput,memory")] == ["throughput", "memory"]
