@@ -11,7 +11,7 @@ numpy only: this runs inside the measuring worker.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +34,8 @@ class Comparison:
     max_rel_err: float
     worst_output: str
     message: str  # empty when ok
+    cosine: float | None = None  # lowest over float outputs
+    top1_agreement: float | None = None  # lowest over float outputs of rank >= 2
 
 
 def tolerance_for(dtype: np.dtype, rtol: float | None, atol: float | None) -> tuple[float, float]:
@@ -41,18 +43,18 @@ def tolerance_for(dtype: np.dtype, rtol: float | None, atol: float | None) -> tu
     return (default[0] if rtol is None else rtol, default[1] if atol is None else atol)
 
 
-def _key(batch: int, index: int) -> str:
-    return f"batch{batch}_output{index}"
+def _key(batch: int, name: str) -> str:
+    return f"batch{batch}:{name}"
 
 
 def save_reference(
-    path: str | os.PathLike[str], outputs_by_batch: Mapping[int, Sequence[np.ndarray]]
+    path: str | os.PathLike[str], outputs_by_batch: Mapping[int, Mapping[str, np.ndarray]]
 ) -> None:
     """Write the reference outputs atomically (a rename), so a reader never sees half a file."""
     arrays = {
-        _key(batch, index): np.asarray(array)
+        _key(batch, name): np.asarray(array)
         for batch, outputs in outputs_by_batch.items()
-        for index, array in enumerate(outputs)
+        for name, array in outputs.items()
     }
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -61,57 +63,95 @@ def save_reference(
     os.replace(partial, target)
 
 
-def load_reference(path: str | os.PathLike[str], batch: int) -> list[np.ndarray] | None:
-    """The reference outputs for one batch size, or None when the file has none for it."""
+def load_reference(path: str | os.PathLike[str], batch: int) -> dict[str, np.ndarray] | None:
+    """The reference outputs (by output name) for one batch size, or None when there are none."""
+    prefix = f"batch{batch}:"
     with np.load(path, allow_pickle=False) as data:
-        found: list[np.ndarray] = []
-        while _key(batch, len(found)) in data.files:
-            found.append(data[_key(batch, len(found))])
+        found = {k.removeprefix(prefix): data[k] for k in data.files if k.startswith(prefix)}
     return found or None
 
 
+def _cosine(a: np.ndarray, b: np.ndarray) -> float:
+    x, y = a.ravel().astype(np.float64), b.ravel().astype(np.float64)
+    x, y = np.nan_to_num(x), np.nan_to_num(y)
+    norm = float(np.linalg.norm(x) * np.linalg.norm(y))
+    return 1.0 if norm == 0 else float(np.dot(x, y) / norm)
+
+
+def _top1(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.mean(np.argmax(a, axis=-1) == np.argmax(b, axis=-1)))
+
+
 def compare(
-    outputs: Sequence[np.ndarray],
-    reference: Sequence[np.ndarray],
-    names: Sequence[str],
+    outputs: Mapping[str, np.ndarray],
+    reference: Mapping[str, np.ndarray],
     *,
     rtol: float | None = None,
     atol: float | None = None,
+    metric: str | None = None,
+    threshold: float | None = None,
 ) -> Comparison:
-    """Compare outputs elementwise: ``|out - ref| <= atol + rtol * |ref|`` (NaN equals NaN)."""
+    """Compare outputs with the reference by name.
+
+    Without ``metric``: elementwise, ``|out - ref| <= atol + rtol * |ref|`` (NaN equals NaN),
+    integers exactly. With ``metric`` (cosine, top1-agreement, max-abs) and ``threshold``: that
+    figure decides, as for quantized or fp16 variants whose values legitimately move.
+    """
     worst = (0.0, 0.0, "")
     problems = []
-    for name, out, ref in zip(names, outputs, reference, strict=True):
-        out, ref = np.asarray(out), np.asarray(ref)
-        if out.shape != ref.shape or out.dtype != ref.dtype:
+    cosines: list[float] = []
+    top1s: list[float] = []
+    for name, ref in reference.items():
+        if name not in outputs:
+            problems.append(f"output {name!r} of the baseline is missing")
+            continue
+        out, ref = np.asarray(outputs[name]), np.asarray(ref)
+        if out.shape != ref.shape or (out.dtype != ref.dtype and metric is None):
             problems.append(
                 f"output {name!r} is {out.dtype}{list(out.shape)}, "
                 f"the baseline's {ref.dtype}{list(ref.shape)}"
             )
             continue
-        if out.dtype.kind not in "fc":
+        if ref.dtype.kind not in "fc":
             mismatched = int(np.count_nonzero(out != ref))
             if mismatched:
                 problems.append(f"output {name!r} differs in {mismatched} of {out.size} values")
             continue
-        r_tol, a_tol = tolerance_for(out.dtype, rtol, atol)
+        r_tol, a_tol = tolerance_for(ref.dtype, rtol, atol)
         a, b = out.astype(np.float64), ref.astype(np.float64)
         both_nan = np.isnan(a) & np.isnan(b)
-        diff = np.where(both_nan, 0.0, np.abs(a - b))
-        diff = np.nan_to_num(diff, nan=np.inf)
+        diff = np.nan_to_num(np.where(both_nan, 0.0, np.abs(a - b)), nan=np.inf)
         abs_err = float(diff.max(initial=0.0))
         # Relative error where the reference is not ~0 (there only the absolute error means anything).
         floor = max(a_tol, 1e-12)
         rel_err = float((diff / np.maximum(np.abs(b), floor)).max(initial=0.0))
-        if abs_err > worst[0]:
-            worst = (abs_err, max(rel_err, worst[1]), name)
-        else:
-            worst = (worst[0], max(rel_err, worst[1]), worst[2])
-        bad = int(np.count_nonzero(diff > a_tol + r_tol * np.abs(b)))
-        if bad:
+        worst = (
+            (abs_err, max(rel_err, worst[1]), name)
+            if abs_err > worst[0]
+            else (worst[0], max(rel_err, worst[1]), worst[2])
+        )
+        cosines.append(_cosine(a, b))
+        if ref.ndim >= 2:
+            top1s.append(_top1(a, b))
+        if metric is None:
+            bad = int(np.count_nonzero(diff > a_tol + r_tol * np.abs(b)))
+            if bad:
+                problems.append(
+                    f"output {name!r} differs from the baseline's in {bad} of {out.size} values "
+                    f"(max abs err {abs_err:.3g}, max rel err {rel_err:.3g}; rtol {r_tol:g}, atol {a_tol:g})"
+                )
+    cosine = min(cosines) if cosines else None
+    top1 = min(top1s) if top1s else None
+    if metric is not None and threshold is not None:
+        value = {"cosine": cosine, "top1-agreement": top1, "max-abs": worst[0]}[metric]
+        if value is None:
             problems.append(
-                f"output {name!r} differs from the baseline's in {bad} of {out.size} values "
-                f"(max abs err {abs_err:.3g}, max rel err {rel_err:.3g}; rtol {r_tol:g}, atol {a_tol:g})"
+                f"{metric} cannot be computed for these outputs; choose another --accuracy"
+            )
+        elif (value < threshold) if metric != "max-abs" else (value > threshold):
+            sign = ">=" if metric != "max-abs" else "<="
+            problems.append(
+                f"{metric} {value:.6g} against the baseline's outputs, needs {sign} {threshold:g}"
             )
     return Comparison(
         ok=not problems,
@@ -119,4 +159,6 @@ def compare(
         max_rel_err=worst[1],
         worst_output=worst[2],
         message="; ".join(problems),
+        cosine=cosine,
+        top1_agreement=top1,
     )

@@ -142,6 +142,20 @@ def run(
     max_failures: Annotated[
         int, typer.Option(min=1, help="Stop the study after this many failed trials in a row.")
     ] = 10,
+    variants: Annotated[
+        str | None,
+        typer.Option(help="Model variants to search: int8-dynamic,int8-static,fp16,fused or auto."),
+    ] = None,
+    calibration: Annotated[
+        Path | None, typer.Option(help="Calibration data (.npz) for int8-static.")
+    ] = None,
+    accuracy: Annotated[
+        str | None,
+        typer.Option(
+            help="Accuracy a variant needs against the original: cosine>=X, "
+            "top1-agreement>=X or max-abs<=X (default per variant)."
+        ),
+    ] = None,
     max_gpu_memory_mb: Annotated[
         float | None,
         typer.Option(
@@ -183,6 +197,9 @@ def run(
         max_memory_mb=max_memory_mb,
         max_failures=max_failures,
         max_gpu_memory_mb=max_gpu_memory_mb,
+        variants=variants,
+        calibration=calibration,
+        accuracy=accuracy,
     )
     previous = {sig: signal.signal(sig, _request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:

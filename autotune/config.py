@@ -92,10 +92,12 @@ class TrialConfig:
     config_entries: Mapping[str, str] = field(default_factory=dict)
     batch_size: int = 1
     io_binding: bool = False
+    variant: str = "original"  # the model file: the original or a variant (int8, fp16, fused)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "schema": CONFIG_SCHEMA,
+            "variant": self.variant,
             "providers": [p.to_dict() for p in self.providers],
             "session_options": dict(self.session_options),
             "config_entries": dict(self.config_entries),
@@ -115,11 +117,14 @@ class TrialConfig:
             config_entries={k: str(v) for k, v in data["config_entries"].items()},
             batch_size=int(data["batch_size"]),
             io_binding=bool(data["io_binding"]),
+            variant=str(data.get("variant", "original")),
         )
 
     def describe(self) -> str:
         """A short human-readable summary, for progress lines and tables."""
         parts = [f"batch={self.batch_size}"]
+        if self.variant != "original":
+            parts.insert(0, f"variant={self.variant}")
         short = {
             "intra_op_num_threads": "intra",
             "inter_op_num_threads": "inter",
@@ -209,6 +214,8 @@ class AccuracyCheck:
     write_batches: tuple[int, ...] = ()
     rtol: float | None = None
     atol: float | None = None
+    metric: str | None = None  # cosine | top1-agreement | max-abs instead of elementwise rtol/atol
+    threshold: float | None = None
 
 
 @dataclass(frozen=True)
@@ -283,6 +290,8 @@ class Measurement:
     notes: tuple[str, ...] = ()  # facts worth telling (a slow first inference, warm-up trimmed)
     max_abs_err: float | None = None  # against the baseline's outputs (accuracy guard)
     max_rel_err: float | None = None
+    cosine: float | None = None  # lowest cosine similarity of an output with the baseline's
+    top1_agreement: float | None = None  # share of rows whose argmax matches the baseline's
     peak_rss_mb: float | None = None  # filled by the runner from the OS when the worker exits
     wall_s: float | None = None  # whole trial as the runner saw it, process start included
     peak_gpu_mb: float | None = None  # the worker's GPU memory from NVML (GPU providers only)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import statistics
 import tempfile
 from collections.abc import Mapping
@@ -17,6 +18,7 @@ from autotune.config import (
     Measurement,
     MeasureSettings,
     SearchFigures,
+    TrialConfig,
     TunedConfig,
     WorkerJob,
 )
@@ -47,6 +49,7 @@ def tuned_config(
     objective: Objective,
     environment: Mapping[str, Any],
     feeds: FeedPlan | None = None,
+    variant_paths: Mapping[str, str] | None = None,
 ) -> TunedConfig:
     """best.json's content: the confirmed figures when a confirmation ran, else the search's."""
     found, base = result.search_best.outcome, result.baseline.outcome
@@ -59,10 +62,11 @@ def tuned_config(
         baseline = confirmation.baseline.measurement or base
         metrics = winner.measurement or baseline
         speedup = winner.gain
+    model_path, model_sha = _model_file(result.best.config, model.path, model.sha256, variant_paths)
     return TunedConfig(
         config=result.best.config,
-        model_path=model.path,
-        model_sha256=model.sha256,
+        model_path=model_path,
+        model_sha256=model_sha,
         objective=objective.name,
         metrics=metrics,
         baseline=baseline,
@@ -78,8 +82,30 @@ def tuned_config(
     )
 
 
+def _model_file(
+    config: TrialConfig, source: str, sha: str, variant_paths: Mapping[str, str] | None
+) -> tuple[str, str]:
+    """The model file a config runs: the original, or the variant it names."""
+    if config.variant == "original":
+        return source, sha
+    path = (variant_paths or {}).get(config.variant)
+    if path is None or not Path(path).is_file():
+        raise AutotuneError(f"the {config.variant} variant's file is missing; re-run the study")
+    return path, file_sha256(path)
+
+
 def write_best(tuned: TunedConfig, out_dir: Path) -> Path:
-    path = out_dir / tuned.study_name / "best.json"
+    """best.json, with a variant's model file copied beside it (what a deployment ships)."""
+    folder = out_dir / tuned.study_name
+    if tuned.config.variant != "original":
+        copy = folder / f"model.{tuned.config.variant}.onnx"
+        if not copy.is_file() or file_sha256(copy) != tuned.model_sha256:
+            folder.mkdir(parents=True, exist_ok=True)
+            partial = copy.with_name(f".{copy.name}.part")
+            shutil.copyfile(tuned.model_path, partial)
+            os.replace(partial, copy)
+        tuned = replace(tuned, model_path=str(copy))
+    path = folder / "best.json"
     write_json_atomic(path, tuned.to_dict())
     return path
 
@@ -106,10 +132,16 @@ def tuned_for_trial(view: StudyView, number: int | None = None) -> TunedConfig:
             base_metrics = confirmation.baseline.measurement or base
             metrics = figures.measurement or found
             speedup = figures.gain
+    model_path, model_sha = _model_file(
+        record.config,
+        str(view.attrs["model_path"]),
+        str(view.attrs["model_sha256"]),
+        view.attrs.get("variants"),
+    )
     return TunedConfig(
         config=record.config,
-        model_path=str(view.attrs["model_path"]),
-        model_sha256=str(view.attrs["model_sha256"]),
+        model_path=model_path,
+        model_sha256=model_sha,
         objective=objective.name,
         metrics=metrics,
         baseline=base_metrics,

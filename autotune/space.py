@@ -30,7 +30,14 @@ from autotune.errors import UsageError
 
 SPACE_SCHEMA = "autotune.space/v1"
 SPACES_DIR = Path(__file__).parent / "search_spaces"
-TARGETS = ("session_option", "config_entry", "provider_option", "batch_size", "io_binding")
+TARGETS = (
+    "session_option",
+    "config_entry",
+    "provider_option",
+    "batch_size",
+    "io_binding",
+    "variant",
+)
 TYPES = ("int", "float", "bool", "categorical")
 MACHINE_BOUNDS = ("usable_cpus",)
 PARAM_KEYS = {
@@ -192,6 +199,7 @@ class SearchSpace:
         options: dict[str, dict[str, str]] = {p.name: dict(p.options) for p in self.providers}
         batch_size = self.batch_sizes[0]
         io_binding = False
+        variant = "original"
         for p in self.params:
             if p.name not in values:
                 continue
@@ -206,6 +214,8 @@ class SearchSpace:
                 batch_size = int(value)
             elif p.target == "io_binding":
                 io_binding = bool(value)
+            elif p.target == "variant":
+                variant = str(value)
         providers = tuple(ProviderSpec(p.name, options[p.name]) for p in self.providers)
         return TrialConfig(
             providers=providers,
@@ -213,7 +223,21 @@ class SearchSpace:
             config_entries=entries,
             batch_size=batch_size,
             io_binding=io_binding,
+            variant=variant,
         )
+
+    def with_variants(self, names: Sequence[str]) -> SearchSpace:
+        """The model file as the first knob: the original or one of the variants."""
+        if not names:
+            return self
+        knob = Param(
+            name="variant",
+            target="variant",
+            type="categorical",
+            choices=("original", *names),
+            help="the model file: the original or a variant",
+        )
+        return replace(self, params=(knob, *self.params))
 
     def baseline(self) -> TrialConfig:
         """ONNX Runtime's defaults with this space's providers, at the first batch size."""

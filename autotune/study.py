@@ -39,6 +39,7 @@ from autotune.objectives import Objective, pareto_front
 from autotune.rules import RuleContext, broken_rules
 from autotune.runner import STOP, run_trial
 from autotune.space import SearchSpace
+from autotune.variants import DEFAULT_ACCURACY
 
 BASELINE_TIMEOUT_S = 600.0
 MIN_TRIAL_TIMEOUT_S = 60.0
@@ -71,6 +72,8 @@ class TuneRequest:
     max_failures: int = 10  # consecutive failed trials that stop the study
     static_shapes: bool = True  # input shapes never change in this study (one batch size)
     objectives: tuple[Objective, ...] = ()  # several: a multi-objective study (Pareto front)
+    variant_paths: Mapping[str, str] = field(default_factory=dict)  # variant name -> model file
+    accuracy: tuple[str, float] | None = None  # --accuracy for the variants (else their default)
     finalists: int = 3  # configs re-measured against the baseline after the search (0: none)
     rounds: int = 5  # interleaved confirmation rounds
     wait_for_lock: bool = True  # queue behind another autotune measuring here, or fail at once
@@ -150,6 +153,7 @@ def study_attrs(request: TuneRequest) -> dict[str, Any]:
         "space": request.space.name,
         "space_source": request.space.source,
         "batch_sizes": list(request.space.batch_sizes),
+        "variants": dict(request.variant_paths),
         "environment": dict(request.environment),
     }
 
@@ -221,6 +225,10 @@ def _metric_attrs(m: Measurement) -> dict[str, Any]:
     }
     if m.max_abs_err is not None:
         attrs["max_abs_err"] = m.max_abs_err
+    if m.cosine is not None:
+        attrs["cosine"] = m.cosine
+    if m.top1_agreement is not None:
+        attrs["top1_agreement"] = m.top1_agreement
     return attrs
 
 
@@ -336,13 +344,19 @@ class Measurer:
 
     def __call__(self, config: TrialConfig, *, write_reference: bool = False) -> TrialOutcome:
         r = self.request
+        metric = None
+        if config.variant != "original":
+            metric = r.accuracy or DEFAULT_ACCURACY.get(config.variant)
         accuracy = AccuracyCheck(
             reference_path=r.reference_path,
             write_batches=tuple(r.space.batch_sizes) if write_reference else (),
             rtol=r.rtol,
             atol=r.atol,
+            metric=metric[0] if metric else None,
+            threshold=metric[1] if metric else None,
         )
-        job = WorkerJob(r.model.path, config, r.feeds, r.measure, accuracy)
+        model_path = r.variant_paths.get(config.variant, r.model.path)
+        job = WorkerJob(model_path, config, r.feeds, r.measure, accuracy)
         if STOP.is_set():
             return TrialFailure("interrupted", "stopped by the user before it started")
         with machine_lock(wait=r.wait_for_lock, on_wait=self.on_wait, stop=STOP):

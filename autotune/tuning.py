@@ -23,6 +23,14 @@ from autotune.report import progress_line, summary_table
 from autotune.space import SearchSpace, default_batch_sizes, load_space, parse_batch_sizes
 from autotune.study import TuneRequest, check_storage
 from autotune.study import tune as run_study
+from autotune.variants import (
+    DEFAULT_ACCURACY,
+    METRICS,
+    auto_variants,
+    build_variants,
+    parse_accuracy,
+    parse_variants,
+)
 
 
 @dataclass(frozen=True)
@@ -51,6 +59,9 @@ class RunOptions:
     max_memory_mb: float | None = None  # default: a share of the memory available now
     max_failures: int = 10
     max_gpu_memory_mb: float | None = None
+    variants: str | None = None  # int8-dynamic,int8-static,fp16,fused or auto
+    calibration: Path | None = None  # .npz for static quantization
+    accuracy: str | None = None  # e.g. cosine>=0.999, for the variants
     worker_command: Sequence[str] | None = None
 
 
@@ -97,6 +108,36 @@ def with_gpu_memory_limit(space: SearchSpace, limit_mb: float) -> SearchSpace:
     return replace(space, providers=providers)
 
 
+def with_variants(
+    request: TuneRequest, options: RunOptions, echo: Callable[[str], None]
+) -> TuneRequest:
+    """Make the requested model variants (cached) and add them to the search as one knob."""
+    names = parse_variants(options.variants)
+    if not names:
+        return request
+    if "auto" in names:
+        names = auto_variants(request.model.path, request.space.providers[0].name)
+        echo(f"variants: auto picked {', '.join(names) or 'none'} for this model and provider")
+    made = build_variants(
+        request.model,
+        names,
+        feeds=request.feeds,
+        calibration=str(options.calibration) if options.calibration else None,
+        say=echo,
+    )
+    for name in made:
+        metric = request.accuracy or DEFAULT_ACCURACY[name]
+        data = "your --inputs" if options.inputs else "synthetic inputs"
+        echo(
+            f"variant {name}: may win only with {metric[0]} {METRICS[metric[0]]} {metric[1]:g} on {data}"
+        )
+    return replace(
+        request,
+        space=request.space.with_variants(list(made)),
+        variant_paths={name: v.path for name, v in made.items()},
+    )
+
+
 def pick_space(name: str) -> str:
     """``auto``: the space of the best provider that really works here; else ``name``."""
     if name != "auto":
@@ -130,6 +171,10 @@ def prepare(options: RunOptions) -> TuneRequest:
     """Validate every input and build the study request; nothing is written before this passes."""
     objectives = parse_objectives(options.objective)
     objective = objectives[0]
+    parse_variants(options.variants)  # validated here, made after every other check
+    accuracy = parse_accuracy(options.accuracy)
+    if options.calibration is not None and not options.calibration.is_file():
+        raise UsageError(f"--calibration file not found: {options.calibration}")
     shapes = parse_shape_flags(options.shapes)
     dims = parse_dim_flags(options.dims)
     requested_batches = parse_batch_sizes(options.batch_sizes)
@@ -194,6 +239,7 @@ def prepare(options: RunOptions) -> TuneRequest:
         max_failures=options.max_failures,
         static_shapes=static_shapes,
         max_gpu_memory_mb=options.max_gpu_memory_mb,
+        accuracy=accuracy,
     )
 
 
@@ -201,6 +247,7 @@ def run_tuning(options: RunOptions, *, echo: Callable[[str], None]) -> RunOutcom
     request = prepare(options)
     out = options.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
+    request = with_variants(request, options, echo)
     inputs = ", ".join(
         f"{s.name} {s.dtype} {'x'.join(map(str, s.shape_for(0) if s.batched else s.shape))}".replace(
             " 0x", " Nx"
@@ -239,6 +286,7 @@ def run_tuning(options: RunOptions, *, echo: Callable[[str], None]) -> RunOutcom
         objective=request.objective,
         environment=request.environment,
         feeds=request.feeds,
+        variant_paths=request.variant_paths,
     )
     path = write_best(tuned, out)
     table = summary_table(tuned, result, request.objective, request.all_objectives)
@@ -279,6 +327,9 @@ def tune(
     max_memory_mb: float | None = None,
     max_failures: int = 10,
     max_gpu_memory_mb: float | None = None,
+    variants: str | None = None,
+    calibration: str | os.PathLike[str] | None = None,
+    accuracy: str | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> TunedConfig:
     """Tune ``model`` and return the tuned config (also written to ``OUT/STUDY/best.json``).
@@ -315,5 +366,8 @@ def tune(
         max_memory_mb=max_memory_mb,
         max_failures=max_failures,
         max_gpu_memory_mb=max_gpu_memory_mb,
+        variants=variants,
+        calibration=Path(calibration) if calibration is not None else None,
+        accuracy=accuracy,
     )
     return run_tuning(options, echo=progress or (lambda line: None)).tuned

@@ -50,33 +50,44 @@ def _loop(
             return times
 
 
-def check_accuracy(job: WorkerJob, session: Any, run: Any) -> tuple[float | None, float | None]:
+def check_accuracy(job: WorkerJob, session: Any, run: Any) -> dict[str, float | None]:
     """Write the reference (baseline) or compare with it; raise OutputMismatch beyond tolerance."""
     from autotune.accuracy import compare, load_reference, save_reference
     from autotune.model import make_feeds
     from autotune.session import outputs_of
 
     check = job.accuracy
+    names = [o.name for o in session.get_outputs()]
     if check.reference_path is None:
-        return None, None
+        return {}
     if check.write_batches:
-        by_batch = {b: outputs_of(session, make_feeds(job.feeds, b)) for b in check.write_batches}
+        by_batch = {
+            b: dict(zip(names, outputs_of(session, make_feeds(job.feeds, b)), strict=True))
+            for b in check.write_batches
+        }
         save_reference(check.reference_path, by_batch)
-        return 0.0, 0.0
+        return {"max_abs_err": 0.0, "max_rel_err": 0.0, "cosine": 1.0}
     reference = load_reference(check.reference_path, job.config.batch_size)
     if reference is None:
-        return None, None
-    outputs = run.outputs()  # the first run's, on the trial's own inputs and path
-    names = [o.name for o in session.get_outputs()]
-    result = compare(outputs, reference, names, rtol=check.rtol, atol=check.atol)
+        return {}
+    outputs = dict(zip(names, run.outputs(), strict=True))  # the first run's, on this trial's path
+    result = compare(
+        outputs,
+        reference,
+        rtol=check.rtol,
+        atol=check.atol,
+        metric=check.metric,
+        threshold=check.threshold,
+    )
+    figures = {
+        "max_abs_err": result.max_abs_err,
+        "max_rel_err": result.max_rel_err,
+        "cosine": result.cosine,
+        "top1_agreement": result.top1_agreement,
+    }
     if not result.ok:
-        details = {
-            "max_abs_err": result.max_abs_err,
-            "max_rel_err": result.max_rel_err,
-            "worst_output": result.worst_output,
-        }
-        raise OutputMismatch(result.message, details)
-    return result.max_abs_err, result.max_rel_err
+        raise OutputMismatch(result.message, {**figures, "worst_output": result.worst_output})
+    return figures
 
 
 def measure(job: WorkerJob, import_s: float) -> Measurement:
@@ -94,7 +105,7 @@ def measure(job: WorkerJob, import_s: float) -> Measurement:
     t0 = clock()
     run()
     first_run_s = clock() - t0
-    max_abs_err, max_rel_err = check_accuracy(job, session, run)
+    accuracy = check_accuracy(job, session, run)
     warmup = _loop(
         run,
         min_runs=settings.warmup_runs,
@@ -133,8 +144,10 @@ def measure(job: WorkerJob, import_s: float) -> Measurement:
         work_s=clock() - started,
         unstable=instability(stats),
         notes=tuple(notes),
-        max_abs_err=max_abs_err,
-        max_rel_err=max_rel_err,
+        max_abs_err=accuracy.get("max_abs_err"),
+        max_rel_err=accuracy.get("max_rel_err"),
+        cosine=accuracy.get("cosine"),
+        top1_agreement=accuracy.get("top1_agreement"),
     )
 
 

@@ -62,3 +62,8 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("models") / "tiny.onnx"
     onnx.save(model, path)
     return path
+
+
+@pytest.fixture(scope="session")
+def minilm() -> Path:
+    return zoo.fetch("minilm-l3")

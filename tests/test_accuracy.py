@@ -15,32 +15,49 @@ from tests.test_runner import FAST
 
 
 def test_compare_uses_per_dtype_tolerances() -> None:
-    ref = [np.array([1.0, 2.0, np.nan], np.float32), np.array([1, 2], np.int64)]
-    close = [ref[0] + np.float32(1e-6), ref[1].copy()]
-    assert compare(close, ref, ["y", "ids"]).ok
-    far = [ref[0] + np.float32(1e-2), ref[1].copy()]
-    result = compare(far, ref, ["y", "ids"])
+    ref = {"y": np.array([1.0, 2.0, np.nan], np.float32), "ids": np.array([1, 2], np.int64)}
+    close = {"y": ref["y"] + np.float32(1e-6), "ids": ref["ids"].copy()}
+    assert compare(close, ref).ok
+    far = {"y": ref["y"] + np.float32(1e-2), "ids": ref["ids"].copy()}
+    result = compare(far, ref)
     assert not result.ok and result.worst_output == "y"
     assert result.max_abs_err == pytest.approx(1e-2, rel=1e-3)
     assert "output 'y' differs" in result.message and "rtol 0.001" in result.message
-    ints = compare([ref[0], np.array([1, 3])], ref, ["y", "ids"])
+    ints = compare({"y": ref["y"], "ids": np.array([1, 3])}, ref)
     assert not ints.ok and "'ids' differs in 1 of 2" in ints.message
-    shape = compare([ref[0][:2], ref[1]], ref, ["y", "ids"])
+    shape = compare({"y": ref["y"][:2], "ids": ref["ids"]}, ref)
     assert not shape.ok and "float32[2]" in shape.message
+    missing = compare({"y": ref["y"]}, ref)
+    assert not missing.ok and "'ids' of the baseline is missing" in missing.message
 
 
 def test_tolerance_overrides() -> None:
-    ref = [np.array([1.0], np.float32)]
-    out = [np.array([1.0 + 1e-6], np.float32)]
-    assert compare(out, ref, ["y"]).ok
-    assert not compare(out, ref, ["y"], rtol=0, atol=0).ok
-    assert compare([np.array([1.5], np.float32)], ref, ["y"], atol=1.0).ok
+    ref = {"y": np.array([1.0], np.float32)}
+    out = {"y": np.array([1.0 + 1e-6], np.float32)}
+    assert compare(out, ref).ok
+    assert not compare(out, ref, rtol=0, atol=0).ok
+    assert compare({"y": np.array([1.5], np.float32)}, ref, atol=1.0).ok
+
+
+def test_metric_guards_for_variants() -> None:
+    ref = {"logits": np.array([[0.1, 0.9, 0.0], [0.8, 0.1, 0.1]], np.float32)}
+    moved = {"logits": np.array([[0.2, 0.7, 0.1], [0.1, 0.8, 0.1]], np.float16)}  # row 2 flips
+    result = compare(moved, ref, metric="top1-agreement", threshold=0.9)
+    assert not result.ok and result.top1_agreement == 0.5
+    assert "top1-agreement 0.5 against the baseline's outputs, needs >= 0.9" in result.message
+    assert compare(moved, ref, metric="top1-agreement", threshold=0.5).ok
+    assert compare(moved, ref, metric="max-abs", threshold=0.8).ok
+    assert not compare(moved, ref, metric="cosine", threshold=0.99).ok
+    assert 0 < (result.cosine or 0) < 1
 
 
 def test_reference_round_trip_by_batch(tmp_path: Path) -> None:
     path = tmp_path / "ref.npz"
-    save_reference(path, {1: [np.zeros((1, 4))], 4: [np.ones((4, 4)), np.arange(4)]})
-    assert [a.shape for a in load_reference(path, 4) or []] == [(4, 4), (4,)]
+    save_reference(
+        path, {1: {"a": np.zeros((1, 4))}, 4: {"a": np.ones((4, 4)), "onnx::Shape_1": np.arange(4)}}
+    )
+    got = load_reference(path, 4) or {}
+    assert {k: v.shape for k, v in got.items()} == {"a": (4, 4), "onnx::Shape_1": (4,)}
     assert load_reference(path, 2) is None
     assert not list(tmp_path.glob("*.part*"))
 

@@ -1,0 +1,207 @@
+"""Model variants as a search dimension: int8 quantization, fp16, transformer fusion.
+
+Each variant is made once per source model and options with ONNX Runtime's own tools and kept
+in a cache (``$AUTOTUNE_VARIANT_CACHE``, default ``~/.cache/autotune/variants``) keyed by the
+source's sha256 and the options, so a resumed study reuses it. Which variant may win is the
+accuracy guard's decision: outputs against the original fp32 model's, by a metric with a stated
+per-variant default (``--accuracy`` overrides it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from autotune.config import FeedPlan
+from autotune.errors import AutotuneError, UsageError
+from autotune.model import ModelInfo, file_sha256, load_npz, make_feeds
+
+VARIANTS = ("int8-dynamic", "int8-static", "fp16", "fused")
+#: variant -> (metric, threshold) the accuracy guard applies unless --accuracy says otherwise.
+DEFAULT_ACCURACY: Mapping[str, tuple[str, float]] = {
+    "int8-dynamic": ("cosine", 0.99),
+    "int8-static": ("cosine", 0.99),
+    "fp16": ("cosine", 0.999),
+    "fused": ("cosine", 0.9999),
+}
+METRICS = {"cosine": ">=", "top1-agreement": ">=", "max-abs": "<="}
+CALIBRATION_SAMPLES = 16
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    path: str
+    sha256: str
+    note: str  # how it was made, e.g. "synthetic calibration (weaker than --calibration)"
+
+    def to_dict(self) -> dict[str, str]:
+        return {"path": self.path, "sha256": self.sha256, "note": self.note}
+
+
+def parse_accuracy(text: str | None) -> tuple[str, float] | None:
+    """``cosine>=0.999`` -> ``("cosine", 0.999)``."""
+    if not text:
+        return None
+    match = re.fullmatch(r"\s*([a-z0-9-]+)\s*(>=|<=)\s*([0-9.eE+-]+)\s*", text)
+    if not match or match[1] not in METRICS or METRICS[match[1]] != match[2]:
+        forms = ", ".join(f"{m}{op}X" for m, op in METRICS.items())
+        raise UsageError(f"--accuracy {text!r} is malformed; use one of {forms}")
+    return match[1], float(match[3])
+
+
+def parse_variants(text: str | None) -> tuple[str, ...]:
+    if not text:
+        return ()
+    names = tuple(dict.fromkeys(v.strip() for v in text.split(",") if v.strip()))
+    unknown = [n for n in names if n not in (*VARIANTS, "auto")]
+    if unknown:
+        raise UsageError(f"unknown --variants {unknown}; use {', '.join(VARIANTS)} or auto")
+    return names
+
+
+def auto_variants(model_path: str, provider: str) -> tuple[str, ...]:
+    """The variants that make sense: BERT-like graphs get dynamic int8 (CPU) and fusion, CNNs
+    static int8 (CPU), GPU providers fp16."""
+    import onnx
+
+    ops = {node.op_type for node in onnx.load(model_path, load_external_data=False).graph.node}
+    transformer = (
+        "Softmax" in ops
+        and "MatMul" in ops
+        and ("LayerNormalization" in ops or "ReduceMean" in ops)
+    )
+    cnn = "Conv" in ops
+    gpu = provider != "CPUExecutionProvider"
+    picked = []
+    if transformer:
+        picked += ["fused"] + ([] if gpu else ["int8-dynamic"])
+    elif cnn and not gpu:
+        picked.append("int8-static")
+    if gpu:
+        picked.append("fp16")
+    return tuple(picked)
+
+
+def cache_dir() -> Path:
+    default = Path.home() / ".cache" / "autotune" / "variants"
+    return Path(os.environ.get("AUTOTUNE_VARIANT_CACHE", default))
+
+
+class _Calibration:
+    """onnxruntime.quantization's CalibrationDataReader over user data or synthetic samples."""
+
+    def __init__(self, samples: list[dict[str, np.ndarray]]) -> None:
+        self._samples: Iterator[dict[str, np.ndarray]] = iter(samples)
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        return next(self._samples, None)
+
+
+def calibration_samples(
+    feeds: FeedPlan, data_path: str | None
+) -> tuple[list[dict[str, np.ndarray]], str]:
+    """Up to 16 single-sample feeds: from --calibration (sliced on axis 0) or synthesised."""
+    if data_path:
+        data = load_npz(data_path)
+        missing = [s.name for s in feeds.inputs if s.name not in data]
+        if missing:
+            raise UsageError(f"--calibration {data_path} lacks inputs {missing}")
+        count = min(
+            CALIBRATION_SAMPLES,
+            min(len(data[s.name]) for s in feeds.inputs if s.batched)
+            if any(s.batched for s in feeds.inputs)
+            else 1,
+        )
+        samples = [
+            {s.name: (data[s.name][i : i + 1] if s.batched else data[s.name]) for s in feeds.inputs}
+            for i in range(count)
+        ]
+        return samples, f"calibrated on {count} samples of {data_path}"
+    samples = [
+        make_feeds(FeedPlan(feeds.inputs, seed=feeds.seed + i, data_path=feeds.data_path), 1)
+        for i in range(CALIBRATION_SAMPLES)
+    ]
+    return samples, "calibrated on synthetic inputs (weaker: pass --calibration data.npz)"
+
+
+def _build(name: str, source: str, dest: Path, feeds: FeedPlan, calibration: str | None) -> str:
+    if name == "int8-dynamic":
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        quantize_dynamic(source, str(dest), weight_type=QuantType.QInt8)
+        return "dynamic int8 (onnxruntime.quantization, QInt8 weights)"
+    if name == "int8-static":
+        from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+
+        samples, note = calibration_samples(feeds, calibration)
+        quantize_static(
+            source, str(dest), _Calibration(samples),  # type: ignore[arg-type]
+            quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+        )  # fmt: skip
+        return f"static int8 QDQ, {note}"
+    if name == "fp16":
+        import onnx
+        from onnxruntime.transformers.float16 import convert_float_to_float16
+
+        model = convert_float_to_float16(onnx.load(source), keep_io_types=True)
+        onnx.save(model, str(dest))
+        return "fp16 weights and compute, fp32 inputs and outputs kept"
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    optimized = optimize_model(source, model_type="bert", opt_level=0, use_gpu=False)
+    fused = {k: v for k, v in optimized.get_fused_operator_statistics().items() if v}
+    if not fused:
+        raise AutotuneError(
+            "the transformer optimizer found nothing to fuse (not a BERT-like graph)"
+        )
+    optimized.save_model_to_file(str(dest))
+    return "fused: " + ", ".join(f"{k} x{v}" for k, v in fused.items())
+
+
+def build_variants(
+    model: ModelInfo,
+    names: Sequence[str],
+    *,
+    feeds: FeedPlan,
+    calibration: str | None = None,
+    say: Any = None,
+) -> dict[str, Variant]:
+    """Make (or take from the cache) every requested variant; a variant that cannot be made is
+    reported and left out, never fatal."""
+    folder = cache_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    made: dict[str, Variant] = {}
+    for name in names:
+        options = f"{name}|{file_sha256(calibration) if calibration else 'synthetic'}|{feeds.seed}"
+        key = hashlib.sha256(f"{model.sha256}|{options}".encode()).hexdigest()[:16]
+        dest = folder / f"{Path(model.path).stem}-{name}-{key}.onnx"
+        note_file = dest.with_suffix(".txt")
+        if dest.is_file() and note_file.is_file():
+            note = note_file.read_text()
+            if say:
+                say(f"variant {name}: cached ({dest})")
+        else:
+            partial = dest.with_name(f".{dest.stem}.{os.getpid()}.part.onnx")
+            try:
+                note = _build(name, model.path, partial, feeds, calibration)
+            except Exception as exc:  # a tool's failure leaves the variant out, with its reason
+                partial.unlink(missing_ok=True)
+                if say:
+                    say(
+                        f"variant {name}: could not be made ({type(exc).__name__}: {' '.join(str(exc).split())[:200]}); left out"
+                    )
+                continue
+            os.replace(partial, dest)
+            note_file.write_text(note)
+            if say:
+                say(f"variant {name}: made ({note})")
+        made[name] = Variant(name, str(dest), file_sha256(dest), note)
+    return made
