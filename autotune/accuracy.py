@@ -35,7 +35,7 @@ class Comparison:
     worst_output: str
     message: str  # empty when ok
     cosine: float | None = None  # lowest over float outputs
-    top1_agreement: float | None = None  # lowest over float outputs of rank >= 2
+    top1_agreement: float | None = None  # lowest over float outputs of rank 2 ([batch, classes])
 
 
 def tolerance_for(dtype: np.dtype, rtol: float | None, atol: float | None) -> tuple[float, float]:
@@ -131,7 +131,7 @@ def compare(
             else (worst[0], max(rel_err, worst[1]), worst[2])
         )
         cosines.append(_cosine(a, b))
-        if ref.ndim >= 2:
+        if ref.ndim == 2:  # [batch, classes]: logits or scores, where the argmax is the answer
             top1s.append(_top1(a, b))
         if metric is None:
             bad = int(np.count_nonzero(diff > a_tol + r_tol * np.abs(b)))

@@ -103,8 +103,9 @@ def main(argv: list[str] | None = None) -> int:
         )
     env = environment()
     guard = args.accuracy or "per-variant defaults (int8 cosine >= 0.99, fused >= 0.9999)"
+    marker = f"{MARKER} (guard: {args.accuracy or 'defaults'})"
     lines = [
-        MARKER,
+        marker,
         "",
         f"Objective `latency:p50` (ms). Each arm: {args.budget} trials, then its top 3 confirmed in "
         f"interleaved rounds. Final: the defaults and each arm's chosen config re-measured in "
@@ -134,8 +135,10 @@ def main(argv: list[str] | None = None) -> int:
     ]
     text = "\n".join(lines)
     existing = args.out.read_text() if args.out.exists() else "# Benchmarks\n"
-    if MARKER in existing:
-        existing = existing.split(MARKER)[0].rstrip() + "\n"
+    if marker in existing:  # replace this guard's section, keep the others
+        head, _, tail = existing.partition(marker)
+        rest = tail.split("\n## ", 1)
+        existing = head.rstrip() + "\n" + ("\n## " + rest[1] if len(rest) > 1 else "")
     args.out.write_text(existing.rstrip() + "\n\n" + text)
     print(text)
     return 0

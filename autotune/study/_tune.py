@@ -1,4 +1,4 @@
-"""The tuner: an Optuna study of isolated, measured trials. The only module that imports optuna.
+"""Running a study: baseline first, then ask / measure / tell, then the confirmation.
 
 ``tune`` creates or resumes the study (the same command again continues it up to ``--trials``),
 measures ONNX Runtime's default configuration first as the baseline (its outputs become the
@@ -11,10 +11,7 @@ optuna-dashboard shows them.
 from __future__ import annotations
 
 import os
-import socket
-import threading
 import time
-import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,17 +32,23 @@ from autotune.errors import AutotuneError, UsageError
 from autotune.finalists import confirm, pick_finalists
 from autotune.lock import machine_lock
 from autotune.model import ModelInfo
-from autotune.objectives import Objective, pareto_front
+from autotune.objectives import Objective
 from autotune.rules import RuleContext, broken_rules
 from autotune.runner import STOP, run_trial
 from autotune.space import SearchSpace
+from autotune.study._liveness import GRACE_S, HEARTBEAT_S, HOST, Heartbeat, fail_orphaned_trials
+from autotune.study._records import (
+    TrialRecord,
+    best_of,
+    counts_toward_budget,
+    optuna_module,
+    pareto_of,
+    records_of,
+)
 from autotune.variants import DEFAULT_ACCURACY
 
 BASELINE_TIMEOUT_S = 600.0
 MIN_TRIAL_TIMEOUT_S = 60.0
-HEARTBEAT_S = 10  # a running trial's heartbeat; one silent for GRACE_S is failed on resume
-GRACE_S = 60
-HOST = socket.gethostname()
 
 
 @dataclass(frozen=True)
@@ -81,18 +84,6 @@ class TuneRequest:
     @property
     def all_objectives(self) -> tuple[Objective, ...]:
         return self.objectives or (self.objective,)
-
-
-@dataclass(frozen=True)
-class TrialRecord:
-    number: int
-    config: TrialConfig
-    outcome: TrialOutcome
-    baseline: bool = False
-
-    @property
-    def ok(self) -> bool:
-        return isinstance(self.outcome, Measurement)
 
 
 @dataclass(frozen=True)
@@ -132,16 +123,6 @@ class TuneResult:
     failed_out: bool = False  # stopped by --max-failures consecutive failures
 
 
-def _optuna() -> Any:
-    import optuna
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    # autotune records heartbeats itself (ask/tell, not Study.optimize).
-    warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
-    return optuna
-
-
 def study_attrs(request: TuneRequest) -> dict[str, Any]:
     return {
         "model_path": request.model.path,
@@ -176,7 +157,7 @@ def check_storage(url: str) -> None:
 
 def open_study(request: TuneRequest) -> Any:
     """Create the study or load it; refuse one that was made for another model or objective."""
-    optuna = _optuna()
+    optuna = optuna_module()
     import sqlalchemy.exc
 
     try:
@@ -232,108 +213,6 @@ def _metric_attrs(m: Measurement) -> dict[str, Any]:
     return attrs
 
 
-def record_of(trial: Any) -> TrialRecord | None:
-    """Rebuild a finished trial's record from its user attributes (independent of the space)."""
-    attrs = trial.user_attrs
-    if "config" not in attrs or trial.state.name not in ("COMPLETE", "FAIL"):
-        return None
-    config = TrialConfig.from_dict(attrs["config"])
-    outcome: TrialOutcome
-    if trial.state.name == "COMPLETE" and "measurement" in attrs:
-        outcome = Measurement.from_dict(attrs["measurement"])
-    else:
-        outcome = TrialFailure(
-            attrs.get("failure_kind", "interrupted"),
-            attrs.get("failure_message", "the tuner running it stopped before it finished"),
-            attrs.get("failure_details", {}),
-        )
-    return TrialRecord(trial.number, config, outcome, baseline=bool(attrs.get("baseline")))
-
-
-def records_of(study: Any) -> list[TrialRecord]:
-    return [r for r in (record_of(t) for t in study.get_trials(deepcopy=False)) if r is not None]
-
-
-def _counts(record: TrialRecord) -> bool:
-    """Whether a finished trial uses up the budget: interrupted ones are run again."""
-    return not (isinstance(record.outcome, TrialFailure) and record.outcome.kind == "interrupted")
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def fail_orphaned_trials(study: Any) -> int:
-    """Mark trials left RUNNING by a tuner that died (kill -9, power loss) as failed.
-
-    A trial of this host whose tuner process is gone fails at once; any other stops counting as
-    running once its heartbeat is older than the grace period (Optuna's stale-trial check).
-    """
-    optuna = _optuna()
-    storage = study._storage
-    failed = 0
-    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-        attrs = trial.user_attrs
-        if attrs.get("host") == HOST and not _pid_alive(int(attrs.get("pid", 0))):
-            storage.set_trial_user_attr(trial._trial_id, "failure_kind", "interrupted")
-            storage.set_trial_user_attr(
-                trial._trial_id, "failure_message", "the tuner running it died before it finished"
-            )
-            storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
-            failed += 1
-    optuna.storages.fail_stale_trials(study)
-    return failed
-
-
-class _Heartbeat:
-    """Records a running trial's heartbeat in the storage while it is measured."""
-
-    def __init__(self, study: Any, trial: Any) -> None:
-        self._stop = threading.Event()
-        self._thread = threading.Thread(
-            target=self._beat, args=(study._storage, trial._trial_id), daemon=True
-        )
-
-    def _beat(self, storage: Any, trial_id: int) -> None:
-        while not self._stop.is_set():
-            storage.record_heartbeat(trial_id)
-            self._stop.wait(HEARTBEAT_S)
-
-    def __enter__(self) -> _Heartbeat:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-
-def pareto_of(
-    records: Sequence[TrialRecord], objectives: Sequence[Objective]
-) -> tuple[TrialRecord, ...]:
-    """The successful trials no other successful trial beats on every objective."""
-    ok = [r for r in records if isinstance(r.outcome, Measurement)]
-    points = [(r.number, [o.value(r.outcome) for o in objectives]) for r in ok]  # type: ignore[arg-type]
-    front = set(pareto_front(points, list(objectives)))
-    return tuple(r for r in ok if r.number in front)
-
-
-def _best(records: Sequence[TrialRecord], objective: Objective) -> TrialRecord | None:
-    best = None
-    for record in records:
-        if isinstance(record.outcome, Measurement):
-            value = objective.value(record.outcome)
-            if best is None or objective.better(value, objective.value(best.outcome)):  # type: ignore[arg-type]
-                best = record
-    return best
-
-
 @dataclass
 class Measurer:
     """Runs one config in a fresh worker under the machine's measuring lock."""
@@ -378,7 +257,7 @@ def _measure_trial(
     *,
     baseline: bool,
 ) -> TrialRecord:
-    optuna = _optuna()
+    optuna = optuna_module()
     trial.set_user_attr("config", config.to_dict())
     trial.set_user_attr("baseline", baseline)
     trial.set_user_attr("summary", config.describe())
@@ -390,7 +269,7 @@ def _measure_trial(
             reasons = "; ".join(f"{rule.name} ({rule.why})" for rule in broken)
             outcome: TrialOutcome = TrialFailure("invalid", reasons)
         else:
-            with _Heartbeat(study, trial):
+            with Heartbeat(study, trial):
                 outcome = measurer(config, write_reference=baseline)
     except BaseException:  # Ctrl-C, or the lock refused: the trial did not run
         trial.set_user_attr("failure_kind", "interrupted")
@@ -479,7 +358,7 @@ def tune(
     Raises:
         AutotuneError: the baseline failed (nothing can be compared), or no trial ever finished.
     """
-    optuna = _optuna()
+    optuna = optuna_module()
     say = on_message or (lambda line: None)
     started = time.perf_counter()
     STOP.clear()  # a stop request belongs to the run it interrupted
@@ -499,14 +378,14 @@ def tune(
     ran = 0
 
     def done() -> int:
-        return sum(1 for r in records if _counts(r))
+        return sum(1 for r in records if counts_toward_budget(r))
 
     def notify(record: TrialRecord) -> None:
         records.append(record)
         if on_trial is not None:
-            best = _best(records, request.objective)
+            best = best_of(records, request.objective)
             elapsed = time.perf_counter() - started
-            failed = sum(1 for r in records if not r.ok and _counts(r))
+            failed = sum(1 for r in records if not r.ok and counts_toward_budget(r))
             progress = Progress(
                 done(), request.trials, elapsed, best, failed, ran + 1, request.timeout_s
             )
@@ -571,7 +450,7 @@ def tune(
     except KeyboardInterrupt:
         interrupted = True
         stop_reason = "interrupted; the running trial was stopped and is not counted"
-    search_best = _best(records, request.objective)
+    search_best = best_of(records, request.objective)
     assert search_best is not None  # the baseline succeeded
     pareto = pareto_of(records, request.all_objectives) if len(request.all_objectives) > 1 else ()
     best = search_best
@@ -591,129 +470,3 @@ def tune(
         interrupted=interrupted,
         failed_out=failed_out,
     )
-
-
-@dataclass(frozen=True)
-class StudyView:
-    """A stored study as autotune reads it back: its attributes and its finished trials."""
-
-    name: str
-    storage: str
-    attrs: Mapping[str, Any]
-    records: tuple[TrialRecord, ...]
-    confirmation: Confirmation | None
-
-    @property
-    def objectives(self) -> list[Objective]:
-        from autotune.objectives import parse_objectives
-
-        return parse_objectives(str(self.attrs.get("objective", "throughput")))
-
-    @property
-    def objective(self) -> Objective:
-        return self.objectives[0]
-
-    @property
-    def pareto(self) -> tuple[TrialRecord, ...]:
-        return pareto_of(self.records, self.objectives) if len(self.objectives) > 1 else ()
-
-    @property
-    def baseline(self) -> TrialRecord | None:
-        return next((r for r in self.records if r.baseline and r.ok), None)
-
-    @property
-    def chosen(self) -> TrialRecord | None:
-        """The confirmed winner when the study was confirmed, else the search's best."""
-        if self.confirmation is not None:
-            return self.record(self.confirmation.winner)
-        return _best(self.records, self.objective)
-
-    def record(self, number: int) -> TrialRecord:
-        for r in self.records:
-            if r.number == number:
-                return r
-        raise UsageError(f"study {self.name!r} has no finished trial #{number}")
-
-
-def _storage_for_reading(url: str) -> Any:
-    optuna = _optuna()
-    import sqlalchemy.exc
-
-    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).is_file():
-        raise UsageError(
-            f"no study database at {url.removeprefix('sqlite:///')}; pass --storage or --out"
-        )
-    try:
-        return optuna.storages.RDBStorage(url)
-    except (sqlalchemy.exc.SQLAlchemyError, ImportError, ValueError) as exc:
-        raise AutotuneError(
-            f"cannot open the study storage {url!r}: {' '.join(str(exc).split())[:300]}"
-        ) from None
-
-
-def list_studies(storage: str) -> list[dict[str, Any]]:
-    """Every study in the storage: name, objective, model, trial counts, start time."""
-    optuna = _optuna()
-    rows = []
-    for summary in optuna.get_all_study_summaries(_storage_for_reading(storage)):
-        attrs = summary.user_attrs
-        rows.append(
-            {
-                "name": summary.study_name,
-                "objective": attrs.get("objective", "?"),
-                "model": attrs.get("model_path", "?"),
-                "space": attrs.get("space", "?"),
-                "trials": summary.n_trials,
-                "started": summary.datetime_start.isoformat(timespec="seconds")
-                if summary.datetime_start
-                else None,
-            }
-        )
-    return rows
-
-
-def load_study_view(storage: str, name: str) -> StudyView:
-    optuna = _optuna()
-    try:
-        study = optuna.load_study(study_name=name, storage=_storage_for_reading(storage))
-    except KeyError:
-        known = ", ".join(row["name"] for row in list_studies(storage)) or "none"
-        raise UsageError(f"no study {name!r} in {storage} (studies: {known})") from None
-    confirmation = study.user_attrs.get("confirmation")
-    return StudyView(
-        name=name,
-        storage=storage,
-        attrs=study.user_attrs,
-        records=tuple(records_of(study)),
-        confirmation=Confirmation.from_dict(confirmation) if confirmation else None,
-    )
-
-
-def param_importances(storage: str, name: str) -> dict[str, float]:
-    """PED-ANOVA importance of each knob for the objective over the completed trials.
-
-    Conditional knobs appear only in some trials; the importance is computed over the knobs
-    every completed non-baseline trial has. Empty when there are too few trials.
-    """
-    optuna = _optuna()
-    study = optuna.load_study(study_name=name, storage=_storage_for_reading(storage))
-    complete = [t for t in study.trials if t.state.name == "COMPLETE" and t.params]
-    if len(complete) < 4:
-        return {}
-    common = set(complete[0].params)
-    for trial in complete[1:]:
-        common &= set(trial.params)
-    varied = [p for p in common if len({str(t.params[p]) for t in complete}) > 1]
-    if not varied:
-        return {}
-    subset = optuna.create_study(direction=study.directions[0])  # the primary objective
-    for trial in complete:
-        subset.add_trial(
-            optuna.trial.create_trial(
-                params={p: trial.params[p] for p in varied},
-                distributions={p: trial.distributions[p] for p in varied},
-                value=trial.values[0],
-            )
-        )
-    evaluator = optuna.importance.PedAnovaImportanceEvaluator()  # numpy only, no sklearn
-    return dict(optuna.importance.get_param_importances(subset, evaluator=evaluator))

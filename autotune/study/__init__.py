@@ -1,0 +1,37 @@
+"""The tuner: an Optuna study of isolated, measured trials. The only package that imports optuna.
+
+``tune`` runs a study (create or resume, baseline first, ask / measure / tell, confirmation);
+``load_study_view`` and friends read stored studies back for ``show``, ``export`` and ``report``.
+"""
+
+from autotune.study._records import TrialRecord, pareto_of, record_of, records_of
+from autotune.study._tune import (
+    Measurer,
+    Progress,
+    TuneRequest,
+    TuneResult,
+    check_storage,
+    open_study,
+    study_attrs,
+    tune,
+)
+from autotune.study._view import StudyView, list_studies, load_study_view, param_importances
+
+__all__ = [
+    "Measurer",
+    "Progress",
+    "StudyView",
+    "TrialRecord",
+    "TuneRequest",
+    "TuneResult",
+    "check_storage",
+    "list_studies",
+    "load_study_view",
+    "open_study",
+    "param_importances",
+    "pareto_of",
+    "record_of",
+    "records_of",
+    "study_attrs",
+    "tune",
+]

@@ -1,0 +1,69 @@
+"""Trials left running by a tuner that died, and the heartbeat that tells them apart."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+from typing import Any
+
+from autotune.study._records import optuna_module
+
+HEARTBEAT_S = 10  # a running trial's heartbeat; one silent for GRACE_S is failed on resume
+GRACE_S = 60
+HOST = socket.gethostname()
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def fail_orphaned_trials(study: Any) -> int:
+    """Mark trials left RUNNING by a tuner that died (kill -9, power loss) as failed.
+
+    A trial of this host whose tuner process is gone fails at once; any other stops counting as
+    running once its heartbeat is older than the grace period (Optuna's stale-trial check).
+    """
+    optuna = optuna_module()
+    storage = study._storage
+    failed = 0
+    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        attrs = trial.user_attrs
+        if attrs.get("host") == HOST and not _pid_alive(int(attrs.get("pid", 0))):
+            storage.set_trial_user_attr(trial._trial_id, "failure_kind", "interrupted")
+            storage.set_trial_user_attr(
+                trial._trial_id, "failure_message", "the tuner running it died before it finished"
+            )
+            storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
+            failed += 1
+    optuna.storages.fail_stale_trials(study)
+    return failed
+
+
+class Heartbeat:
+    """Records a running trial's heartbeat in the storage while it is measured."""
+
+    def __init__(self, study: Any, trial: Any) -> None:
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._beat, args=(study._storage, trial._trial_id), daemon=True
+        )
+
+    def _beat(self, storage: Any, trial_id: int) -> None:
+        while not self._stop.is_set():
+            storage.record_heartbeat(trial_id)
+            self._stop.wait(HEARTBEAT_S)
+
+    def __enter__(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()

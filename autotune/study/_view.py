@@ -1,0 +1,139 @@
+"""Stored studies read back: listing them, one study's trials, knob importance."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from autotune.config import Confirmation
+from autotune.errors import AutotuneError, UsageError
+from autotune.objectives import Objective
+from autotune.study._records import TrialRecord, best_of, optuna_module, pareto_of, records_of
+
+
+@dataclass(frozen=True)
+class StudyView:
+    """A stored study as autotune reads it back: its attributes and its finished trials."""
+
+    name: str
+    storage: str
+    attrs: Mapping[str, Any]
+    records: tuple[TrialRecord, ...]
+    confirmation: Confirmation | None
+
+    @property
+    def objectives(self) -> list[Objective]:
+        from autotune.objectives import parse_objectives
+
+        return parse_objectives(str(self.attrs.get("objective", "throughput")))
+
+    @property
+    def objective(self) -> Objective:
+        return self.objectives[0]
+
+    @property
+    def pareto(self) -> tuple[TrialRecord, ...]:
+        return pareto_of(self.records, self.objectives) if len(self.objectives) > 1 else ()
+
+    @property
+    def baseline(self) -> TrialRecord | None:
+        return next((r for r in self.records if r.baseline and r.ok), None)
+
+    @property
+    def chosen(self) -> TrialRecord | None:
+        """The confirmed winner when the study was confirmed, else the search's best."""
+        if self.confirmation is not None:
+            return self.record(self.confirmation.winner)
+        return best_of(self.records, self.objective)
+
+    def record(self, number: int) -> TrialRecord:
+        for r in self.records:
+            if r.number == number:
+                return r
+        raise UsageError(f"study {self.name!r} has no finished trial #{number}")
+
+
+def _storage_for_reading(url: str) -> Any:
+    optuna = optuna_module()
+    import sqlalchemy.exc
+
+    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).is_file():
+        raise UsageError(
+            f"no study database at {url.removeprefix('sqlite:///')}; pass --storage or --out"
+        )
+    try:
+        return optuna.storages.RDBStorage(url)
+    except (sqlalchemy.exc.SQLAlchemyError, ImportError, ValueError) as exc:
+        raise AutotuneError(
+            f"cannot open the study storage {url!r}: {' '.join(str(exc).split())[:300]}"
+        ) from None
+
+
+def list_studies(storage: str) -> list[dict[str, Any]]:
+    """Every study in the storage: name, objective, model, trial counts, start time."""
+    optuna = optuna_module()
+    rows = []
+    for summary in optuna.get_all_study_summaries(_storage_for_reading(storage)):
+        attrs = summary.user_attrs
+        rows.append(
+            {
+                "name": summary.study_name,
+                "objective": attrs.get("objective", "?"),
+                "model": attrs.get("model_path", "?"),
+                "space": attrs.get("space", "?"),
+                "trials": summary.n_trials,
+                "started": summary.datetime_start.isoformat(timespec="seconds")
+                if summary.datetime_start
+                else None,
+            }
+        )
+    return rows
+
+
+def load_study_view(storage: str, name: str) -> StudyView:
+    optuna = optuna_module()
+    try:
+        study = optuna.load_study(study_name=name, storage=_storage_for_reading(storage))
+    except KeyError:
+        known = ", ".join(row["name"] for row in list_studies(storage)) or "none"
+        raise UsageError(f"no study {name!r} in {storage} (studies: {known})") from None
+    confirmation = study.user_attrs.get("confirmation")
+    return StudyView(
+        name=name,
+        storage=storage,
+        attrs=study.user_attrs,
+        records=tuple(records_of(study)),
+        confirmation=Confirmation.from_dict(confirmation) if confirmation else None,
+    )
+
+
+def param_importances(storage: str, name: str) -> dict[str, float]:
+    """PED-ANOVA importance of each knob for the objective over the completed trials.
+
+    Conditional knobs appear only in some trials; the importance is computed over the knobs
+    every completed non-baseline trial has. Empty when there are too few trials.
+    """
+    optuna = optuna_module()
+    study = optuna.load_study(study_name=name, storage=_storage_for_reading(storage))
+    complete = [t for t in study.trials if t.state.name == "COMPLETE" and t.params]
+    if len(complete) < 4:
+        return {}
+    common = set(complete[0].params)
+    for trial in complete[1:]:
+        common &= set(trial.params)
+    varied = [p for p in common if len({str(t.params[p]) for t in complete}) > 1]
+    if not varied:
+        return {}
+    subset = optuna.create_study(direction=study.directions[0])  # the primary objective
+    for trial in complete:
+        subset.add_trial(
+            optuna.trial.create_trial(
+                params={p: trial.params[p] for p in varied},
+                distributions={p: trial.distributions[p] for p in varied},
+                value=trial.values[0],
+            )
+        )
+    evaluator = optuna.importance.PedAnovaImportanceEvaluator()  # numpy only, no sklearn
+    return dict(optuna.importance.get_param_importances(subset, evaluator=evaluator))
