@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from autotune.config import (
+    Confirmation,
     FeedPlan,
     Measurement,
     MeasureSettings,
@@ -25,7 +26,7 @@ from autotune.config import (
 from autotune.errors import AutotuneError, UsageError
 from autotune.model import ModelInfo, file_sha256
 from autotune.objectives import Objective
-from autotune.study import StudyView, TuneResult
+from autotune.study import StudyView, TrialRecord, TuneResult
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
@@ -42,6 +43,54 @@ def write_json_atomic(path: Path, data: Any) -> None:
         raise
 
 
+def _tuned(
+    *,
+    record: TrialRecord,
+    search_best: TrialRecord,
+    baseline: TrialRecord,
+    objective: Objective,
+    confirmation: Confirmation | None,
+    source: tuple[str, str],
+    variant_paths: Mapping[str, str] | None,
+    study: tuple[str, str],
+    environment: Mapping[str, Any],
+    feeds: FeedPlan | None,
+) -> TunedConfig:
+    """A TunedConfig for ``record``: its confirmed figures when the confirmation measured it,
+    else its search measurement; ``search`` always says what the search itself saw."""
+    found, base = search_best.outcome, baseline.outcome
+    assert isinstance(found, Measurement) and isinstance(base, Measurement)
+    search = SearchFigures(search_best.number, found, base, objective.gain(found, base))
+    own = record.outcome
+    assert isinstance(own, Measurement)
+    metrics, base_metrics, speedup = own, base, objective.gain(own, base)
+    if confirmation is not None:
+        measured = {f.trial_number for f in (confirmation.baseline, *confirmation.finalists)}
+        if record.number in measured:
+            figures = confirmation.figures(record.number)
+            base_metrics = confirmation.baseline.measurement or base
+            metrics = figures.measurement or own
+            speedup = figures.gain
+    model_path, model_sha = _model_file(record.config, *source, variant_paths)
+    return TunedConfig(
+        config=record.config,
+        model_path=model_path,
+        model_sha256=model_sha,
+        objective=objective.name,
+        metrics=metrics,
+        baseline=base_metrics,
+        speedup=speedup,
+        study_name=study[0],
+        storage=study[1],
+        trial_number=record.number,
+        environment=dict(environment),
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        search=search,
+        confirmation=confirmation,
+        inputs=feeds,
+    )
+
+
 def tuned_config(
     result: TuneResult,
     *,
@@ -52,33 +101,17 @@ def tuned_config(
     variant_paths: Mapping[str, str] | None = None,
 ) -> TunedConfig:
     """best.json's content: the confirmed figures when a confirmation ran, else the search's."""
-    found, base = result.search_best.outcome, result.baseline.outcome
-    assert isinstance(found, Measurement) and isinstance(base, Measurement)
-    search = SearchFigures(result.search_best.number, found, base, objective.gain(found, base))
-    metrics, baseline, speedup = found, base, search.speedup
-    confirmation = result.confirmation
-    if confirmation is not None:
-        winner = confirmation.figures(confirmation.winner)
-        baseline = confirmation.baseline.measurement or base
-        metrics = winner.measurement or baseline
-        speedup = winner.gain
-    model_path, model_sha = _model_file(result.best.config, model.path, model.sha256, variant_paths)
-    return TunedConfig(
-        config=result.best.config,
-        model_path=model_path,
-        model_sha256=model_sha,
-        objective=objective.name,
-        metrics=metrics,
-        baseline=baseline,
-        speedup=speedup,
-        study_name=result.study_name,
-        storage=result.storage,
-        trial_number=result.best.number,
-        environment=dict(environment),
-        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        search=search,
-        confirmation=confirmation,
-        inputs=feeds,
+    return _tuned(
+        record=result.best,
+        search_best=result.search_best,
+        baseline=result.baseline,
+        objective=objective,
+        confirmation=result.confirmation,
+        source=(model.path, model.sha256),
+        variant_paths=variant_paths,
+        study=(result.study_name, result.storage),
+        environment=environment,
+        feeds=feeds,
     )
 
 
@@ -112,7 +145,6 @@ def write_best(tuned: TunedConfig, out_dir: Path) -> Path:
 
 def tuned_for_trial(view: StudyView, number: int | None = None) -> TunedConfig:
     """The tuned config of one trial of a stored study (default: the chosen one)."""
-    objective = view.objective
     baseline = view.baseline
     record = view.chosen if number is None else view.record(number)
     if baseline is None or record is None or not isinstance(baseline.outcome, Measurement):
@@ -121,39 +153,17 @@ def tuned_for_trial(view: StudyView, number: int | None = None) -> TunedConfig:
         raise UsageError(
             f"trial #{record.number} failed ({record.outcome.kind}); export a successful trial"
         )
-    found, base = record.outcome, baseline.outcome
-    search = SearchFigures(record.number, found, base, objective.gain(found, base))
-    metrics, base_metrics, speedup = found, base, search.speedup
-    confirmation = view.confirmation
-    if confirmation is not None:
-        numbers = {f.trial_number for f in (confirmation.baseline, *confirmation.finalists)}
-        if record.number in numbers:
-            figures = confirmation.figures(record.number)
-            base_metrics = confirmation.baseline.measurement or base
-            metrics = figures.measurement or found
-            speedup = figures.gain
-    model_path, model_sha = _model_file(
-        record.config,
-        str(view.attrs["model_path"]),
-        str(view.attrs["model_sha256"]),
-        view.attrs.get("variants"),
-    )
-    return TunedConfig(
-        config=record.config,
-        model_path=model_path,
-        model_sha256=model_sha,
-        objective=objective.name,
-        metrics=metrics,
-        baseline=base_metrics,
-        speedup=speedup,
-        study_name=view.name,
-        storage=view.storage,
-        trial_number=record.number,
-        environment=dict(view.attrs.get("environment", {})),
-        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        search=search,
-        confirmation=confirmation,
-        inputs=FeedPlan.from_dict(view.attrs["inputs"]) if "inputs" in view.attrs else None,
+    return _tuned(
+        record=record,
+        search_best=record,
+        baseline=baseline,
+        objective=view.objective,
+        confirmation=view.confirmation,
+        source=(str(view.attrs["model_path"]), str(view.attrs["model_sha256"])),
+        variant_paths=view.attrs.get("variants"),
+        study=(view.name, view.storage),
+        environment=view.attrs.get("environment", {}),
+        feeds=FeedPlan.from_dict(view.attrs["inputs"]) if "inputs" in view.attrs else None,
     )
 
 
