@@ -142,6 +142,14 @@ def run(
     max_failures: Annotated[
         int, typer.Option(min=1, help="Stop the study after this many failed trials in a row.")
     ] = 10,
+    max_latency_ms: Annotated[
+        float | None,
+        typer.Option(min=0, help="Constraint: p99 latency per run; the sampler learns it."),
+    ] = None,
+    max_startup_s: Annotated[
+        float | None,
+        typer.Option(min=0, help="Constraint: session creation + first inference."),
+    ] = None,
     variants: Annotated[
         str | None,
         typer.Option(help="Model variants to search: int8-dynamic,int8-static,fp16,fused or auto."),
@@ -197,6 +205,8 @@ def run(
         max_memory_mb=max_memory_mb,
         max_failures=max_failures,
         max_gpu_memory_mb=max_gpu_memory_mb,
+        max_latency_ms=max_latency_ms,
+        max_startup_s=max_startup_s,
         variants=variants,
         calibration=calibration,
         accuracy=accuracy,

@@ -7,8 +7,8 @@ from NVML, minimise), ``startup`` (session creation plus first inference, second
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Literal
 
 from autotune.config import Measurement
@@ -93,3 +93,44 @@ def parse_objective(text: str) -> Objective:
     if kind == "gpu-memory" and not stat:
         return Objective("gpu-memory", "minimize", "MB")
     raise UsageError(f"unknown objective {text!r}; use one of: {OBJECTIVE_HELP}")
+
+
+#: Constraint name -> (what it bounds, how to read it from a measurement, unit).
+CONSTRAINTS: dict[str, tuple[str, Callable[[Measurement], float | None], str]] = {
+    "max_latency_ms": ("latency p99", lambda m: m.latency_ms.p99, "ms"),
+    "max_startup_s": ("startup", lambda m: m.startup_s, "s"),
+    "max_memory_mb": ("peak memory", lambda m: m.peak_rss_mb, "MB"),
+    "max_gpu_memory_mb": ("peak GPU memory", lambda m: m.peak_gpu_mb, "MB"),
+}
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Constraints a config must meet to be chosen; the sampler learns them (Optuna's
+    constraints_func: a violation > 0 is infeasible)."""
+
+    bounds: Mapping[str, float] = field(default_factory=dict)  # names from CONSTRAINTS
+
+    def violations(self, m: Measurement) -> list[float]:
+        out = []
+        for name, limit in self.bounds.items():
+            value = CONSTRAINTS[name][1](m)
+            out.append(0.0 if value is None else value - limit)
+        return out
+
+    def feasible(self, m: Measurement) -> bool:
+        return all(v <= 0 for v in self.violations(m))
+
+    def broken(self, m: Measurement) -> list[str]:
+        reasons = []
+        for (name, limit), violation in zip(self.bounds.items(), self.violations(m), strict=True):
+            if violation > 0:
+                what, read, unit = CONSTRAINTS[name]
+                reasons.append(f"{what} {read(m):.4g} {unit} > {limit:g} {unit}")
+        return reasons
+
+    def describe(self) -> str:
+        return ", ".join(
+            f"{CONSTRAINTS[name][0]} <= {limit:g} {CONSTRAINTS[name][2]}"
+            for name, limit in self.bounds.items()
+        )

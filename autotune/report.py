@@ -6,7 +6,7 @@ import statistics
 from collections.abc import Callable, Sequence
 
 from autotune.config import Confirmation, Measurement, TrialFailure, TunedConfig
-from autotune.objectives import Objective
+from autotune.objectives import Limits, Objective
 from autotune.study import Progress, TrialRecord, TuneResult
 
 # (label, getter, higher is better)
@@ -45,7 +45,9 @@ def _clock(seconds: float) -> str:
     )
 
 
-def progress_line(record: TrialRecord, progress: Progress, objective: Objective) -> str:
+def progress_line(
+    record: TrialRecord, progress: Progress, objective: Objective, limits: Limits | None = None
+) -> str:
     """``[ 3/20 0:12, ~0:45 left] #2 throughput 812 samples/s [config] | best ... | 1 failed``."""
     width = len(str(progress.total))
     left = progress.remaining_s
@@ -59,6 +61,8 @@ def progress_line(record: TrialRecord, progress: Progress, objective: Objective)
         body = f"{objective.name} {format_value(objective, record.outcome)}"
         if record.outcome.unstable:
             body += " (unstable)"
+        if limits is not None and not limits.feasible(record.outcome):
+            body += f" (infeasible: {'; '.join(limits.broken(record.outcome))})"
     best = ""
     if progress.best is not None and isinstance(progress.best.outcome, Measurement):
         best = (
@@ -126,6 +130,7 @@ def summary_table(
     result: TuneResult,
     objective: Objective,
     objectives: Sequence[Objective] | None = None,
+    limits: Limits | None = None,
 ) -> str:
     """Baseline against the chosen config (confirmed figures when confirmed), then the story."""
     base, best = tuned.baseline, tuned.metrics
@@ -173,6 +178,9 @@ def summary_table(
         f"{': ' + ', '.join(kinds) if kinds else ''}; {unstable} flagged unstable); "
         f"stopped: {result.stop_reason}"
     )
+    if limits is not None and limits.bounds:
+        infeasible = sum(1 for m in measured if not limits.feasible(m))
+        lines.append(f"constraints: {limits.describe()}; {infeasible} measured trials broke them")
     if overheads:
         lines.append(
             f"per-trial overhead (process start, imports): median {statistics.median(overheads):.2f} s"

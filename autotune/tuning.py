@@ -18,7 +18,7 @@ from autotune.errors import UsageError
 from autotune.export import tuned_config, write_best
 from autotune.machine import environment, usable_cpus
 from autotune.model import parse_dim_flags, parse_shape_flags, read_model, resolve_inputs
-from autotune.objectives import parse_objectives
+from autotune.objectives import Limits, parse_objectives
 from autotune.report import progress_line, summary_table
 from autotune.space import SearchSpace, default_batch_sizes, load_space, parse_batch_sizes
 from autotune.study import TuneRequest, check_storage
@@ -59,6 +59,8 @@ class RunOptions:
     max_memory_mb: float | None = None  # default: a share of the memory available now
     max_failures: int = 10
     max_gpu_memory_mb: float | None = None
+    max_latency_ms: float | None = None  # constraint on p99 latency
+    max_startup_s: float | None = None  # constraint on session creation + first run
     variants: str | None = None  # int8-dynamic,int8-static,fp16,fused or auto
     calibration: Path | None = None  # .npz for static quantization
     accuracy: str | None = None  # e.g. cosine>=0.999, for the variants
@@ -240,6 +242,18 @@ def prepare(options: RunOptions) -> TuneRequest:
         static_shapes=static_shapes,
         max_gpu_memory_mb=options.max_gpu_memory_mb,
         accuracy=accuracy,
+        limits=Limits(
+            {
+                name: value
+                for name, value in (
+                    ("max_latency_ms", options.max_latency_ms),
+                    ("max_startup_s", options.max_startup_s),
+                    ("max_memory_mb", options.max_memory_mb),
+                    ("max_gpu_memory_mb", options.max_gpu_memory_mb),
+                )
+                if value is not None
+            }
+        ),
     )
 
 
@@ -275,9 +289,13 @@ def run_tuning(options: RunOptions, *, echo: Callable[[str], None]) -> RunOutcom
     echo(
         f"limits:  {request.max_memory_mb:.0f} MB per trial, stop after {request.max_failures} failures in a row"
     )
+    if request.limits.bounds:
+        echo(f"constraints: {request.limits.describe()} (the sampler learns them)")
     result = run_study(
         request,
-        on_trial=lambda record, progress: echo(progress_line(record, progress, request.objective)),
+        on_trial=lambda record, progress: echo(
+            progress_line(record, progress, request.objective, request.limits)
+        ),
         on_message=echo,
     )
     tuned = tuned_config(
@@ -289,7 +307,7 @@ def run_tuning(options: RunOptions, *, echo: Callable[[str], None]) -> RunOutcom
         variant_paths=request.variant_paths,
     )
     path = write_best(tuned, out)
-    table = summary_table(tuned, result, request.objective, request.all_objectives)
+    table = summary_table(tuned, result, request.objective, request.all_objectives, request.limits)
     table += f"\nwrote {path}\nload it with: autotune.load_session({str(path)!r})"
     return RunOutcome(
         tuned=tuned,
@@ -327,6 +345,8 @@ def tune(
     max_memory_mb: float | None = None,
     max_failures: int = 10,
     max_gpu_memory_mb: float | None = None,
+    max_latency_ms: float | None = None,
+    max_startup_s: float | None = None,
     variants: str | None = None,
     calibration: str | os.PathLike[str] | None = None,
     accuracy: str | None = None,
@@ -366,6 +386,8 @@ def tune(
         max_memory_mb=max_memory_mb,
         max_failures=max_failures,
         max_gpu_memory_mb=max_gpu_memory_mb,
+        max_latency_ms=max_latency_ms,
+        max_startup_s=max_startup_s,
         variants=variants,
         calibration=Path(calibration) if calibration is not None else None,
         accuracy=accuracy,

@@ -215,3 +215,29 @@ def test_multi_objective_study_reports_a_pareto_front(tiny_model: Path, tmp_path
     assert exported.exit_code == 0, exported.output
     report = runner.invoke(app, ["report", "--out", str(tmp_path), "--study", name])
     assert report.exit_code == 0 and (best.parent / "report" / "pareto.png").is_file()
+
+
+def test_constraints_are_learned_and_respected(magika: Path, tmp_path: Path) -> None:
+    """A p99 bound no batch-32 run can meet: such trials are infeasible, never chosen."""
+    import optuna
+
+    result = runner.invoke(
+        app,
+        ["run", str(magika), "-o", "throughput", "--batch-sizes", "1,32", "--max-latency-ms", "20",
+         "--trials", "6", "--out", str(tmp_path), "--min-time", "0.05", "--min-runs", "3",
+         "--finalists", "0", "--seed", "1"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "constraints: latency p99 <= 20 ms (the sampler learns them)" in result.stderr
+    assert "constraints: latency p99 <= 20 ms;" in result.stdout
+    [best] = tmp_path.glob("*/best.json")
+    tuned = read_tuned(best)
+    assert tuned.metrics.latency_ms.p99 <= 20 and tuned.config.batch_size == 1
+    study = optuna.load_study(
+        study_name=best.parent.name, storage=f"sqlite:///{tmp_path / 'autotune.db'}"
+    )
+    infeasible = [t for t in study.trials if "infeasible" in t.user_attrs]
+    assert infeasible, "batch 32 of magika takes far more than 20 ms per run here"
+    assert all(t.user_attrs["constraints"][0] > 0 for t in infeasible)
+    assert all(t.user_attrs["config"]["batch_size"] == 32 for t in infeasible)
+    assert study.user_attrs["limits"] == {"max_latency_ms": 20.0}

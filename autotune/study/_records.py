@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from autotune.config import Measurement, TrialConfig, TrialFailure, TrialOutcome
-from autotune.objectives import Objective, pareto_front
+from autotune.objectives import Limits, Objective, pareto_front
 
 
 def optuna_module() -> Any:
@@ -70,10 +70,15 @@ def pareto_of(
     return tuple(r for r in ok if r.number in front)
 
 
-def best_of(records: Sequence[TrialRecord], objective: Objective) -> TrialRecord | None:
+def best_of(
+    records: Sequence[TrialRecord], objective: Objective, limits: Limits | None = None
+) -> TrialRecord | None:
+    """The best successful trial that meets ``limits`` (None when none does)."""
     best = None
     for record in records:
-        if isinstance(record.outcome, Measurement):
+        if isinstance(record.outcome, Measurement) and (
+            limits is None or limits.feasible(record.outcome)
+        ):
             value = objective.value(record.outcome)
             if best is None or objective.better(value, objective.value(best.outcome)):  # type: ignore[arg-type]
                 best = record

@@ -32,7 +32,7 @@ from autotune.errors import AutotuneError, UsageError
 from autotune.finalists import confirm, pick_finalists
 from autotune.lock import machine_lock
 from autotune.model import ModelInfo
-from autotune.objectives import Objective
+from autotune.objectives import Limits, Objective
 from autotune.rules import RuleContext, broken_rules
 from autotune.runner import STOP, run_trial
 from autotune.space import SearchSpace
@@ -75,6 +75,7 @@ class TuneRequest:
     max_failures: int = 10  # consecutive failed trials that stop the study
     static_shapes: bool = True  # input shapes never change in this study (one batch size)
     objectives: tuple[Objective, ...] = ()  # several: a multi-objective study (Pareto front)
+    limits: Limits = field(default_factory=Limits)  # constraints a chosen config must meet
     variant_paths: Mapping[str, str] = field(default_factory=dict)  # variant name -> model file
     accuracy: tuple[str, float] | None = None  # --accuracy for the variants (else their default)
     finalists: int = 3  # configs re-measured against the baseline after the search (0: none)
@@ -135,6 +136,7 @@ def study_attrs(request: TuneRequest) -> dict[str, Any]:
         "space_source": request.space.source,
         "batch_sizes": list(request.space.batch_sizes),
         "variants": dict(request.variant_paths),
+        "limits": dict(request.limits.bounds),
         "environment": dict(request.environment),
     }
 
@@ -279,6 +281,14 @@ def _measure_trial(
     if isinstance(outcome, Measurement):
         for key, value in _metric_attrs(outcome).items():
             trial.set_user_attr(key, value)
+        if request.limits.bounds:
+            violations = request.limits.violations(outcome)
+            for name, violation in zip(request.limits.bounds, violations, strict=True):
+                trial.set_constraint(name, violation)  # the sampler learns feasibility
+            trial.set_user_attr("constraints", violations)
+            broken_limits = request.limits.broken(outcome)
+            if broken_limits:
+                trial.set_user_attr("infeasible", "; ".join(broken_limits))
         values = [o.value(outcome) for o in request.all_objectives]
         study.tell(trial, values if len(values) > 1 else values[0])
     else:
@@ -310,8 +320,12 @@ def _confirm(
     measurer: Measurer,
     say: Callable[[str], None],
 ) -> Confirmation | None:
+    feasible = [
+        r for r in records
+        if not r.baseline and isinstance(r.outcome, Measurement) and request.limits.feasible(r.outcome)
+    ]  # fmt: skip
     finalists = pick_finalists(
-        [(r.number, r.config, r.outcome) for r in records if not r.baseline],
+        [(r.number, r.config, r.outcome) for r in feasible],
         baseline.config,
         request.objective,
         request.finalists,
@@ -383,7 +397,7 @@ def tune(
     def notify(record: TrialRecord) -> None:
         records.append(record)
         if on_trial is not None:
-            best = best_of(records, request.objective)
+            best = best_of(records, request.objective, request.limits)
             elapsed = time.perf_counter() - started
             failed = sum(1 for r in records if not r.ok and counts_toward_budget(r))
             progress = Progress(
@@ -450,8 +464,12 @@ def tune(
     except KeyboardInterrupt:
         interrupted = True
         stop_reason = "interrupted; the running trial was stopped and is not counted"
-    search_best = best_of(records, request.objective)
-    assert search_best is not None  # the baseline succeeded
+    search_best = best_of(records, request.objective, request.limits)
+    if search_best is None:
+        say(
+            f"no configuration met the constraints ({request.limits.describe()}); keeping the defaults"
+        )
+        search_best = baseline
     pareto = pareto_of(records, request.all_objectives) if len(request.all_objectives) > 1 else ()
     best = search_best
     if confirmation is not None:

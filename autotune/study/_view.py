@@ -9,7 +9,7 @@ from typing import Any
 
 from autotune.config import Confirmation
 from autotune.errors import AutotuneError, UsageError
-from autotune.objectives import Objective
+from autotune.objectives import Limits, Objective
 from autotune.study._records import TrialRecord, best_of, optuna_module, pareto_of, records_of
 
 
@@ -46,7 +46,7 @@ class StudyView:
         """The confirmed winner when the study was confirmed, else the search's best."""
         if self.confirmation is not None:
             return self.record(self.confirmation.winner)
-        return best_of(self.records, self.objective)
+        return best_of(self.records, self.objective, Limits(self.attrs.get("limits") or {}))
 
     def record(self, number: int) -> TrialRecord:
         for r in self.records:
