@@ -81,9 +81,13 @@ def environment() -> dict[str, Any]:
     import psutil
 
     from autotune import __version__
+    from autotune.gpu import gpu_devices
 
     distributions = installed_ort_distributions()
+    gpus = gpu_devices()
     return {
+        "gpu": ", ".join(sorted({str(g["name"]) for g in gpus})) or None,
+        "gpu_driver": gpus[0]["driver"] if gpus else None,
         "autotune_version": __version__,
         "onnxruntime_version": next(iter(distributions.values()), None),
         "onnxruntime_package": ",".join(distributions) or None,

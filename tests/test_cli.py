@@ -256,3 +256,19 @@ def test_unusable_storage(url: str, code: int, message: str, magika: Path, tmp_p
     assert result.exit_code == code, result.output
     assert message in result.stderr and "Traceback" not in result.output
     assert not list((tmp_path / "o").glob("*/best.json"))
+
+
+def test_a_study_measured_on_another_machine_is_refused(magika: Path, tmp_path: Path) -> None:
+    """Timings from different CPUs or onnxruntime versions must not mix in one study."""
+    common = ["run", str(magika), "--out", str(tmp_path), "--trials", "1", *FAST]
+    assert runner.invoke(app, common).exit_code == 0
+    [best] = tmp_path.glob("*/best.json")
+    study = _study(tmp_path, best.parent.name)
+    env = dict(study.user_attrs["environment"])
+    env["cpu_model"] = "Some Other CPU 9000"
+    study.set_user_attr("environment", env)
+    again = runner.invoke(app, [*common[: -len(FAST)], "--trials", "2", *FAST])
+    assert again.exit_code == 2, again.output
+    assert (
+        "measured on another kind of machine (cpu_model 'Some Other CPU 9000' there" in again.stderr
+    )

@@ -192,7 +192,26 @@ def open_study(request: TuneRequest) -> Any:
                 f"study {request.study_name!r} was made for another {what} ({theirs!r}, this run "
                 f"has {ours!r}); pick a new --study name instead of mixing results"
             )
+    check_fingerprint(existing.get("environment") or {}, request.environment, request.study_name)
     return study
+
+
+#: The facts two machines must share for their timings to be comparable in one study.
+FINGERPRINT = ("cpu_model", "usable_cpus", "onnxruntime_version", "onnxruntime_package", "gpu")
+
+
+def check_fingerprint(theirs: Mapping[str, Any], ours: Mapping[str, Any], study: str) -> None:
+    """Refuse to add this machine's timings to a study measured on a different machine."""
+    differ = [
+        f"{key} {theirs.get(key)!r} there, {ours.get(key)!r} here"
+        for key in FINGERPRINT
+        if key in theirs and key in ours and theirs[key] != ours[key]
+    ]
+    if differ:
+        raise UsageError(
+            f"study {study!r} was measured on another kind of machine ({'; '.join(differ)}); "
+            "its timings would not be comparable: pick a new --study name"
+        )
 
 
 def _metric_attrs(m: Measurement) -> dict[str, Any]:
