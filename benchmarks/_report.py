@@ -1,0 +1,36 @@
+"""What the benchmark scripts share: the machine line and writing one section of BENCHMARKS.md."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from autotune.machine import environment
+
+
+def machine_line() -> str:
+    env = environment()
+    return (
+        f"Machine: {env['cpu_model']}, {env['usable_cpus']} usable CPUs "
+        f"({env['logical_cores']} logical, {env['physical_cores']} physical), "
+        f"{env['memory_gb']} GB, {env['os']}, Python {env['python']}, "
+        f"{env['onnxruntime_package']} {env['onnxruntime_version']}, "
+        f"autotune {env['autotune_version']}."
+    )
+
+
+def write_section(path: Path, heading: str, body: str) -> str:
+    """Put ``## heading`` and its body into the report: in place of that section if it is there,
+    else at the end; every other section is kept as it is."""
+    marker = f"## {heading}\n"
+    section = f"{marker}\n{body.strip()}\n"
+    existing = path.read_text() if path.exists() else "# Benchmarks\n"
+    if marker in existing:
+        head, _, tail = existing.partition(marker)
+        rest = tail.split("\n## ", 1)
+        after = "\n## " + rest[1] if len(rest) > 1 else ""
+        text = head + section + after
+    else:
+        text = existing.rstrip() + "\n\n" + section
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return section
