@@ -224,15 +224,15 @@ def run(
         )
     else:
         typer.echo(outcome.table)
-    if outcome.interrupted:
+    if outcome.result.interrupted:
         typer.echo(
             "Interrupted: the results above are what completed. "
             "Re-run the same command to resume the study.",
             err=True,
         )
         raise typer.Exit(code=130)
-    if outcome.failed_out:
-        typer.echo(f"Error: stopped early: {outcome.stop_reason}", err=True)
+    if outcome.result.failed_out:
+        typer.echo(f"Error: stopped early: {outcome.result.stop_reason}", err=True)
         raise typer.Exit(code=1)
 
 

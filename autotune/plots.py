@@ -169,7 +169,7 @@ def write_report(view: StudyView, importances: dict[str, float], folder: Path) -
         sections.append(("Throughput and latency against batch size", "batch.png", table))
     tuned = tuned_for_trial(view)
     rows = ["| | baseline | chosen | chosen/base |", "| --- | --- | --- | --- |"]
-    for label, get, _ in ROWS:
+    for label, get in ROWS:
         a, b = get(tuned.baseline), get(tuned.metrics)
         rows.append(
             f"| {label} | {fmt_number(a)} | {fmt_number(b)} | {b / a:.2f}x |"

@@ -9,16 +9,16 @@ from autotune.config import Confirmation, Measurement, TrialFailure, TunedConfig
 from autotune.objectives import Limits, Objective
 from autotune.study import Progress, TrialRecord, TuneResult
 
-# (label, getter, higher is better)
-ROWS: list[tuple[str, Callable[[Measurement], float], bool]] = [
-    ("batch size", lambda m: m.batch_size, True),
-    ("throughput (samples/s)", lambda m: m.throughput, True),
-    ("latency p50 (ms)", lambda m: m.latency_ms.p50, False),
-    ("latency p90 (ms)", lambda m: m.latency_ms.p90, False),
-    ("latency p99 (ms)", lambda m: m.latency_ms.p99, False),
-    ("peak memory (MB)", lambda m: m.peak_rss_mb or 0.0, False),
-    ("session creation (s)", lambda m: m.create_s, False),
-    ("first inference (s)", lambda m: m.first_run_s, False),
+# (label, getter)
+ROWS: list[tuple[str, Callable[[Measurement], float]]] = [
+    ("batch size", lambda m: m.batch_size),
+    ("throughput (samples/s)", lambda m: m.throughput),
+    ("latency p50 (ms)", lambda m: m.latency_ms.p50),
+    ("latency p90 (ms)", lambda m: m.latency_ms.p90),
+    ("latency p99 (ms)", lambda m: m.latency_ms.p99),
+    ("peak memory (MB)", lambda m: m.peak_rss_mb or 0.0),
+    ("session creation (s)", lambda m: m.create_s),
+    ("first inference (s)", lambda m: m.first_run_s),
 ]
 
 
@@ -144,7 +144,7 @@ def summary_table(
             "chosen/base",
         )
     ]
-    for label, get, _higher in ROWS:
+    for label, get in ROWS:
         a, b = get(base), get(best)
         rows.append((label, fmt_number(a), fmt_number(b), f"{b / a:.2f}x" if a else "-"))
     if base.peak_gpu_mb is not None and best.peak_gpu_mb is not None:

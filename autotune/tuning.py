@@ -21,7 +21,7 @@ from autotune.model import parse_dim_flags, parse_shape_flags, read_model, resol
 from autotune.objectives import Limits, parse_objectives
 from autotune.report import progress_line, summary_table
 from autotune.space import SearchSpace, default_batch_sizes, load_space, parse_batch_sizes
-from autotune.study import TuneRequest, check_storage
+from autotune.study import TuneRequest, TuneResult, check_storage
 from autotune.study import tune as run_study
 from autotune.variants import (
     DEFAULT_ACCURACY,
@@ -72,9 +72,7 @@ class RunOutcome:
     tuned: TunedConfig
     best_path: Path
     table: str
-    interrupted: bool = False
-    failed_out: bool = False
-    stop_reason: str = ""
+    result: TuneResult  # how the study ended: interrupted, stopped by failures, its reason
 
 
 def default_study_name(model_path: str, sha256: str, space: str, objective_slug: str) -> str:
@@ -313,9 +311,7 @@ def run_tuning(options: RunOptions, *, echo: Callable[[str], None]) -> RunOutcom
         tuned=tuned,
         best_path=path,
         table=table,
-        interrupted=result.interrupted,
-        failed_out=result.failed_out,
-        stop_reason=result.stop_reason,
+        result=result,
     )
 
 
