@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -118,12 +119,23 @@ def probe(provider: str) -> dict[str, Any]:
         return {"provider": provider, "ok": False, "error": reason}
 
 
+# ONNX Runtime's log line when a provider library does not load; the cause after "with error:"
+# names the missing CUDA/cuDNN library, the rest is source paths that vary by install location.
+_LOAD_FAILURE = re.compile(
+    r"Failed to load library (?P<library>\S+) with error: (?P<cause>[^\x1b]+)"
+)
+
+
 def reason_of(result: dict[str, Any]) -> str:
     """One line: why a probed provider does not work."""
     if result.get("error"):
         return str(result["error"])
     for line in result.get("log", []):
-        if "Failed to load library" in line or "cannot open shared object" in line:
+        failed = _LOAD_FAILURE.search(line)
+        if failed:
+            library = os.path.basename(failed.group("library"))
+            return f"cannot load {library}: {failed.group('cause').strip()}"[:300]
+        if "cannot open shared object" in line:
             return line.split("]", 1)[-1].strip()[:300]
     if result.get("log"):
         return result["log"][-1].split("]", 1)[-1].strip()[:300]
