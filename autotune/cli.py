@@ -269,7 +269,9 @@ OutOption = Annotated[Path, typer.Option(help="Results folder of `autotune run`.
 
 
 def _storage(storage: str | None, out: Path) -> str:
-    return storage or f"sqlite:///{out.resolve() / 'autotune.db'}"
+    from autotune.storage import storage_url
+
+    return storage_url(storage, out)
 
 
 @app.command()

@@ -26,6 +26,7 @@ from autotune.config import (
 from autotune.errors import AutotuneError, UsageError
 from autotune.model import ModelInfo, file_sha256
 from autotune.objectives import Objective
+from autotune.storage import shown
 from autotune.study import StudyView, TrialRecord, TuneResult
 
 
@@ -81,7 +82,7 @@ def _tuned(
         baseline=base_metrics,
         speedup=speedup,
         study_name=study[0],
-        storage=study[1],
+        storage=shown(study[1]),
         trial_number=record.number,
         environment=dict(environment),
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),

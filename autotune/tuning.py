@@ -21,6 +21,7 @@ from autotune.model import parse_dim_flags, parse_shape_flags, read_model, resol
 from autotune.objectives import Limits, parse_objectives
 from autotune.report import progress_line, summary_table
 from autotune.space import SearchSpace, default_batch_sizes, load_space, parse_batch_sizes
+from autotune.storage import shown, storage_url
 from autotune.study import TuneRequest, TuneResult, check_storage
 from autotune.study import tune as run_study
 from autotune.variants import (
@@ -209,7 +210,7 @@ def prepare(options: RunOptions) -> TuneRequest:
         space = with_gpu_memory_limit(space, options.max_gpu_memory_mb)
     space.check_providers(_available_providers())
     check_provider_works(space.providers[0].name)
-    storage = options.storage or f"sqlite:///{out / 'autotune.db'}"
+    storage = storage_url(options.storage, out)
     check_storage(storage)
     if not re.fullmatch(r"[A-Za-z0-9_.:-]+", name):
         raise UsageError(f"--study {name!r} may hold only letters, digits and _ . : -")
@@ -272,7 +273,7 @@ def run_tuning(options: RunOptions, *, echo: Callable[[str], None]) -> RunOutcom
     echo(
         f"space:   {request.space.name} ({len(request.space.params)} knobs, batch sizes {batches})"
     )
-    echo(f"study:   {request.study_name} in {request.storage}")
+    echo(f"study:   {request.study_name} in {shown(request.storage)}")
     echo(
         "objective: "
         + ", ".join(f"{o.name} ({o.direction})" for o in request.all_objectives)

@@ -245,7 +245,8 @@ def test_custom_op_domain_is_refused_up_front(custom_op_model: Path, tmp_path: P
 @pytest.mark.parametrize(
     ("url", "code", "message"),
     [
-        ("postgresql://autotune@127.0.0.1:1/none", 2, "database driver that is not installed"),
+        ("mysql://autotune@127.0.0.1:1/none", 2, "database driver that is not installed"),
+        ("postgresql://autotune:secret@127.0.0.1:1/none", 1, "cannot reach the study storage"),
         ("sqlite:////nonexistent-dir/sub/autotune.db", 1, "cannot open the study storage"),
     ],
 )
@@ -255,6 +256,7 @@ def test_unusable_storage(url: str, code: int, message: str, magika: Path, tmp_p
     )
     assert result.exit_code == code, result.output
     assert message in result.stderr and "Traceback" not in result.output
+    assert "secret" not in result.output  # a password never reaches the terminal
     assert not list((tmp_path / "o").glob("*/best.json"))
 
 

@@ -4,15 +4,13 @@
 ``load_study_view`` and friends read stored studies back for ``show``, ``export`` and ``report``.
 """
 
+from autotune.study._open import check_storage, open_study, study_attrs
 from autotune.study._records import TrialRecord, pareto_of, record_of, records_of
 from autotune.study._tune import (
     Measurer,
     Progress,
     TuneRequest,
     TuneResult,
-    check_storage,
-    open_study,
-    study_attrs,
     tune,
 )
 from autotune.study._view import StudyView, list_studies, load_study_view, param_importances

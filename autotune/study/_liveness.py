@@ -1,14 +1,18 @@
-"""Trials left running by a tuner that died, and the heartbeat that tells them apart."""
+"""Other tuners on the same study: the heartbeat that tells live ones from dead ones, the trials
+they left running when they died, and the ones they are measuring now."""
 
 from __future__ import annotations
 
 import os
 import socket
 import threading
+from collections.abc import Callable
 from typing import Any
 
+from autotune.runner import STOP
 from autotune.study._records import optuna_module
 
+WAIT_POLL_S = 1.0  # polling another tuner's running baseline
 HEARTBEAT_S = 10  # a running trial's heartbeat; one silent for GRACE_S is failed on resume
 GRACE_S = 60
 HOST = socket.gethostname()
@@ -67,3 +71,22 @@ class Heartbeat:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
+
+
+def running_trials(study: Any, *, baseline: bool = False) -> list[Any]:
+    """Trials running now; between its own trials, this tuner has none, so they are others'."""
+    optuna = optuna_module()
+    running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+    return [t for t in running if t.user_attrs.get("baseline")] if baseline else running
+
+
+def await_baseline(study: Any, say: Callable[[str], None]) -> bool:
+    """Wait while another tuner measures this study's baseline; whether there was one."""
+    if not running_trials(study, baseline=True):
+        return False
+    say("another tuner is measuring this study's baseline: waiting for it")
+    while running_trials(study, baseline=True):
+        if STOP.wait(WAIT_POLL_S):
+            raise KeyboardInterrupt
+        fail_orphaned_trials(study)  # a dead tuner's baseline stops counting after the grace
+    return True

@@ -28,7 +28,7 @@ from autotune.config import (
     TrialOutcome,
     WorkerJob,
 )
-from autotune.errors import AutotuneError, UsageError
+from autotune.errors import AutotuneError
 from autotune.finalists import confirm, pick_finalists
 from autotune.lock import machine_lock
 from autotune.model import ModelInfo
@@ -36,7 +36,14 @@ from autotune.objectives import Limits, Objective
 from autotune.rules import RuleContext, broken_rules
 from autotune.runner import STOP, run_trial
 from autotune.space import SearchSpace
-from autotune.study._liveness import GRACE_S, HEARTBEAT_S, HOST, Heartbeat, fail_orphaned_trials
+from autotune.study._liveness import (
+    HOST,
+    Heartbeat,
+    await_baseline,
+    fail_orphaned_trials,
+    running_trials,
+)
+from autotune.study._open import open_study
 from autotune.study._records import (
     TrialRecord,
     best_of,
@@ -122,96 +129,6 @@ class TuneResult:
     pareto: tuple[TrialRecord, ...] = ()  # several objectives: the non-dominated trials
     interrupted: bool = False  # Ctrl-C or SIGTERM: results are what completed before it
     failed_out: bool = False  # stopped by --max-failures consecutive failures
-
-
-def study_attrs(request: TuneRequest) -> dict[str, Any]:
-    return {
-        "model_path": request.model.path,
-        "model_sha256": request.model.sha256,
-        "model_size_bytes": request.model.size_bytes,
-        "opsets": dict(request.model.opsets),
-        "inputs": request.feeds.to_dict(),
-        "objective": ",".join(o.name for o in request.all_objectives),
-        "space": request.space.name,
-        "space_source": request.space.source,
-        "batch_sizes": list(request.space.batch_sizes),
-        "variants": dict(request.variant_paths),
-        "limits": dict(request.limits.bounds),
-        "environment": dict(request.environment),
-    }
-
-
-def check_storage(url: str) -> None:
-    """Fail early on a malformed URL or a missing database driver, before anything is written."""
-    import sqlalchemy
-    import sqlalchemy.exc
-
-    try:
-        sqlalchemy.create_engine(url).dispose()
-    except (sqlalchemy.exc.ArgumentError, sqlalchemy.exc.NoSuchModuleError, ValueError) as exc:
-        raise UsageError(f"--storage {url!r} is not a usable database URL: {exc}") from None
-    except ImportError as exc:
-        raise UsageError(
-            f"--storage {url!r} needs a database driver that is not installed ({exc.name}); "
-            "pip install it"
-        ) from None
-
-
-def open_study(request: TuneRequest) -> Any:
-    """Create the study or load it; refuse one that was made for another model or objective."""
-    optuna = optuna_module()
-    import sqlalchemy.exc
-
-    try:
-        storage = optuna.storages.RDBStorage(
-            request.storage, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S
-        )
-        study = optuna.create_study(
-            storage=storage,
-            study_name=request.study_name,
-            directions=[o.direction for o in request.all_objectives],
-            load_if_exists=True,
-        )
-    except (sqlalchemy.exc.ArgumentError, ValueError) as exc:
-        raise UsageError(
-            f"--storage {request.storage!r} is not a usable database URL: {exc}"
-        ) from None
-    except (sqlalchemy.exc.SQLAlchemyError, ImportError) as exc:
-        raise AutotuneError(
-            f"cannot open the study storage {request.storage!r}: {' '.join(str(exc).split())[:300]}"
-        ) from None
-    existing = study.user_attrs
-    if not existing:
-        for key, value in study_attrs(request).items():
-            study.set_user_attr(key, value)
-        return study
-    for key, what in (("model_sha256", "model"), ("objective", "objective"), ("space", "space")):
-        theirs, ours = existing.get(key), study_attrs(request)[key]
-        if theirs != ours:
-            raise UsageError(
-                f"study {request.study_name!r} was made for another {what} ({theirs!r}, this run "
-                f"has {ours!r}); pick a new --study name instead of mixing results"
-            )
-    check_fingerprint(existing.get("environment") or {}, request.environment, request.study_name)
-    return study
-
-
-#: The facts two machines must share for their timings to be comparable in one study.
-FINGERPRINT = ("cpu_model", "usable_cpus", "onnxruntime_version", "onnxruntime_package", "gpu")
-
-
-def check_fingerprint(theirs: Mapping[str, Any], ours: Mapping[str, Any], study: str) -> None:
-    """Refuse to add this machine's timings to a study measured on a different machine."""
-    differ = [
-        f"{key} {theirs.get(key)!r} there, {ours.get(key)!r} here"
-        for key in FINGERPRINT
-        if key in theirs and key in ours and theirs[key] != ours[key]
-    ]
-    if differ:
-        raise UsageError(
-            f"study {study!r} was measured on another kind of machine ({'; '.join(differ)}); "
-            "its timings would not be comparable: pick a new --study name"
-        )
 
 
 def _metric_attrs(m: Measurement) -> dict[str, Any]:
@@ -407,6 +324,7 @@ def tune(
         multivariate=True,
         group=True,
         n_startup_trials=max(4, min(10, request.trials // 3)),
+        constant_liar=True,  # other tuners' running trials steer this one's proposals away
     )
     ran = 0
 
@@ -426,6 +344,9 @@ def tune(
 
     measurer = Measurer(request, BASELINE_TIMEOUT_S, on_wait=say)
     baseline = next((r for r in records if r.baseline and r.ok), None)
+    if baseline is None and await_baseline(study, say):  # another tuner was measuring it
+        records[:] = records_of(study)
+        baseline = next((r for r in records if r.baseline and r.ok), None)
     if baseline is None and done() < request.trials:
         trial = study.ask()
         baseline = _measure_trial(
@@ -456,7 +377,14 @@ def tune(
     streak = 0
     confirmation = None
     try:
-        while done() < request.trials:
+        while True:
+            fail_orphaned_trials(study)
+            records[:] = records_of(study)  # the whole study: other tuners may add trials too
+            others = len(running_trials(study))
+            if done() + others >= request.trials:
+                if others:
+                    stop_reason += f" (counting {others} trial(s) other tuners are measuring)"
+                break
             elapsed = time.perf_counter() - started
             if request.timeout_s is not None and elapsed >= request.timeout_s:
                 stop_reason = f"time budget of {request.timeout_s:.0f} s reached"

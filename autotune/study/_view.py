@@ -10,6 +10,7 @@ from typing import Any
 from autotune.config import Confirmation
 from autotune.errors import AutotuneError, UsageError
 from autotune.objectives import Limits, Objective
+from autotune.storage import shown
 from autotune.study._records import TrialRecord, best_of, optuna_module, pareto_of, records_of
 
 
@@ -67,7 +68,7 @@ def _storage_for_reading(url: str) -> Any:
         return optuna.storages.RDBStorage(url)
     except (sqlalchemy.exc.SQLAlchemyError, ImportError, ValueError) as exc:
         raise AutotuneError(
-            f"cannot open the study storage {url!r}: {' '.join(str(exc).split())[:300]}"
+            f"cannot open the study storage {shown(url)!r}: {' '.join(str(exc).split())[:300]}"
         ) from None
 
 

@@ -1,0 +1,122 @@
+"""Opening a study: the storage checked before any work, the study created or resumed, and a
+study made for another model, objective, space or kind of machine refused."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from autotune.errors import AutotuneError, UsageError
+from autotune.storage import shown
+from autotune.study._liveness import GRACE_S, HEARTBEAT_S
+from autotune.study._records import optuna_module
+
+if TYPE_CHECKING:
+    from autotune.study._tune import TuneRequest
+
+CONNECT_TIMEOUT_S = 10  # reaching a database server
+
+
+def study_attrs(request: TuneRequest) -> dict[str, Any]:
+    return {
+        "model_path": request.model.path,
+        "model_sha256": request.model.sha256,
+        "model_size_bytes": request.model.size_bytes,
+        "opsets": dict(request.model.opsets),
+        "inputs": request.feeds.to_dict(),
+        "objective": ",".join(o.name for o in request.all_objectives),
+        "space": request.space.name,
+        "space_source": request.space.source,
+        "batch_sizes": list(request.space.batch_sizes),
+        "variants": dict(request.variant_paths),
+        "limits": dict(request.limits.bounds),
+        "environment": dict(request.environment),
+    }
+
+
+def check_storage(url: str) -> None:
+    """Fail early on a malformed URL or a missing database driver, before anything is written."""
+    import sqlalchemy
+    import sqlalchemy.exc
+
+    try:
+        postgres = url.startswith("postgresql")
+        engine = sqlalchemy.create_engine(
+            url, connect_args={"connect_timeout": CONNECT_TIMEOUT_S} if postgres else {}
+        )
+    except (sqlalchemy.exc.ArgumentError, sqlalchemy.exc.NoSuchModuleError, ValueError) as exc:
+        raise UsageError(f"--storage {shown(url)!r} is not a usable database URL: {exc}") from None
+    except ImportError as exc:
+        raise UsageError(
+            f"--storage {shown(url)!r} needs a database driver that is not installed ({exc.name}); "
+            "pip install it"
+        ) from None
+    try:
+        if engine.dialect.name != "sqlite":  # a server: reach it now, not after the model work
+            with engine.connect():
+                pass
+    except sqlalchemy.exc.SQLAlchemyError as exc:
+        cause = " ".join(str(getattr(exc, "orig", None) or exc).split())[:300]
+        raise AutotuneError(
+            f"cannot reach the study storage {shown(url)!r}: {cause}; "
+            "check that the database server is up and the URL's host, port, user and database"
+        ) from None
+    finally:
+        engine.dispose()
+
+
+def open_study(request: TuneRequest) -> Any:
+    """Create the study or load it; refuse one that was made for another model or objective."""
+    optuna = optuna_module()
+    import sqlalchemy.exc
+
+    try:
+        storage = optuna.storages.RDBStorage(
+            request.storage, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S
+        )
+        study = optuna.create_study(
+            storage=storage,
+            study_name=request.study_name,
+            directions=[o.direction for o in request.all_objectives],
+            load_if_exists=True,
+        )
+    except (sqlalchemy.exc.ArgumentError, ValueError) as exc:
+        raise UsageError(
+            f"--storage {shown(request.storage)!r} is not a usable database URL: {exc}"
+        ) from None
+    except (sqlalchemy.exc.SQLAlchemyError, ImportError) as exc:
+        raise AutotuneError(
+            f"cannot open the study storage {shown(request.storage)!r}: {' '.join(str(exc).split())[:300]}"
+        ) from None
+    existing = study.user_attrs
+    if not existing:
+        for key, value in study_attrs(request).items():
+            study.set_user_attr(key, value)
+        return study
+    for key, what in (("model_sha256", "model"), ("objective", "objective"), ("space", "space")):
+        theirs, ours = existing.get(key), study_attrs(request)[key]
+        if theirs != ours:
+            raise UsageError(
+                f"study {request.study_name!r} was made for another {what} ({theirs!r}, this run "
+                f"has {ours!r}); pick a new --study name instead of mixing results"
+            )
+    check_fingerprint(existing.get("environment") or {}, request.environment, request.study_name)
+    return study
+
+
+#: The facts two machines must share for their timings to be comparable in one study.
+FINGERPRINT = ("cpu_model", "usable_cpus", "onnxruntime_version", "onnxruntime_package", "gpu")
+
+
+def check_fingerprint(theirs: Mapping[str, Any], ours: Mapping[str, Any], study: str) -> None:
+    """Refuse to add this machine's timings to a study measured on a different machine."""
+    differ = [
+        f"{key} {theirs.get(key)!r} there, {ours.get(key)!r} here"
+        for key in FINGERPRINT
+        if key in theirs and key in ours and theirs[key] != ours[key]
+    ]
+    if differ:
+        raise UsageError(
+            f"study {study!r} was measured on another kind of machine ({'; '.join(differ)}); "
+            "its timings would not be comparable: pick a new --study name"
+        )

@@ -1,0 +1,186 @@
+"""Several tuners on one study: one budget, one baseline, on a real PostgreSQL server.
+
+The server is a throwaway cluster started here from the PostgreSQL binaries (Debian's
+``postgresql`` package; ``.ci/run`` installs it), on a free loopback port, removed afterwards.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import optuna
+import pytest
+
+from autotune.runner import STOP
+from autotune.storage import storage_url
+from autotune.study._liveness import await_baseline
+
+FAST = ["--min-time", "0.05", "--min-runs", "5", "--seed", "1", "--finalists", "1", "--rounds", "1"]
+
+
+def _pg_bin(name: str) -> str | None:
+    found = shutil.which(name)
+    if found:
+        return found
+    versions = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
+    return versions[-1] if versions else None
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def postgres() -> Iterator[str]:
+    """A URL to an empty database on a PostgreSQL server of its own."""
+    pytest.importorskip("psycopg", reason="pip install 'autotune[postgres]'")
+    initdb, pg_ctl = _pg_bin("initdb"), _pg_bin("pg_ctl")
+    if not (initdb and pg_ctl):
+        pytest.skip("PostgreSQL server binaries not found (apt-get install postgresql)")
+    # The server refuses to run as root: run it as the postgres user then.
+    as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    root = Path(tempfile.mkdtemp(prefix="autotune-pg-"))
+    if as_user:
+        shutil.chown(root, "postgres")
+    data, port = root / "data", _free_port()
+    subprocess.run(
+        [*as_user, initdb, "-D", str(data), "-A", "trust", "-U", "autotune", "--no-sync"],
+        check=True, capture_output=True, cwd=root,
+    )  # fmt: skip
+    options = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off"
+    subprocess.run(
+        [*as_user, pg_ctl, "-D", str(data), "-o", options, "-l", str(root / "log"), "-w", "start"],
+        check=True, capture_output=True, cwd=root,
+    )  # fmt: skip
+    try:
+        # A password in the URL (ignored by trust auth) shows that it is never printed or saved.
+        yield f"postgresql://autotune:not-shown@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run(
+            [*as_user, pg_ctl, "-D", str(data), "-m", "immediate", "stop"],
+            capture_output=True, cwd=root,
+        )  # fmt: skip
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _tuner(model: Path, url: str, out: Path, study: str, trials: int) -> subprocess.Popen[str]:
+    """A tuner whose output goes to OUT.log (a pipe left unread could stall it mid-trial)."""
+    command = [
+        sys.executable, "-m", "autotune.cli", "run", str(model), "--storage", url,
+        "--study", study, "--out", str(out), "--trials", str(trials), *FAST,
+    ]  # fmt: skip
+    with open(f"{out}.log", "w") as log:
+        return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, text=True)
+
+
+def _output(out: Path) -> str:
+    return Path(f"{out}.log").read_text()
+
+
+def _study(url: str, name: str) -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=storage_url(url, Path(".")))
+
+
+def _baseline_running(url: str, name: str) -> bool:
+    with contextlib.suppress(Exception):  # the study does not exist yet
+        return any(
+            t.user_attrs.get("baseline")
+            for t in _study(url, name).get_trials(states=(optuna.trial.TrialState.RUNNING,))
+        )
+    return False
+
+
+def test_two_tuners_share_one_study_one_budget_and_one_baseline(
+    postgres: str, magika: Path, tmp_path: Path
+) -> None:
+    """Two machines' worth of tuners (here on one host, so they also share its measuring lock)
+    on one study: the budget is the study's, the baseline is measured once, both add trials."""
+    name, trials = "shared", 8
+    first = _tuner(magika, postgres, tmp_path / "a", name, trials)
+    deadline = time.monotonic() + 60
+    while not _baseline_running(postgres, name):
+        assert first.poll() is None, _output(tmp_path / "a")
+        assert time.monotonic() < deadline, "the first tuner never started its baseline"
+        time.sleep(0.05)
+    second = _tuner(magika, postgres, tmp_path / "b", name, trials)
+    first.wait(timeout=240)
+    second.wait(timeout=240)
+    out_first, out_second = _output(tmp_path / "a"), _output(tmp_path / "b")
+    assert first.returncode == 0, out_first
+    assert second.returncode == 0, out_second
+
+    finished = [t for t in _study(postgres, name).trials if t.state.is_finished()]
+    assert len(finished) == trials, [(t.number, t.state.name) for t in finished]
+    assert [t.user_attrs["baseline"] for t in finished].count(True) == 1
+    pids = {t.user_attrs["pid"] for t in finished}
+    assert pids == {first.pid, second.pid}, "both tuners measured trials"
+
+    for out in ("a", "b"):
+        [best] = (tmp_path / out).glob("*/best.json")
+        text = best.read_text()
+        assert "not-shown" not in text
+        assert json.loads(text)["study"]["storage"].startswith("postgresql+psycopg://autotune:***@")
+    assert "not-shown" not in out_first + out_second
+
+
+def test_show_lists_a_postgresql_study(postgres: str, magika: Path, tmp_path: Path) -> None:
+    tuner = _tuner(magika, postgres, tmp_path / "o", "listed", 2)
+    assert tuner.wait(timeout=120) == 0, _output(tmp_path / "o")
+    shown = subprocess.run(
+        [sys.executable, "-m", "autotune.cli", "show", "--storage", postgres, "--json"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    rows = {row["name"]: row for row in json.loads(shown.stdout)}
+    assert "listed" in rows, rows
+
+
+def test_an_unreachable_server_is_one_clear_line(magika: Path, tmp_path: Path) -> None:
+    url = f"postgresql://autotune@127.0.0.1:{_free_port()}/postgres"
+    done = subprocess.run(
+        [sys.executable, "-m", "autotune.cli", "run", str(magika), "--storage", url,
+         "--out", str(tmp_path), "--trials", "2", *FAST],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    if "PostgreSQL driver" in done.stderr:
+        pytest.skip("no PostgreSQL driver installed")
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.startswith("Error: cannot reach the study storage"), done.stderr
+    assert "Traceback" not in done.stderr and not list(tmp_path.glob("*/best.json"))
+
+
+def test_a_tuner_waits_for_the_baseline_another_tuner_is_measuring(tmp_path: Path) -> None:
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'db'}", study_name="s")
+    said: list[str] = []
+    assert await_baseline(study, said.append) is False and not said  # nothing to wait for
+    trial = study.ask()
+    trial.set_user_attr("baseline", True)
+    threading.Timer(1.0, lambda: study.tell(trial, 1.0)).start()
+    started = time.monotonic()
+    assert await_baseline(study, said.append) is True
+    assert time.monotonic() - started >= 0.9
+    assert said == ["another tuner is measuring this study's baseline: waiting for it"]
+
+
+def test_waiting_for_another_tuners_baseline_stops_on_ctrl_c(tmp_path: Path) -> None:
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'db'}", study_name="s")
+    study.ask().set_user_attr("baseline", True)  # never finishes
+    threading.Timer(0.5, STOP.set).start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            await_baseline(study, lambda line: None)
+    finally:
+        STOP.clear()
