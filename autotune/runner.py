@@ -221,8 +221,11 @@ def _classify(
             raise ValueError(f"schema {document.get('schema')!r}")
         if document["status"] == "ok":
             measurement = Measurement.from_dict(document["measurement"])
+            own = measurement.peak_rss_mb  # the worker's own peak; wait4's counts the tuner's too
             return measurement.with_process(
-                peak_rss_mb=peak_rss_mb, wall_s=wall_s, peak_gpu_mb=peak_gpu_mb
+                peak_rss_mb=own if own is not None else peak_rss_mb,
+                wall_s=wall_s,
+                peak_gpu_mb=peak_gpu_mb,
             )
         return TrialFailure(document["kind"], document["message"], document.get("details", {}))
     except (ValueError, KeyError, TypeError, AttributeError) as exc:

@@ -18,6 +18,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -173,7 +174,25 @@ def run_job(job: WorkerJob, import_s: float) -> dict[str, Any]:
         return _failed("mismatch", str(exc), exc.details)
     except Exception as exc:  # onnxruntime raises its own pybind exception classes
         return _failed("error", f"{type(exc).__name__}: {' '.join(str(exc).split())}")
+    measurement = replace(measurement, peak_rss_mb=own_peak_rss_mb())
     return {"schema": RESULT_SCHEMA, "status": "ok", "measurement": measurement.to_dict()}
+
+
+def own_peak_rss_mb() -> float | None:
+    """This worker's peak resident memory, from its own address space (Linux ``VmHWM``).
+
+    Not the parent's ``wait4`` figure: on Linux a child's ``ru_maxrss`` starts from the memory it
+    had before ``exec``, a copy of the tuner's, so every trial would read at least the tuner's
+    own size. None where /proc is missing; the runner then falls back to ``ru_maxrss``.
+    """
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024  # kB
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -37,6 +37,16 @@ def test_real_worker_measures_a_real_model(magika: Path) -> None:
     assert outcome.wall_s is not None and outcome.wall_s > outcome.timed_s
 
 
+def test_peak_memory_is_the_workers_own_not_the_tuners(tiny_model: Path) -> None:
+    """A child's wait4 ru_maxrss starts from its parent's memory at fork; the figure must not."""
+    ballast = bytearray(600 * 2**20)
+    ballast[::4096] = b"\x01" * len(ballast[::4096])  # touch every page: resident
+    outcome = run_trial(_job(tiny_model), timeout_s=120)
+    assert isinstance(outcome, Measurement), outcome
+    assert outcome.peak_rss_mb is not None and 20 < outcome.peak_rss_mb < 500, outcome.peak_rss_mb
+    del ballast
+
+
 def test_io_binding_path_runs(tiny_model: Path) -> None:
     outcome = run_trial(_job(tiny_model, TrialConfig(io_binding=True, batch_size=3)), timeout_s=60)
     assert isinstance(outcome, Measurement), outcome
