@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
 import subprocess
 import sys
@@ -106,9 +108,21 @@ def _wait_for_trials(out: Path, count: int, proc: subprocess.Popen[bytes]) -> No
 
 
 def _workers_left() -> list[psutil.Process]:
+    """Live workers not owned by a running tuner: left behind by the one that was stopped.
+    (Workers of another autotune run on this machine, whose tuner is alive, do not count.)"""
+
+    def orphaned(worker: psutil.Process) -> bool:
+        with contextlib.suppress(psutil.Error):
+            parent = worker.parent()
+            head = parent.cmdline()[:3] if parent is not None else []
+            tuner = any(a == "autotune.cli" or os.path.basename(a) == "autotune" for a in head)
+            return not tuner
+        return False
+
     return [
         p for p in psutil.process_iter(["cmdline"])
-        if "autotune.worker" in " ".join(p.info["cmdline"] or []) and p.status() != "zombie"
+        if "autotune.worker" in " ".join(p.info["cmdline"] or [])
+        and p.status() != "zombie" and orphaned(p)
     ]  # fmt: skip
 
 
