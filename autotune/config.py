@@ -292,7 +292,7 @@ class Measurement:
     max_rel_err: float | None = None
     cosine: float | None = None  # lowest cosine similarity of an output with the baseline's
     top1_agreement: float | None = None  # share of rows whose argmax matches the baseline's
-    peak_rss_mb: float | None = None  # filled by the runner from the OS when the worker exits
+    peak_rss_mb: float | None = None  # the worker's own peak (VmHWM), else the OS's wait4 figure
     wall_s: float | None = None  # whole trial as the runner saw it, process start included
     peak_gpu_mb: float | None = None  # the worker's GPU memory from NVML (GPU providers only)
 
@@ -356,10 +356,13 @@ class RoundFigures:
     pairs: int  # rounds in which both it and the baseline produced a figure
     gain: float  # median against the baseline's median, > 1 is better (1 for the baseline)
     measurement: Measurement | None  # the round closest to the median, for the other figures
+    # Several objectives: each one's median over the successful rounds, by objective name.
+    medians: Mapping[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["values"] = list(self.values)
+        data["medians"] = dict(self.medians)
         data["measurement"] = self.measurement.to_dict() if self.measurement else None
         return data
 
@@ -376,6 +379,7 @@ class RoundFigures:
             pairs=int(data["pairs"]),
             gain=float(data["gain"]),
             measurement=Measurement.from_dict(m) if m else None,
+            medians={str(k): float(v) for k, v in data.get("medians", {}).items()},
         )
 
 
@@ -389,6 +393,9 @@ class Confirmation:
     winner: int  # trial number; the baseline's when no finalist beat it beyond the noise
     threshold: float  # the least gain a finalist needed, > 1
     verdict: str
+    # Several objectives: the trials (baseline included) no other re-measured one beats on every
+    # objective's median; empty for one objective.
+    front: tuple[int, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -398,6 +405,7 @@ class Confirmation:
             "winner": self.winner,
             "threshold": self.threshold,
             "verdict": self.verdict,
+            "front": list(self.front),
         }
 
     @classmethod
@@ -409,6 +417,7 @@ class Confirmation:
             winner=int(data["winner"]),
             threshold=float(data["threshold"]),
             verdict=str(data["verdict"]),
+            front=tuple(int(n) for n in data.get("front", ())),
         )
 
     def figures(self, trial_number: int) -> RoundFigures:

@@ -7,6 +7,9 @@ alike. A finalist wins only if the median of its rounds beats the baseline's by 
 ``MIN_GAIN`` and it beat the baseline measured beside it in enough rounds for a one-sided sign
 test at ``ALPHA`` (5 of 5, 7 of 8, ...); rounds are added while a finalist is still undecided.
 Otherwise the baseline is exported and the report says so.
+
+With several objectives the finalists are points spread along the search's Pareto front; the
+rounds give each objective's median, and the front is drawn again from those medians.
 """
 
 from __future__ import annotations
@@ -14,11 +17,12 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 
 import numpy as np
 
 from autotune.config import Confirmation, Measurement, RoundFigures, TrialConfig, TrialOutcome
-from autotune.objectives import Objective
+from autotune.objectives import Objective, pareto_front
 from autotune.stats import relative_spread
 
 MIN_GAIN = 0.02  # below a 2 % gain, a "win" is not worth changing a deployment for
@@ -52,18 +56,40 @@ def pick_finalists(
     return picked
 
 
+def spread_along_front(front: Sequence[Record], objective: Objective, k: int) -> list[Record]:
+    """``k`` points of a Pareto front, evenly spaced along ``objective`` and both ends included
+    (the best ``k`` by one objective would all sit at one end of the trade-off)."""
+    ok = [r for r in front if isinstance(r[2], Measurement)]
+    ok.sort(key=lambda r: objective.value(r[2]), reverse=objective.direction == "maximize")  # type: ignore[arg-type]
+    if k <= 0:
+        return []
+    if len(ok) <= k:
+        return ok
+    if k == 1:
+        return ok[:1]
+    step = (len(ok) - 1) / (k - 1)
+    return [ok[round(i * step)] for i in range(k)]
+
+
 def _figures(
     number: int,
     outcomes: Sequence[TrialOutcome],
     base_values: Sequence[float | None],
     base_median: float | None,
     objective: Objective,
+    also: Sequence[Objective] = (),
 ) -> RoundFigures:
     values = [objective.value(o) if isinstance(o, Measurement) else None for o in outcomes]
     good = [v for v in values if v is not None]
     if not good:
         return RoundFigures(number, (), len(values), math.nan, 0.0, 0, 0, 0.0, None)
     median = float(np.median(good))
+    measured = [o for o in outcomes if isinstance(o, Measurement)]
+    medians = (
+        {o.name: float(np.median([o.value(m) for m in measured])) for o in (objective, *also)}
+        if also
+        else {}
+    )
     paired = [
         (v, b) for v, b in zip(values, base_values, strict=True) if v is not None and b is not None
     ]
@@ -83,6 +109,7 @@ def _figures(
         pairs=len(paired),
         gain=gain,
         measurement=closest,
+        medians=medians,
     )
 
 
@@ -114,11 +141,14 @@ def confirm(
     measure: Callable[[TrialConfig], TrialOutcome],
     on_run: Callable[[int, int, TrialOutcome], None] | None = None,
     max_rounds: int | None = None,
+    also: Sequence[Objective] = (),
 ) -> Confirmation:
     """Measure the baseline and the finalists in interleaved rounds and pick the winner.
 
     At least ``rounds`` rounds; then one more at a time, up to ``max_rounds`` (default 3x),
-    while a finalist looks better but has not yet won enough paired rounds to be sure.
+    while a finalist looks better but has not yet won enough paired rounds to be sure. The
+    winner is judged on ``objective``; with ``also`` (the other objectives of the study) each
+    config's medians are kept for all of them and the confirmed Pareto front is recorded.
     """
     limit = max(rounds, max_rounds or 3 * rounds)
     contenders = [baseline, *finalists]
@@ -131,12 +161,27 @@ def confirm(
             if on_run is not None:
                 on_run(done, number, outcome)
         done += 1
-        base, figures = _all_figures(baseline, finalists, outcomes, objective)
+        base, figures = _all_figures(baseline, finalists, outcomes, objective, also)
         if done >= limit:
             break
         if done >= rounds and not any(_undecided(f, done, limit) for f in figures):
             break
-    return decide(base, figures, rounds=done, objective=objective)
+    confirmation = decide(base, figures, rounds=done, objective=objective)
+    if also:
+        confirmation = replace(
+            confirmation, front=confirmed_front(confirmation, [objective, *also])
+        )
+    return confirmation
+
+
+def confirmed_front(confirmation: Confirmation, objectives: Sequence[Objective]) -> tuple[int, ...]:
+    """The re-measured configs (baseline included) that no other one beats on every median."""
+    points = [
+        (f.trial_number, [f.medians[o.name] for o in objectives])
+        for f in (confirmation.baseline, *confirmation.finalists)
+        if f.values and all(o.name in f.medians for o in objectives)
+    ]
+    return tuple(pareto_front(points, list(objectives)))
 
 
 def _all_figures(
@@ -144,11 +189,13 @@ def _all_figures(
     finalists: Sequence[Record],
     outcomes: Sequence[Sequence[TrialOutcome]],
     objective: Objective,
+    also: Sequence[Objective] = (),
 ) -> tuple[RoundFigures, list[RoundFigures]]:
     base_values = [objective.value(o) if isinstance(o, Measurement) else None for o in outcomes[0]]
-    base = _figures(baseline[0], outcomes[0], [None] * len(base_values), None, objective)
+    base = _figures(baseline[0], outcomes[0], [None] * len(base_values), None, objective, also)
+    base_median = base.median if base.values else None
     figures = [
-        _figures(number, outs, base_values, base.median if base.values else None, objective)
+        _figures(number, outs, base_values, base_median, objective, also)
         for (number, _, _), outs in zip(finalists, outcomes[1:], strict=True)
     ]
     return base, figures

@@ -125,6 +125,47 @@ def pareto_table(front: Sequence[TrialRecord], objectives: Sequence[Objective]) 
     return [*text_table(rows), note]
 
 
+def confirmed_front_table(
+    confirmation: Confirmation,
+    objectives: Sequence[Objective],
+    records: Sequence[TrialRecord],
+    searched: int,
+) -> list[str]:
+    """The Pareto front drawn again from the re-measured medians, best on the first objective
+    first, each point against the baseline measured beside it."""
+    first = objectives[0]
+    base = confirmation.baseline
+    by_number = {r.number: r for r in records}
+    members = [f for f in (base, *confirmation.finalists) if f.trial_number in confirmation.front]
+    members.sort(key=lambda f: f.medians[first.name], reverse=first.direction == "maximize")
+    rows: list[tuple[str, ...]] = [
+        (
+            f"Pareto front (medians of {confirmation.rounds} rounds)",
+            *(f"{o.name} ({o.unit})" for o in objectives),
+            "settings",
+        )
+    ]
+    for f in members:
+        cells = []
+        for o in objectives:
+            value = f.medians[o.name]
+            ratio = o.ratio(value, base.medians[o.name]) if base.medians.get(o.name) else None
+            is_base = f is base
+            cells.append(
+                fmt_number(value) + ("" if is_base or ratio is None else f" ({ratio:.2f}x)")
+            )
+        record = by_number.get(f.trial_number)
+        label = f"#{f.trial_number}{' (baseline)' if f is base else ''}"
+        rows.append((label, *cells, record.config.describe() if record else "?"))
+    measured = 1 + len(confirmation.finalists)
+    note = (
+        f"({searched} points on the search's front; {measured} re-measured with the baseline, "
+        f"{len(members)} still on the front; (N.NNx) = better than the baseline by that factor; "
+        "pick a point with `autotune export --study STUDY --trial N`)"
+    )
+    return [*text_table(rows), note]
+
+
 def summary_table(
     tuned: TunedConfig,
     result: TuneResult,
@@ -162,6 +203,13 @@ def summary_table(
     )
     if result.pareto:
         lines += ["", *pareto_table(result.pareto, objectives or [objective])]
+    if confirmation is not None and confirmation.front and objectives:
+        lines += [
+            "",
+            *confirmed_front_table(
+                confirmation, objectives, result.records, searched=len(result.pareto)
+            ),
+        ]
     if confirmation is not None:
         lines += ["", *confirmation_table(confirmation, objective), confirmation.verdict]
     elif result.best.number == result.baseline.number:

@@ -197,11 +197,19 @@ def test_multi_objective_study_reports_a_pareto_front(tiny_model: Path, tmp_path
     result = runner.invoke(
         app,
         ["run", str(tiny_model), "-o", "throughput", "-o", "memory", "--trials", "6",
-         "--batch-sizes", "1,16", "--out", str(tmp_path), "--min-time", "0.05", "--min-runs", "3"],
+         "--batch-sizes", "1,16", "--out", str(tmp_path), "--min-time", "0.05", "--min-runs", "3",
+         "--rounds", "2"],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "Pareto front  throughput (samples/s)  memory (MB)" in result.stdout
+    assert "confirming: baseline #0 and Pareto points #" in result.stderr
+    assert "Pareto front (medians of " in result.stdout
     [best] = tmp_path.glob("*/best.json")
+    confirmation = json.loads(best.read_text())["confirmation"]
+    assert confirmation["front"] and set(confirmation["baseline"]["medians"]) == {
+        "throughput",
+        "memory",
+    }
     name = best.parent.name
     assert name.endswith("-cpu-throughput_memory")
     study = optuna.load_study(study_name=name, storage=f"sqlite:///{tmp_path / 'autotune.db'}")

@@ -5,12 +5,20 @@ from __future__ import annotations
 from dataclasses import replace
 
 from autotune.config import RoundFigures, TrialConfig, TrialFailure
-from autotune.finalists import MIN_GAIN, confirm, decide, pick_finalists, sign_test_p
+from autotune.finalists import (
+    MIN_GAIN,
+    confirm,
+    decide,
+    pick_finalists,
+    sign_test_p,
+    spread_along_front,
+)
 from autotune.objectives import parse_objective
 from tests.test_config import MEASUREMENT
 
 THROUGHPUT = parse_objective("throughput")
 LATENCY = parse_objective("latency")
+MEMORY = parse_objective("memory")
 
 
 def _m(throughput: float):  # type: ignore[no-untyped-def]
@@ -128,3 +136,40 @@ def test_failed_rounds_are_counted_not_ranked() -> None:
     )  # fmt: skip
     assert result.finalists[0].failures == 2 and result.winner == 0
     assert "every finalist failed" in result.verdict
+
+
+def test_pareto_finalists_are_spread_along_the_front_ends_included() -> None:
+    front = [(n, _cfg(n), _m(float(100 * n))) for n in range(1, 8)]  # 7 points
+    picked = spread_along_front(front, THROUGHPUT, 3)
+    assert [n for n, _, _ in picked] == [7, 4, 1]  # best end, middle, other end
+    assert [n for n, _, _ in spread_along_front(front[:2], THROUGHPUT, 3)] == [2, 1]
+    assert spread_along_front(front, THROUGHPUT, 0) == []
+
+
+def test_several_objectives_keep_every_median_and_redraw_the_front() -> None:
+    """The search said #5 trades throughput for memory; re-measured, #6 turns out to use more
+    memory than the baseline and falls off the front."""
+    figures = {1: (100.0, 80.0), 2: (150.0, 90.0), 3: (120.0, 95.0)}  # threads -> (tput, MB)
+
+    def measure(config: TrialConfig):  # type: ignore[no-untyped-def]
+        throughput, memory = figures[int(config.session_options["intra_op_num_threads"])]
+        return replace(MEASUREMENT, throughput=throughput, peak_rss_mb=memory)
+
+    result = confirm(
+        (0, _cfg(1), MEASUREMENT), [(5, _cfg(2), MEASUREMENT), (6, _cfg(3), MEASUREMENT)],
+        objective=THROUGHPUT, rounds=5, measure=measure, also=[MEMORY],
+    )  # fmt: skip
+    assert result.baseline.medians == {"throughput": 100.0, "memory": 80.0}
+    assert result.figures(6).medians == {"throughput": 120.0, "memory": 95.0}
+    assert result.front == (0, 5)  # #6 is beaten by #5 on both
+    assert result.winner == 5  # judged on the first objective, as with one objective
+    again = type(result).from_dict(result.to_dict())
+    assert again.front == (0, 5) and again.figures(5).medians == result.figures(5).medians
+
+
+def test_one_objective_records_no_front() -> None:
+    result = confirm(
+        (0, _cfg(1), MEASUREMENT), [(5, _cfg(2), MEASUREMENT)],
+        objective=THROUGHPUT, rounds=1, measure=lambda config: MEASUREMENT,
+    )  # fmt: skip
+    assert result.front == () and result.baseline.medians == {}

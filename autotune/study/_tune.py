@@ -29,7 +29,7 @@ from autotune.config import (
     WorkerJob,
 )
 from autotune.errors import AutotuneError
-from autotune.finalists import confirm, pick_finalists
+from autotune.finalists import confirm, pick_finalists, spread_along_front
 from autotune.lock import machine_lock
 from autotune.model import ModelInfo
 from autotune.objectives import Limits, Objective
@@ -260,20 +260,29 @@ def _confirm(
         r for r in records
         if not r.baseline and isinstance(r.outcome, Measurement) and request.limits.feasible(r.outcome)
     ]  # fmt: skip
-    finalists = pick_finalists(
-        [(r.number, r.config, r.outcome) for r in feasible],
-        baseline.config,
-        request.objective,
-        request.finalists,
-    )
+    several = len(request.all_objectives) > 1
+    if several:  # points spread along the search's Pareto front, not one end of it
+        front = pareto_of(feasible, request.all_objectives)
+        distinct = pick_finalists(
+            [(r.number, r.config, r.outcome) for r in front],
+            baseline.config,
+            request.objective,
+            len(front),
+        )
+        finalists = spread_along_front(distinct, request.objective, request.finalists)
+    else:
+        finalists = pick_finalists(
+            [(r.number, r.config, r.outcome) for r in feasible],
+            baseline.config,
+            request.objective,
+            request.finalists,
+        )
     if request.finalists <= 0 or request.rounds <= 0 or not finalists:
         return None
-    if len(request.all_objectives) > 1:
-        say("several objectives: the Pareto front is reported from the search measurements")
-        return None
     numbers = ", ".join(f"#{n}" for n, _, _ in finalists)
+    what = "Pareto points" if several else "finalists"
     say(
-        f"confirming: baseline #{baseline.number} and finalists {numbers}, "
+        f"confirming: baseline #{baseline.number} and {what} {numbers}, "
         f"{request.rounds} interleaved rounds in fresh workers"
     )
 
@@ -291,6 +300,7 @@ def _confirm(
         rounds=request.rounds,
         measure=measurer,
         on_run=on_run,
+        also=[o for o in request.all_objectives if o.name != request.objective.name],
     )
     study.set_user_attr("confirmation", confirmation.to_dict())
     return confirmation
