@@ -142,6 +142,13 @@ def run(
     max_failures: Annotated[
         int, typer.Option(min=1, help="Stop the study after this many failed trials in a row.")
     ] = 10,
+    patience: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Stop the search after this many trials without a new best (then confirm).",
+        ),
+    ] = None,
     max_latency_ms: Annotated[
         float | None,
         typer.Option(min=0, help="Constraint: p99 latency per run; the sampler learns it."),
@@ -204,6 +211,7 @@ def run(
         wait=wait,
         max_memory_mb=max_memory_mb,
         max_failures=max_failures,
+        patience=patience,
         max_gpu_memory_mb=max_gpu_memory_mb,
         max_latency_ms=max_latency_ms,
         max_startup_s=max_startup_s,

@@ -295,6 +295,9 @@ class Measurement:
     peak_rss_mb: float | None = None  # the worker's own peak (VmHWM), else the OS's wait4 figure
     wall_s: float | None = None  # whole trial as the runner saw it, process start included
     peak_gpu_mb: float | None = None  # the worker's GPU memory from NVML (GPU providers only)
+    # CPU time over wall time of the timed runs: how many cores the config keeps busy (spinning
+    # threads count: a config as fast as another but burning more cores costs co-located work).
+    cpu_cores: float | None = None
 
     @property
     def startup_s(self) -> float:

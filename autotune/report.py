@@ -17,6 +17,7 @@ ROWS: list[tuple[str, Callable[[Measurement], float]]] = [
     ("latency p90 (ms)", lambda m: m.latency_ms.p90),
     ("latency p99 (ms)", lambda m: m.latency_ms.p99),
     ("peak memory (MB)", lambda m: m.peak_rss_mb or 0.0),
+    ("CPU busy (cores)", lambda m: m.cpu_cores or 0.0),
     ("session creation (s)", lambda m: m.create_s),
     ("first inference (s)", lambda m: m.first_run_s),
 ]

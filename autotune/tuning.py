@@ -59,6 +59,7 @@ class RunOptions:
     wait: bool = True
     max_memory_mb: float | None = None  # default: a share of the memory available now
     max_failures: int = 10
+    patience: int | None = None  # trials without a new best that end the search
     max_gpu_memory_mb: float | None = None
     max_latency_ms: float | None = None  # constraint on p99 latency
     max_startup_s: float | None = None  # constraint on session creation + first run
@@ -238,6 +239,7 @@ def prepare(options: RunOptions) -> TuneRequest:
         max_memory_mb=options.max_memory_mb or default_memory_cap_mb(),
         memory_constraint=options.max_memory_mb is not None,
         max_failures=options.max_failures,
+        patience=options.patience,
         static_shapes=static_shapes,
         max_gpu_memory_mb=options.max_gpu_memory_mb,
         accuracy=accuracy,
@@ -287,6 +289,7 @@ def run_tuning(options: RunOptions, *, echo: Callable[[str], None]) -> RunOutcom
     )
     echo(
         f"limits:  {request.max_memory_mb:.0f} MB per trial, stop after {request.max_failures} failures in a row"
+        + (f" or {request.patience} trials without a new best" if request.patience else "")
     )
     if request.limits.bounds:
         echo(f"constraints: {request.limits.describe()} (the sampler learns them)")
@@ -341,6 +344,7 @@ def tune(
     wait: bool = True,
     max_memory_mb: float | None = None,
     max_failures: int = 10,
+    patience: int | None = None,
     max_gpu_memory_mb: float | None = None,
     max_latency_ms: float | None = None,
     max_startup_s: float | None = None,
@@ -382,6 +386,7 @@ def tune(
         wait=wait,
         max_memory_mb=max_memory_mb,
         max_failures=max_failures,
+        patience=patience,
         max_gpu_memory_mb=max_gpu_memory_mb,
         max_latency_ms=max_latency_ms,
         max_startup_s=max_startup_s,

@@ -115,9 +115,11 @@ def measure(job: WorkerJob, import_s: float) -> Measurement:
         max_s=max(settings.warmup_s, 5.0),
     )
     cap_runs, cap_s = settings.max_runs, settings.max_time_s
+    cpu0, wall0 = time.process_time(), clock()
     times = _loop(
         run, min_runs=settings.min_runs, min_s=settings.min_time_s, max_runs=cap_runs, max_s=cap_s
     )
+    cpu_cores = (time.process_time() - cpu0) / max(clock() - wall0, 1e-9)  # every thread's time
     notes = []
     trimmed = warmup_prefix(times)
     if trimmed:
@@ -145,6 +147,7 @@ def measure(job: WorkerJob, import_s: float) -> Measurement:
         work_s=clock() - started,
         unstable=instability(stats),
         notes=tuple(notes),
+        cpu_cores=round(cpu_cores, 3),
         max_abs_err=accuracy.get("max_abs_err"),
         max_rel_err=accuracy.get("max_rel_err"),
         cosine=accuracy.get("cosine"),

@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 import autotune
 from autotune.cli import app
 from autotune.session import read_tuned
+from autotune.study import load_study_view
 
 runner = CliRunner()
 
@@ -223,6 +224,24 @@ def test_multi_objective_study_reports_a_pareto_front(tiny_model: Path, tmp_path
     assert exported.exit_code == 0, exported.output
     report = runner.invoke(app, ["report", "--out", str(tmp_path), "--study", name])
     assert report.exit_code == 0 and (best.parent / "report" / "pareto.png").is_file()
+
+
+def test_patience_ends_the_search_after_trials_without_a_new_best(
+    tiny_model: Path, tmp_path: Path
+) -> None:
+    result = runner.invoke(
+        app,
+        ["run", str(tiny_model), "--trials", "40", "--patience", "3", "--out", str(tmp_path),
+         "--min-time", "0.02", "--min-runs", "3", "--finalists", "0", "--seed", "2"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "stopped: no new best in the last 3 trials (--patience)" in result.stdout
+    [best] = tmp_path.glob("*/best.json")
+    view = load_study_view(f"sqlite:///{tmp_path / 'autotune.db'}", best.parent.name)
+    numbers = [r.number for r in view.records]
+    assert len(numbers) < 40
+    champion = max(view.records, key=lambda r: r.outcome.throughput if r.ok else 0.0)  # type: ignore[union-attr]
+    assert numbers[-1] - champion.number == 3  # exactly the patience after the best
 
 
 def test_constraints_are_learned_and_respected(magika: Path, tmp_path: Path) -> None:

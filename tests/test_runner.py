@@ -35,6 +35,8 @@ def test_real_worker_measures_a_real_model(magika: Path) -> None:
     assert outcome.create_s > 0 and outcome.first_run_s > 0 and outcome.import_s > 0
     assert outcome.peak_rss_mb is not None and outcome.peak_rss_mb > 30
     assert outcome.wall_s is not None and outcome.wall_s > outcome.timed_s
+    # One intra-op thread: the timed runs keep at most one core busy.
+    assert outcome.cpu_cores is not None and 0.05 < outcome.cpu_cores <= 1.1, outcome.cpu_cores
 
 
 def test_peak_memory_is_the_workers_own_not_the_tuners(tiny_model: Path) -> None:

@@ -80,6 +80,7 @@ class TuneRequest:
     memory_constraint: bool = False  # the cap was set by the user: hitting it violates it
     max_gpu_memory_mb: float | None = None  # per-trial GPU memory cap (NVML), a constraint
     max_failures: int = 10  # consecutive failed trials that stop the study
+    patience: int | None = None  # trials since the study's best that end the search
     static_shapes: bool = True  # input shapes never change in this study (one batch size)
     objectives: tuple[Objective, ...] = ()  # several: a multi-objective study (Pareto front)
     limits: Limits = field(default_factory=Limits)  # constraints a chosen config must meet
@@ -139,6 +140,7 @@ def _metric_attrs(m: Measurement) -> dict[str, Any]:
         "latency_p99_ms": round(m.latency_ms.p99, 4),
         "peak_rss_mb": round(m.peak_rss_mb or 0.0, 1),
         "startup_s": round(m.startup_s, 4),
+        "cpu_cores": m.cpu_cores,
         "unstable": " | ".join(m.unstable),
         "measurement": m.to_dict(),
     }
@@ -238,6 +240,14 @@ def _measure_trial(
             trial.set_user_attr("constraint_violation", "max_memory_mb")
         study.tell(trial, state=optuna.trial.TrialState.FAIL)
     return TrialRecord(trial.number, config, outcome, baseline=baseline)
+
+
+def _since_best(records: Sequence[TrialRecord], request: TuneRequest) -> int:
+    """Trials that used the budget since the study's best so far (failed ones included)."""
+    best = best_of(records, request.objective, request.limits)
+    if best is None:
+        return 0
+    return sum(1 for r in records if r.number > best.number and counts_toward_budget(r))
 
 
 def _trial_timeout(request: TuneRequest, baseline: TrialRecord) -> float:
@@ -394,6 +404,10 @@ def tune(
             if done() + others >= request.trials:
                 if others:
                     stop_reason += f" (counting {others} trial(s) other tuners are measuring)"
+                break
+            stale = _since_best(records, request)
+            if request.patience is not None and stale >= request.patience:
+                stop_reason = f"no new best in the last {stale} trials (--patience)"
                 break
             elapsed = time.perf_counter() - started
             if request.timeout_s is not None and elapsed >= request.timeout_s:
