@@ -364,7 +364,8 @@ def tune(
 
     measurer = Measurer(request, BASELINE_TIMEOUT_S, on_wait=say)
     baseline = next((r for r in records if r.baseline and r.ok), None)
-    if baseline is None and await_baseline(study, say):  # another tuner was measuring it
+    if baseline is None:  # another tuner may be measuring it, or may just have finished it
+        await_baseline(study, say)
         records[:] = records_of(study)
         baseline = next((r for r in records if r.baseline and r.ok), None)
     if baseline is None and done() < request.trials:
