@@ -68,6 +68,19 @@ def latency_stats(seconds: Sequence[float]) -> LatencyStats:
     )
 
 
+def noise(stats: LatencyStats) -> float:
+    """How noisy a window of runs is: robust spread over the median plus the outlier share."""
+    spread = MAD_SCALE * stats.mad / stats.p50 if stats.p50 > 0 else 0.0
+    return spread + (stats.outliers / stats.count if stats.count else 0.0)
+
+
+def noisy(stats: LatencyStats) -> bool:
+    """Unstable for a reason a second window might not share (not too few runs, not the timer)."""
+    spread = MAD_SCALE * stats.mad / stats.p50 if stats.p50 > 0 else 0.0
+    share = stats.outliers / stats.count if stats.count else 0.0
+    return spread >= MAX_SPREAD or share > MAX_OUTLIER_SHARE
+
+
 def instability(stats: LatencyStats) -> tuple[str, ...]:
     """Why these timings should not be trusted, each with what to try; empty when stable."""
     reasons = []

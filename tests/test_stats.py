@@ -3,7 +3,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from autotune.stats import instability, latency_stats, relative_spread, warmup_prefix
+from autotune.stats import (
+    instability,
+    latency_stats,
+    noise,
+    noisy,
+    relative_spread,
+    warmup_prefix,
+)
 
 
 def test_latency_stats_in_milliseconds() -> None:
@@ -60,3 +67,14 @@ def test_relative_spread() -> None:
     assert relative_spread([10, 10, 10]) == 0
     assert relative_spread([9, 10, 11, 12]) == pytest.approx((11.25 - 9.75) / 10.5)
     assert relative_spread([5]) == 0
+
+
+def test_noise_ranks_windows_and_noisy_ignores_what_a_retry_cannot_fix() -> None:
+    rng = np.random.default_rng(0)
+    steady = latency_stats(0.002 * (1 + 0.01 * rng.standard_normal(200)))
+    bursty = latency_stats(np.r_[0.002 * np.ones(160), 0.006 * np.ones(40)])  # 20 % outliers
+    wide = latency_stats(0.002 * (1 + 0.3 * rng.standard_normal(200)).clip(0.2))
+    assert not noisy(steady) and noisy(bursty) and noisy(wide)
+    assert noise(steady) < noise(bursty) and noise(steady) < noise(wide)
+    few = latency_stats([0.002, 0.002, 0.002])  # too few runs: more of the same would not help
+    assert instability(few) and not noisy(few)
