@@ -25,7 +25,8 @@ import pytest
 
 from autotune.runner import STOP
 from autotune.storage import storage_url
-from autotune.study._liveness import await_baseline
+from autotune.study import _liveness
+from autotune.study._liveness import await_baseline, claim, fail_orphaned_trials, running_trials
 
 FAST = ["--min-time", "0.05", "--min-runs", "5", "--seed", "1", "--finalists", "1", "--rounds", "1"]
 
@@ -166,7 +167,7 @@ def test_a_tuner_waits_for_the_baseline_another_tuner_is_measuring(tmp_path: Pat
     study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'db'}", study_name="s")
     said: list[str] = []
     assert await_baseline(study, said.append) is False and not said  # nothing to wait for
-    trial = study.ask()
+    trial = claim(study.ask())
     trial.set_user_attr("baseline", True)
     threading.Timer(1.0, lambda: study.tell(trial, 1.0)).start()
     started = time.monotonic()
@@ -177,10 +178,32 @@ def test_a_tuner_waits_for_the_baseline_another_tuner_is_measuring(tmp_path: Pat
 
 def test_waiting_for_another_tuners_baseline_stops_on_ctrl_c(tmp_path: Path) -> None:
     study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'db'}", study_name="s")
-    study.ask().set_user_attr("baseline", True)  # never finishes
+    claim(study.ask()).set_user_attr("baseline", True)  # never finishes
     threading.Timer(0.5, STOP.set).start()
     try:
         with pytest.raises(KeyboardInterrupt):
             await_baseline(study, lambda line: None)
     finally:
         STOP.clear()
+
+
+def test_a_dead_tuners_trials_never_hold_the_budget(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """kill -9 between ``ask`` and ``claim`` leaves an unclaimed RUNNING trial, and after the
+    claim one with a dead pid: neither counts as another tuner's running trial."""
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'db'}", study_name="s")
+    live = claim(study.ask())
+    unclaimed = study.ask()
+    dead = study.ask()
+    done = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    dead.set_user_attr("host", _liveness.HOST)
+    dead.set_user_attr("pid", int(done.stdout))  # that process has exited
+    assert [t.number for t in running_trials(study)] == [live.number]
+    assert fail_orphaned_trials(study) == 1  # the dead pid at once; the unclaimed one is young
+    monkeypatch.setattr(_liveness, "GRACE_S", 0)
+    assert fail_orphaned_trials(study) == 1  # the unclaimed one, past the grace period
+    states = {t.number: t.state.name for t in study.get_trials()}
+    assert states == {live.number: "RUNNING", unclaimed.number: "FAIL", dead.number: "FAIL"}

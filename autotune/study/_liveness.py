@@ -7,6 +7,7 @@ import os
 import socket
 import threading
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from autotune.runner import STOP
@@ -28,24 +29,47 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def claim(trial: Any) -> Any:
+    """Mark a just-asked trial as this tuner's (host and pid), first thing after ``ask``, so
+    other tuners can tell whether it is alive."""
+    trial.set_user_attr("host", HOST)
+    trial.set_user_attr("pid", os.getpid())
+    return trial
+
+
+def _alive(trial: Any) -> bool:
+    """Whether a RUNNING trial's tuner still runs, as far as this host can tell: on this host by
+    its pid; elsewhere by its heartbeat (Optuna fails stale ones). Unclaimed: not alive."""
+    attrs = trial.user_attrs
+    if "host" not in attrs:
+        return False
+    return attrs["host"] != HOST or _pid_alive(int(attrs.get("pid", 0)))
+
+
 def fail_orphaned_trials(study: Any) -> int:
     """Mark trials left RUNNING by a tuner that died (kill -9, power loss) as failed.
 
     A trial of this host whose tuner process is gone fails at once; any other stops counting as
-    running once its heartbeat is older than the grace period (Optuna's stale-trial check).
+    running once its heartbeat is older than the grace period (Optuna's stale-trial check). One
+    its tuner never claimed (killed between ``ask`` and ``claim``) fails after the grace period.
     """
     optuna = optuna_module()
     storage = study._storage
     failed = 0
+    now = datetime.now()
     for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-        attrs = trial.user_attrs
-        if attrs.get("host") == HOST and not _pid_alive(int(attrs.get("pid", 0))):
-            storage.set_trial_user_attr(trial._trial_id, "failure_kind", "interrupted")
-            storage.set_trial_user_attr(
-                trial._trial_id, "failure_message", "the tuner running it died before it finished"
-            )
-            storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
-            failed += 1
+        claimed = "host" in trial.user_attrs
+        started = trial.datetime_start or now
+        if claimed and _alive(trial):
+            continue
+        if not claimed and (now - started).total_seconds() < GRACE_S:
+            continue  # being claimed right now, or not yet known to be dead
+        storage.set_trial_user_attr(trial._trial_id, "failure_kind", "interrupted")
+        storage.set_trial_user_attr(
+            trial._trial_id, "failure_message", "the tuner running it died before it finished"
+        )
+        storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
+        failed += 1
     optuna.storages.fail_stale_trials(study)
     return failed
 
@@ -74,10 +98,12 @@ class Heartbeat:
 
 
 def running_trials(study: Any, *, baseline: bool = False) -> list[Any]:
-    """Trials running now; between its own trials, this tuner has none, so they are others'."""
+    """Trials live tuners are running now; between its own trials, this tuner has none, so they
+    are others'. A dead tuner's trial does not count, even before it is marked failed."""
     optuna = optuna_module()
     running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
-    return [t for t in running if t.user_attrs.get("baseline")] if baseline else running
+    live = [t for t in running if _alive(t)]
+    return [t for t in live if t.user_attrs.get("baseline")] if baseline else live
 
 
 def await_baseline(study: Any, say: Callable[[str], None]) -> bool:

@@ -10,7 +10,6 @@ optuna-dashboard shows them.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -37,9 +36,9 @@ from autotune.rules import RuleContext, broken_rules
 from autotune.runner import STOP, run_trial
 from autotune.space import SearchSpace
 from autotune.study._liveness import (
-    HOST,
     Heartbeat,
     await_baseline,
+    claim,
     fail_orphaned_trials,
     running_trials,
 )
@@ -201,8 +200,6 @@ def _measure_trial(
     trial.set_user_attr("config", config.to_dict())
     trial.set_user_attr("baseline", baseline)
     trial.set_user_attr("summary", config.describe())
-    trial.set_user_attr("host", HOST)
-    trial.set_user_attr("pid", os.getpid())
     broken = broken_rules(config, RuleContext(static_shapes=request.static_shapes))
     try:
         if broken:  # never started: a known-bad combination
@@ -369,7 +366,7 @@ def tune(
         records[:] = records_of(study)
         baseline = next((r for r in records if r.baseline and r.ok), None)
     if baseline is None and done() < request.trials:
-        trial = study.ask()
+        trial = claim(study.ask())
         baseline = _measure_trial(
             study, trial, request.space.baseline(), request, measurer, baseline=True
         )
@@ -414,7 +411,7 @@ def tune(
             if request.timeout_s is not None and elapsed >= request.timeout_s:
                 stop_reason = f"time budget of {request.timeout_s:.0f} s reached"
                 break
-            trial = study.ask()
+            trial = claim(study.ask())  # before the sampler's suggestions, which take a while
             config = request.space.suggest(trial)
             record = _measure_trial(study, trial, config, request, measurer, baseline=False)
             ran += 1
