@@ -18,6 +18,11 @@ from pathlib import Path
 
 from autotune.errors import AutotuneError
 
+# A waiter tries this often. The holder, between two of its trials, lets go of the lock only for
+# the few tens of milliseconds it takes to record one trial and ask for the next; a slower poll
+# would let one tuner keep the machine for a whole study while another waits.
+WAIT_POLL_S = 0.01
+
 
 def lock_path() -> Path:
     default = Path(tempfile.gettempdir()) / "autotune-measure.lock"
@@ -41,7 +46,7 @@ def _wait_for(fd: int, stop: threading.Event | None) -> None:
         except BlockingIOError:
             if stop is not None and stop.is_set():
                 raise KeyboardInterrupt from None
-            time.sleep(0.1)
+            time.sleep(WAIT_POLL_S)
 
 
 @contextmanager

@@ -101,7 +101,9 @@ def _finished(out: Path) -> list[optuna.trial.FrozenTrial]:
 def _wait_for_trials(out: Path, count: int, proc: subprocess.Popen[bytes]) -> None:
     deadline = time.monotonic() + 120
     while len(_finished(out)) < count:
-        assert proc.poll() is None, "the tuner ended before it was interrupted"
+        if proc.poll() is not None:
+            _, stderr = proc.communicate()
+            pytest.fail(f"the tuner ended before it was interrupted: {stderr.decode()[-2000:]}")
         assert time.monotonic() < deadline, "no progress"
         time.sleep(0.2)
     time.sleep(0.3)  # into the next trial

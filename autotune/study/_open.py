@@ -3,6 +3,7 @@ study made for another model, objective, space or kind of machine refused."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -15,6 +16,27 @@ if TYPE_CHECKING:
     from autotune.study._tune import TuneRequest
 
 CONNECT_TIMEOUT_S = 10  # reaching a database server
+SCHEMA_TRIES = 6  # opening a storage while another process creates its tables
+# What a process sees when another one creates the same database's tables at the same moment
+# (SQLAlchemy's create_all and Optuna's alembic stamp are not safe against that).
+_SCHEMA_RACE = ("already exists", "alembic_version", "duplicate key", "database is locked")
+
+
+def rdb_storage(url: str, **kwargs: Any) -> Any:
+    """Optuna's RDB storage for ``url``, retried while another tuner (or ``show``, or the
+    dashboard) creates the same new database's tables."""
+    optuna = optuna_module()
+    import sqlalchemy.exc
+
+    for attempt in range(SCHEMA_TRIES):
+        try:
+            return optuna.storages.RDBStorage(url, **kwargs)
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError) as exc:
+            raced = any(text in str(exc) for text in _SCHEMA_RACE)
+            if not raced or attempt == SCHEMA_TRIES - 1:
+                raise
+            time.sleep(0.1 * (attempt + 1))
+    raise AssertionError("unreachable")
 
 
 def study_attrs(request: TuneRequest) -> dict[str, Any]:
@@ -71,9 +93,7 @@ def open_study(request: TuneRequest) -> Any:
     import sqlalchemy.exc
 
     try:
-        storage = optuna.storages.RDBStorage(
-            request.storage, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S
-        )
+        storage = rdb_storage(request.storage, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S)
         study = optuna.create_study(
             storage=storage,
             study_name=request.study_name,

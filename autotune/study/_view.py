@@ -11,6 +11,7 @@ from autotune.config import Confirmation
 from autotune.errors import AutotuneError, UsageError
 from autotune.objectives import Limits, Objective
 from autotune.storage import shown
+from autotune.study._open import rdb_storage
 from autotune.study._records import TrialRecord, best_of, optuna_module, pareto_of, records_of
 
 
@@ -57,7 +58,6 @@ class StudyView:
 
 
 def _storage_for_reading(url: str) -> Any:
-    optuna = optuna_module()
     import sqlalchemy.exc
 
     if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).is_file():
@@ -65,7 +65,7 @@ def _storage_for_reading(url: str) -> Any:
             f"no study database at {url.removeprefix('sqlite:///')}; pass --storage or --out"
         )
     try:
-        return optuna.storages.RDBStorage(url)
+        return rdb_storage(url)
     except (sqlalchemy.exc.SQLAlchemyError, ImportError, ValueError) as exc:
         raise AutotuneError(
             f"cannot open the study storage {shown(url)!r}: {' '.join(str(exc).split())[:300]}"
