@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from pathlib import Path
 
 from autotune.machine import environment
@@ -16,6 +17,19 @@ def machine_line() -> str:
         f"{env['onnxruntime_package']} {env['onnxruntime_version']}, "
         f"autotune {env['autotune_version']}."
     )
+
+
+def footer(command: str, minutes: float) -> list[str]:
+    """The lines that close every section: the machine, when and how long, and the command."""
+    return [
+        "",
+        machine_line(),
+        f"Run: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {minutes:.1f} min in all.",
+        "",
+        "```sh",
+        command,
+        "```",
+    ]
 
 
 def write_section(path: Path, heading: str, body: str) -> str:

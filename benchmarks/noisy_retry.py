@@ -18,13 +18,12 @@ import statistics
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from _report import machine_line, write_section  # noqa: E402  (beside this script)
+from _report import footer, write_section  # noqa: E402  (beside this script)
 
 from autotune import zoo  # noqa: E402
 from autotune.config import Measurement, MeasureSettings, TrialConfig, WorkerJob  # noqa: E402
@@ -117,24 +116,19 @@ def main(argv: list[str] | None = None) -> int:
         )
     pairs = list(zip(rows[0::2], rows[1::2], strict=True))  # (off, on) per model
 
-    def ratio(index: int) -> float:
-        return statistics.median(on[index] / off[index] for off, on in pairs if off[index] > 0)
+    def ratio(index: int) -> str:
+        ratios = [on[index] / off[index] for off, on in pairs if off[index] > 0]
+        return f"x{statistics.median(ratios):.2f}" if ratios else "n/a (zero when off)"
 
     lines += [
         "",
-        f"Retry on against off (median over models): p50 spread x{ratio(3):.2f}, p99 spread "
-        f"x{ratio(4):.2f}, share flagged unstable x{ratio(5):.2f}, wall per trial "
-        f"x{ratio(7):.2f}. Below 1 is better.",
-        "",
-        machine_line(),
-        f"Run: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, "
-        f"{(time.perf_counter() - started) / 60:.1f} min.",
-        "",
-        "```sh",
-        command,
-        "```",
+        f"Retry on against off (median over models): p50 spread {ratio(3)}, p99 spread "
+        f"{ratio(4)}, share flagged unstable {ratio(5)}, wall per trial "
+        f"{ratio(7)}. Below 1 is better.",
+        *footer(command, (time.perf_counter() - started) / 60),
     ]
-    heading = f"{HEADING} ({'bursts ' + str(int(args.burst_ms)) + '/' + str(int(args.period_ms)) + ' ms' if hog is not None else 'no added load'})"
+    kind = f"bursts {args.burst_ms:.0f}/{args.period_ms:.0f} ms" if hog else "no added load"
+    heading = f"{HEADING} ({kind})"
     print(write_section(args.out, heading, "\n".join(lines)))
     return 0
 

@@ -20,11 +20,10 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
-from _report import machine_line, write_section  # beside this script
+from _report import footer, write_section  # beside this script
 
 from autotune import zoo
 from autotune.config import RoundFigures, TrialConfig
@@ -155,18 +154,7 @@ def write_report(
         )
         if row.autotune.result.confirmation is not None:
             lines.append(f"  - autotune's own verdict: {row.autotune.result.confirmation.verdict}")
-    lines += [
-        "",
-        machine_line(),
-        f"Run: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {wall_s / 60:.1f} min in all.",
-        "",
-        "Reproduce:",
-        "",
-        "```sh",
-        command,
-        "```",
-        "",
-    ]
+    lines += footer(command, wall_s / 60)
     return write_section(path, "Search against an exhaustive grid", "\n".join(lines))
 
 

@@ -16,13 +16,12 @@ import sys
 import tempfile
 import time
 from dataclasses import replace
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from _report import machine_line, write_section  # noqa: E402  (beside this script)
+from _report import footer, write_section  # noqa: E402  (beside this script)
 from search_vs_grid import Arm, final_rounds  # noqa: E402  (same interleaved re-measurement)
 
 from autotune import zoo  # noqa: E402
@@ -114,16 +113,7 @@ def main(argv: list[str] | None = None) -> int:
             f"| {v.median:.4g} (±{v.spread:.0%}) | {o.median / v.median:.2f}x | "
             f"{b.best.config.variant}: {accuracy_of(b)} | {rejected(b)} |"
         )
-    lines += [
-        "",
-        machine_line(),
-        f"Run: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, "
-        f"{(time.perf_counter() - started) / 60:.1f} min.",
-        "",
-        "```sh",
-        command,
-        "```",
-    ]
+    lines += footer(command, (time.perf_counter() - started) / 60)
     heading = f"{HEADING} (guard: {args.accuracy or 'defaults'})"
     text = write_section(args.out, heading, "\n".join(lines))
     print(text)
