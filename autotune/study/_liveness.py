@@ -31,9 +31,9 @@ def _pid_alive(pid: int) -> bool:
 
 def claim(trial: Any) -> Any:
     """Mark a just-asked trial as this tuner's (host and pid), first thing after ``ask``, so
-    other tuners can tell whether it is alive."""
-    trial.set_user_attr("host", HOST)
+    other tuners can tell whether it is alive. The pid goes first: a trial with a host has one."""
     trial.set_user_attr("pid", os.getpid())
+    trial.set_user_attr("host", HOST)
     return trial
 
 
@@ -41,9 +41,9 @@ def _alive(trial: Any) -> bool:
     """Whether a RUNNING trial's tuner still runs, as far as this host can tell: on this host by
     its pid; elsewhere by its heartbeat (Optuna fails stale ones). Unclaimed: not alive."""
     attrs = trial.user_attrs
-    if "host" not in attrs:
+    if "host" not in attrs or "pid" not in attrs:
         return False
-    return attrs["host"] != HOST or _pid_alive(int(attrs.get("pid", 0)))
+    return attrs["host"] != HOST or _pid_alive(int(attrs["pid"]))
 
 
 def fail_orphaned_trials(study: Any) -> int:
@@ -58,7 +58,7 @@ def fail_orphaned_trials(study: Any) -> int:
     failed = 0
     now = datetime.now()
     for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-        claimed = "host" in trial.user_attrs
+        claimed = "host" in trial.user_attrs and "pid" in trial.user_attrs
         started = trial.datetime_start or now
         if claimed and _alive(trial):
             continue
