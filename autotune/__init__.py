@@ -14,10 +14,10 @@ from typing import TYPE_CHECKING, Any
 from autotune.errors import AutotuneError, UsageError
 
 __version__ = "0.1.0"
-__all__ = ["AutotuneError", "UsageError", "__version__", "load_session", "tune"]
+__all__ = ["AutotuneError", "UsageError", "__version__", "load_pool", "load_session", "tune"]
 
 if TYPE_CHECKING:
-    from autotune.session import load_session
+    from autotune.session import load_pool, load_session
     from autotune.tuning import tune
 
 
@@ -26,6 +26,10 @@ def __getattr__(name: str) -> Any:
         from autotune.session import load_session
 
         return load_session
+    if name == "load_pool":
+        from autotune.session import load_pool
+
+        return load_pool
     if name == "tune":
         from autotune.tuning import tune
 

@@ -43,17 +43,26 @@ def tolerance_for(dtype: np.dtype, rtol: float | None, atol: float | None) -> tu
     return (default[0] if rtol is None else rtol, default[1] if atol is None else atol)
 
 
-def _key(batch: int, name: str) -> str:
-    return f"batch{batch}:{name}"
+#: Pooled samples the guard compares per batch size and shape: every batch covering the first
+#: this many rows of the input pool (one batch for synthetic data).
+ACCURACY_ROWS = 32
+
+
+def reference_key(batch: int, slot: int = 0, shape: str = "") -> str:
+    """Where one request's outputs live in the reference: batch size, pool batch, shape."""
+    return f"batch{batch}" + (f"#{slot}" if slot else "") + (f"@{shape}" if shape else "")
 
 
 def save_reference(
-    path: str | os.PathLike[str], outputs_by_batch: Mapping[int, Mapping[str, np.ndarray]]
+    path: str | os.PathLike[str], outputs_by_key: Mapping[int | str, Mapping[str, np.ndarray]]
 ) -> None:
-    """Write the reference outputs atomically (a rename), so a reader never sees half a file."""
+    """Write the reference outputs atomically (a rename), so a reader never sees half a file.
+
+    Keys are :func:`reference_key` strings (an int is a batch size's first pool batch).
+    """
     arrays = {
-        _key(batch, name): np.asarray(array)
-        for batch, outputs in outputs_by_batch.items()
+        f"{reference_key(key) if isinstance(key, int) else key}:{name}": np.asarray(array)
+        for key, outputs in outputs_by_key.items()
         for name, array in outputs.items()
     }
     target = Path(path)
@@ -63,9 +72,9 @@ def save_reference(
     os.replace(partial, target)
 
 
-def load_reference(path: str | os.PathLike[str], batch: int) -> dict[str, np.ndarray] | None:
-    """The reference outputs (by output name) for one batch size, or None when there are none."""
-    prefix = f"batch{batch}:"
+def load_reference(path: str | os.PathLike[str], key: int | str) -> dict[str, np.ndarray] | None:
+    """The reference outputs (by output name) for one key, or None when there are none."""
+    prefix = f"{reference_key(key) if isinstance(key, int) else key}:"
     with np.load(path, allow_pickle=False) as data:
         found = {k.removeprefix(prefix): data[k] for k in data.files if k.startswith(prefix)}
     return found or None

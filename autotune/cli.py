@@ -94,10 +94,34 @@ def run(
         list[str] | None, typer.Option(help="Input shape, NAME=1x3x224x224 (repeatable).")
     ] = None,
     dim: Annotated[
-        list[str] | None, typer.Option(help="Symbolic dim value, SYMBOL=128 (repeatable).")
+        list[str] | None,
+        typer.Option(
+            help="Symbolic dim value, SYMBOL=128, or a mix of shapes, SYMBOL=32,128,512 "
+            "(repeatable)."
+        ),
+    ] = None,
+    dim_weights: Annotated[
+        str | None,
+        typer.Option(help="Weights of the --dim shape mix, e.g. 0.5,0.3,0.2 (default: equal)."),
     ] = None,
     inputs: Annotated[
-        Path | None, typer.Option(help="Input data (.npz, some or all inputs by name).")
+        Path | None,
+        typer.Option(help="Input data (.npz by input name): a pool of samples along axis 0."),
+    ] = None,
+    concurrency: Annotated[
+        int,
+        typer.Option(
+            help="Requests in flight at once: caller threads driving the sessions in every trial."
+        ),
+    ] = 1,
+    sweep: Annotated[
+        bool | None,
+        typer.Option(
+            "--sweep/--no-sweep",
+            help="After the search, measure the chosen config and the defaults at concurrency "
+            "1, 2, 4, ... (default: on with --concurrency above 1).",
+            show_default=False,
+        ),
     ] = None,
     batch_sizes: Annotated[
         str | None, typer.Option(help="Batch sizes to search, e.g. 1,2,4,8 (dynamic batch only).")
@@ -198,7 +222,10 @@ def run(
         out=out,
         shapes=tuple(shape or ()),
         dims=tuple(dim or ()),
+        dim_weights=dim_weights,
         inputs=inputs,
+        concurrency=concurrency,
+        sweep=sweep,
         batch_sizes=batch_sizes,
         seed=seed,
         min_time_s=min_time,

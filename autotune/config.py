@@ -93,6 +93,11 @@ class TrialConfig:
     batch_size: int = 1
     io_binding: bool = False
     variant: str = "original"  # the model file: the original or a variant (int8, fp16, fused)
+    # Serving several concurrent callers: how many sessions they share (caller i runs on session
+    # i % sessions), and whether those sessions share one process-wide thread pool
+    # (``use_per_session_threads=False``, sized by ``set_global_thread_pool_sizes``).
+    sessions: int = 1
+    global_thread_pool: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -103,6 +108,8 @@ class TrialConfig:
             "config_entries": dict(self.config_entries),
             "batch_size": self.batch_size,
             "io_binding": self.io_binding,
+            "sessions": self.sessions,
+            "global_thread_pool": self.global_thread_pool,
         }
 
     @classmethod
@@ -118,6 +125,8 @@ class TrialConfig:
             batch_size=int(data["batch_size"]),
             io_binding=bool(data["io_binding"]),
             variant=str(data.get("variant", "original")),
+            sessions=int(data.get("sessions", 1)),
+            global_thread_pool=bool(data.get("global_thread_pool", False)),
         )
 
     def describe(self) -> str:
@@ -140,6 +149,10 @@ class TrialConfig:
             parts.append(f"{key.rsplit('.', 1)[-1]}={value}")
         if self.io_binding:
             parts.append("iobinding")
+        if self.sessions != 1:
+            parts.append(f"sessions={self.sessions}")
+        if self.global_thread_pool:
+            parts.append("global-pool")
         names = [p.name.removesuffix("ExecutionProvider") for p in self.providers]
         if names != ["CPU"]:
             parts.insert(0, "+".join(names))
@@ -154,11 +167,18 @@ class InputSpec:
     dtype: str  # numpy dtype name, e.g. "float32"
     shape: tuple[int, ...]
     batched: bool  # axis 0 is the batch axis and is replaced by the trial's batch size
+    # The model's symbol on each axis whose size a shape mix may change (None elsewhere); empty
+    # when no axis may change.
+    symbols: tuple[str | None, ...] = ()
 
-    def shape_for(self, batch_size: int) -> tuple[int, ...]:
-        if not self.batched:
-            return self.shape
-        return (batch_size, *self.shape[1:])
+    def shape_for(self, batch_size: int, dims: Mapping[str, int] | None = None) -> tuple[int, ...]:
+        shape = list(self.shape)
+        for axis, symbol in enumerate(self.symbols):
+            if symbol is not None and dims and symbol in dims:
+                shape[axis] = dims[symbol]
+        if self.batched:
+            shape[0] = batch_size
+        return tuple(shape)
 
 
 @dataclass(frozen=True)
@@ -168,23 +188,81 @@ class FeedPlan:
     inputs: tuple[InputSpec, ...]
     seed: int = 0
     data_path: str | None = None  # .npz holding some or all inputs; the rest is synthesised
+    # Samples in the data's pool: rows along the batch axis of the batched inputs in
+    # ``data_path`` (1 for synthetic data). Timed runs cycle through them.
+    pool_rows: int = 1
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "inputs": [asdict(i) for i in self.inputs],
             "seed": self.seed,
             "data_path": self.data_path,
+            "pool_rows": self.pool_rows,
         }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> FeedPlan:
         inputs = tuple(
             InputSpec(
-                name=i["name"], dtype=i["dtype"], shape=tuple(i["shape"]), batched=i["batched"]
+                name=i["name"],
+                dtype=i["dtype"],
+                shape=tuple(i["shape"]),
+                batched=i["batched"],
+                symbols=tuple(i.get("symbols", ())),
             )
             for i in data["inputs"]
         )
-        return cls(inputs=inputs, seed=int(data["seed"]), data_path=data["data_path"])
+        return cls(
+            inputs=inputs,
+            seed=int(data["seed"]),
+            data_path=data["data_path"],
+            pool_rows=int(data.get("pool_rows", 1)),
+        )
+
+
+@dataclass(frozen=True)
+class ShapePoint:
+    """One shape of a shape mix: values for the model's named dynamic dims, and its weight."""
+
+    dims: Mapping[str, int]
+    weight: float = 1.0
+
+    @property
+    def label(self) -> str:
+        return ",".join(f"{k}={v}" for k, v in self.dims.items())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"dims": dict(self.dims), "weight": self.weight}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ShapePoint:
+        return cls(
+            dims={str(k): int(v) for k, v in data["dims"].items()}, weight=float(data["weight"])
+        )
+
+
+@dataclass(frozen=True)
+class Workload:
+    """How the deployment drives the model: requests in flight at once, and the shape mix.
+
+    ``concurrency`` caller threads issue requests back to back; ``shapes`` (empty: the feed
+    plan's one shape) are each measured under that load and aggregated with their weights.
+    """
+
+    concurrency: int = 1
+    shapes: tuple[ShapePoint, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"concurrency": self.concurrency, "shapes": [p.to_dict() for p in self.shapes]}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | None) -> Workload:
+        if not data:
+            return cls()
+        return cls(
+            concurrency=int(data.get("concurrency", 1)),
+            shapes=tuple(ShapePoint.from_dict(p) for p in data.get("shapes", ())),
+        )
 
 
 @dataclass(frozen=True)
@@ -232,6 +310,7 @@ class WorkerJob:
     feeds: FeedPlan
     measure: MeasureSettings = field(default_factory=MeasureSettings)
     accuracy: AccuracyCheck = field(default_factory=AccuracyCheck)
+    workload: Workload = field(default_factory=Workload)
 
     def to_json(self) -> str:
         return json.dumps(
@@ -242,6 +321,7 @@ class WorkerJob:
                 "feeds": self.feeds.to_dict(),
                 "measure": asdict(self.measure),
                 "accuracy": asdict(self.accuracy),
+                "workload": self.workload.to_dict(),
             }
         )
 
@@ -257,6 +337,7 @@ class WorkerJob:
             accuracy=AccuracyCheck(
                 **{**data["accuracy"], "write_batches": tuple(data["accuracy"]["write_batches"])}
             ),
+            workload=Workload.from_dict(data.get("workload")),
         )
 
 
@@ -275,6 +356,30 @@ class LatencyStats:
     count: int
     mad: float  # median absolute deviation
     outliers: int  # runs with a modified z-score above 3.5 (median/MAD based)
+
+
+@dataclass(frozen=True)
+class ShapeFigures:
+    """One shape of a shape mix as a trial measured it (under the study's concurrency)."""
+
+    label: str  # e.g. "sequence_length=128"
+    weight: float
+    latency_ms: LatencyStats
+    throughput: float  # samples per second
+    first_run_s: float  # this shape's first inference: part of startup
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ShapeFigures:
+        return cls(
+            label=str(data["label"]),
+            weight=float(data["weight"]),
+            latency_ms=LatencyStats(**data["latency_ms"]),
+            throughput=float(data["throughput"]),
+            first_run_s=float(data["first_run_s"]),
+        )
 
 
 @dataclass(frozen=True)
@@ -303,6 +408,10 @@ class Measurement:
     # CPU time over wall time of the timed runs: how many cores the config keeps busy (spinning
     # threads count: a config as fast as another but burning more cores costs co-located work).
     cpu_cores: float | None = None
+    concurrency: int = 1  # caller threads with a request in flight during the timed window
+    # A shape mix: each shape's own figures; ``latency_ms`` and ``throughput`` then aggregate
+    # them by weight (per-sample time averaged), and ``first_run_s`` sums their first runs.
+    per_shape: tuple[ShapeFigures, ...] = ()
 
     @property
     def startup_s(self) -> float:
@@ -317,6 +426,7 @@ class Measurement:
         data = asdict(self)
         for key in ("providers", "unstable", "notes"):
             data[key] = list(data[key])
+        data["per_shape"] = [f.to_dict() for f in self.per_shape]
         data["startup_s"] = self.startup_s
         data["overhead_s"] = self.overhead_s
         return data
@@ -328,6 +438,7 @@ class Measurement:
         kwargs["latency_ms"] = LatencyStats(**data["latency_ms"])
         for key in ("providers", "unstable", "notes"):
             kwargs[key] = tuple(data.get(key, ()))
+        kwargs["per_shape"] = tuple(ShapeFigures.from_dict(f) for f in data.get("per_shape", ()))
         return cls(**kwargs)
 
     def with_process(
@@ -463,6 +574,77 @@ class SearchFigures:
 
 
 @dataclass(frozen=True)
+class SweepPoint:
+    """One config measured at one concurrency in the sweep after the search."""
+
+    role: Literal["baseline", "chosen"]
+    trial_number: int
+    concurrency: int
+    sessions: int  # the config's sessions, capped at the callers
+    measurement: Measurement | None
+    failure: str | None = None  # why it produced no figures
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "role": self.role,
+            "trial": self.trial_number,
+            "concurrency": self.concurrency,
+            "sessions": self.sessions,
+            "measurement": self.measurement.to_dict() if self.measurement else None,
+            "failure": self.failure,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> SweepPoint:
+        m = data.get("measurement")
+        return cls(
+            role=data["role"],
+            trial_number=int(data["trial"]),
+            concurrency=int(data["concurrency"]),
+            sessions=int(data["sessions"]),
+            measurement=Measurement.from_dict(m) if m else None,
+            failure=data.get("failure"),
+        )
+
+
+@dataclass(frozen=True)
+class ConcurrencySweep:
+    """The chosen config and ONNX Runtime's defaults at concurrency 1, 2, 4, ... (interleaved).
+
+    ``max_latency_ms`` is the study's p99 limit, if any; ``highest_ok`` the highest concurrency
+    at which the chosen config still met it (None: at none, or no limit).
+    """
+
+    points: tuple[SweepPoint, ...]
+    max_latency_ms: float | None = None
+    highest_ok: int | None = None
+
+    @property
+    def levels(self) -> tuple[int, ...]:
+        return tuple(sorted({p.concurrency for p in self.points}))
+
+    def at(self, role: str, concurrency: int) -> SweepPoint | None:
+        return next(
+            (p for p in self.points if p.role == role and p.concurrency == concurrency), None
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "points": [p.to_dict() for p in self.points],
+            "max_latency_ms": self.max_latency_ms,
+            "highest_ok": self.highest_ok,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ConcurrencySweep:
+        return cls(
+            points=tuple(SweepPoint.from_dict(p) for p in data["points"]),
+            max_latency_ms=data.get("max_latency_ms"),
+            highest_ok=data.get("highest_ok"),
+        )
+
+
+@dataclass(frozen=True)
 class TunedConfig:
     """The deployable result (``best.json``): the config, its figures and where they came from.
 
@@ -485,10 +667,23 @@ class TunedConfig:
     search: SearchFigures
     confirmation: Confirmation | None = None
     inputs: FeedPlan | None = None  # how the tuning fed the model (profile, re-measurement)
+    workload: Workload = field(default_factory=Workload)  # the load it was tuned for
+    sweep: ConcurrencySweep | None = None
+
+    def workload_dict(self) -> dict[str, Any]:
+        """The workload plus how the config serves it: what a deployment must reproduce."""
+        threads = self.config.session_options.get("intra_op_num_threads", 0)
+        return {
+            **self.workload.to_dict(),
+            "sessions": self.config.sessions,
+            "intra_op_num_threads": threads,
+            "global_thread_pool": self.config.global_thread_pool,
+        }
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "schema": TUNED_SCHEMA,
+            "workload": self.workload_dict(),
             "inputs": self.inputs.to_dict() if self.inputs else None,
             "config": self.config.to_dict(),
             "model": {"path": self.model_path, "sha256": self.model_sha256},
@@ -503,6 +698,7 @@ class TunedConfig:
             },
             "search": self.search.to_dict(),
             "confirmation": self.confirmation.to_dict() if self.confirmation else None,
+            "sweep": self.sweep.to_dict() if self.sweep else None,
             "environment": dict(self.environment),
             "created": self.created,
         }
@@ -527,4 +723,6 @@ class TunedConfig:
             search=SearchFigures.from_dict(data["search"]),
             confirmation=Confirmation.from_dict(confirmation) if confirmation else None,
             inputs=FeedPlan.from_dict(data["inputs"]) if data.get("inputs") else None,
+            workload=Workload.from_dict(data.get("workload")),
+            sweep=ConcurrencySweep.from_dict(data["sweep"]) if data.get("sweep") else None,
         )

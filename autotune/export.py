@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from autotune.config import (
+    ConcurrencySweep,
     Confirmation,
     FeedPlan,
     Measurement,
@@ -22,6 +23,7 @@ from autotune.config import (
     TrialConfig,
     TunedConfig,
     WorkerJob,
+    Workload,
 )
 from autotune.errors import AutotuneError, UsageError
 from autotune.model import ModelInfo, file_sha256
@@ -56,6 +58,8 @@ def _tuned(
     study: tuple[str, str],
     environment: Mapping[str, Any],
     feeds: FeedPlan | None,
+    workload: Workload | None = None,
+    sweep: ConcurrencySweep | None = None,
 ) -> TunedConfig:
     """A TunedConfig for ``record``: its confirmed figures when the confirmation measured it,
     else its search measurement; ``search`` always says what the search itself saw."""
@@ -89,6 +93,8 @@ def _tuned(
         search=search,
         confirmation=confirmation,
         inputs=feeds,
+        workload=workload or Workload(),
+        sweep=sweep,
     )
 
 
@@ -100,6 +106,7 @@ def tuned_config(
     environment: Mapping[str, Any],
     feeds: FeedPlan | None = None,
     variant_paths: Mapping[str, str] | None = None,
+    workload: Workload | None = None,
 ) -> TunedConfig:
     """best.json's content: the confirmed figures when a confirmation ran, else the search's."""
     return _tuned(
@@ -113,6 +120,8 @@ def tuned_config(
         study=(result.study_name, result.storage),
         environment=environment,
         feeds=feeds,
+        workload=workload,
+        sweep=result.sweep,
     )
 
 
@@ -165,26 +174,58 @@ def tuned_for_trial(view: StudyView, number: int | None = None) -> TunedConfig:
         study=(view.name, view.storage),
         environment=view.attrs.get("environment", {}),
         feeds=FeedPlan.from_dict(view.attrs["inputs"]) if "inputs" in view.attrs else None,
+        workload=Workload.from_dict(view.attrs.get("workload")),
+        sweep=ConcurrencySweep.from_dict(view.attrs["sweep"])
+        if view.attrs.get("sweep") and number is None
+        else None,
     )
 
 
 def python_snippet(tuned: TunedConfig, *, model_path: str | None = None) -> str:
-    """Standalone code that builds the same InferenceSession with plain onnxruntime calls."""
+    """Standalone code that serves the tuned workload with plain onnxruntime calls.
+
+    It builds the config's sessions (and the global thread pool when the config shares one),
+    then, run as a script, sends one request per concurrent caller on sample data and prints
+    the output shapes. Pass the model's path as the first argument to load it from elsewhere.
+    """
     config = tuned.config
     enums = {
         "execution_mode": "ExecutionMode",
         "graph_optimization_level": "GraphOptimizationLevel",
     }
+    pooled = ("intra_op_num_threads", "inter_op_num_threads")
+    workload = tuned.workload
     lines = [
         f'"""Tuned by autotune (study {tuned.study_name}, trial #{tuned.trial_number}):',
-        f"{tuned.objective} {tuned.speedup:.2f}x against ONNX Runtime's defaults on "
+        f"{tuned.objective} {tuned.speedup:.2f}x against ONNX Runtime's defaults under "
+        f"{workload.concurrency} concurrent caller(s) on "
         f'{tuned.environment.get("cpu_model", "this machine")}."""',
         "",
+        "import sys",
+        "from concurrent.futures import ThreadPoolExecutor",
+        "",
+        "import numpy as np",
         "import onnxruntime as ort",
         "",
-        "options = ort.SessionOptions()",
+        f"MODEL = sys.argv[1] if len(sys.argv) > 1 else {model_path or tuned.model_path!r}",
+        f"BATCH_SIZE = {config.batch_size}",
+        f"CONCURRENCY = {workload.concurrency}  # requests in flight at once",
+        f"SESSIONS = {config.sessions}  # caller i runs on session i % SESSIONS",
+        "",
     ]
+    if config.global_thread_pool:
+        intra = config.session_options.get("intra_op_num_threads", 0)
+        inter = config.session_options.get("inter_op_num_threads", 0)
+        lines += [
+            "# One process-wide thread pool shared by every session (once per process).",
+            f"ort.set_global_thread_pool_sizes({intra}, {inter})",
+        ]
+    lines.append("options = ort.SessionOptions()")
+    if config.global_thread_pool:
+        lines.append("options.use_per_session_threads = False")
     for name, value in config.session_options.items():
+        if config.global_thread_pool and name in pooled:
+            continue
         text = f"ort.{enums[name]}.{value}" if name in enums else repr(value)
         lines.append(f"options.{name} = {text}")
     for key, value in config.config_entries.items():
@@ -192,15 +233,40 @@ def python_snippet(tuned: TunedConfig, *, model_path: str | None = None) -> str:
     providers = ", ".join(f"({p.name!r}, {dict(p.options)!r})" for p in config.providers)
     lines += [
         f"providers = [{providers}]",
-        "session = ort.InferenceSession(",
-        f"    {model_path or tuned.model_path!r}, sess_options=options, providers=providers",
-        ")",
-        f"# tuned batch size: {config.batch_size}",
+        "sessions = [",
+        "    ort.InferenceSession(MODEL, sess_options=options, providers=providers)",
+        "    for _ in range(SESSIONS)",
+        "]",
     ]
     if config.io_binding:
         lines.append(
             "# tuned with IO binding: bind inputs and outputs on the device (session.io_binding())"
         )
+    shapes = {}
+    for spec in tuned.inputs.inputs if tuned.inputs else ():
+        dims = workload.shapes[0].dims if workload.shapes else None
+        shapes[spec.name] = (list(spec.shape_for(config.batch_size, dims)), spec.dtype)
+    lines += [
+        "",
+        "",
+        "def infer(caller, feeds):",
+        '    """One request from caller number `caller` (0 .. CONCURRENCY-1)."""',
+        "    return sessions[caller % SESSIONS].run(None, feeds)",
+        "",
+        "",
+        "def sample_feeds():",
+        '    """Zeros of the tuned shapes and dtypes: replace with real requests."""',
+        f"    shapes = {shapes!r}",
+        "    return {name: np.zeros(shape, dtype) for name, (shape, dtype) in shapes.items()}",
+        "",
+        "",
+        'if __name__ == "__main__":',
+        "    feeds = sample_feeds()",
+        "    with ThreadPoolExecutor(CONCURRENCY) as callers:",
+        "        answers = list(callers.map(lambda c: infer(c, feeds), range(CONCURRENCY)))",
+        "    for output, value in zip(sessions[0].get_outputs(), answers[0]):",
+        '        print(output.name, "x".join(map(str, np.shape(value))))',
+    ]
     return "\n".join(lines) + "\n"
 
 

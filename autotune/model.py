@@ -10,6 +10,7 @@ only, used by the worker) builds the arrays for one batch size.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -19,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from autotune.config import FeedPlan, InputSpec
+from autotune.config import FeedPlan, InputSpec, ShapePoint
 from autotune.errors import UsageError
 
 Dim = int | str | None  # static size, named symbol, or unnamed dynamic dim
@@ -185,18 +186,41 @@ def parse_shape_flags(values: Sequence[str]) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-def parse_dim_flags(values: Sequence[str]) -> dict[str, int]:
-    """``["seq=128"]`` -> ``{"seq": 128}``."""
-    dims: dict[str, int] = {}
+def parse_dim_flags(values: Sequence[str]) -> dict[str, tuple[int, ...]]:
+    """``["seq=128", "len=32,128,512"]`` -> ``{"seq": (128,), "len": (32, 128, 512)}``.
+
+    Several values make a shape mix: every trial measures each of them.
+    """
+    dims: dict[str, tuple[int, ...]] = {}
     for value in values:
         name, sep, text = value.rpartition("=")
-        if not sep or not name or not text.strip().isdigit() or int(text) <= 0:
+        parts = [part.strip() for part in text.split(",")]
+        if not sep or not name or not all(p.isdigit() and int(p) > 0 for p in parts):
             raise UsageError(
-                f"--dim {value!r} is malformed; write SYMBOL=N with N a positive integer, "
-                "SYMBOL being a dim name shown by the model's inputs"
+                f"--dim {value!r} is malformed; write SYMBOL=N (or SYMBOL=N1,N2,... for a mix of "
+                "shapes) with positive integers, SYMBOL being a dim name shown by the model's inputs"
             )
-        dims[name] = int(text)
+        dims[name] = tuple(dict.fromkeys(int(p) for p in parts))
     return dims
+
+
+def parse_dim_weights(text: str | None, count: int) -> tuple[float, ...]:
+    """``--dim-weights 0.5,0.3,0.2``: one weight per shape of the mix, normalised; equal by default."""
+    if not text:
+        return tuple(1.0 / count for _ in range(count))
+    try:
+        weights = [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise UsageError(f"--dim-weights {text!r} is malformed; write e.g. 0.5,0.3,0.2") from None
+    if count <= 1:
+        raise UsageError("--dim-weights needs a mix of shapes: give --dim SYMBOL=N1,N2,...")
+    if len(weights) != count or any(w < 0 for w in weights) or sum(weights) <= 0:
+        raise UsageError(
+            f"--dim-weights needs {count} non-negative weights, one per shape of the mix, "
+            f"got {text!r}"
+        )
+    total = sum(weights)
+    return tuple(w / total for w in weights)
 
 
 def load_npz(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
@@ -215,7 +239,31 @@ def load_npz(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
 @dataclass(frozen=True)
 class ResolvedInputs:
     plan: FeedPlan
-    pinned_batch: int | None  # batch size fixed by --shape/--dim/--inputs, if any
+    pinned_batch: int | None  # batch size fixed by --shape/--dim, if any
+    shapes: tuple[ShapePoint, ...] = ()  # the shape mix (empty: one shape)
+
+    def describe(self) -> str:
+        return describe_inputs(self.plan, self.shapes)
+
+
+def describe_inputs(plan: FeedPlan, shapes: Sequence[ShapePoint] = ()) -> str:
+    """The header's line: each input, where the data comes from, the pool and the shape mix."""
+    parts = []
+    for spec in plan.inputs:
+        shape = spec.shape_for(0) if spec.batched else spec.shape
+        dims = ["N" if spec.batched and axis == 0 else str(d) for axis, d in enumerate(shape)]
+        for axis, symbol in enumerate(spec.symbols):
+            if symbol is not None:
+                dims[axis] = symbol
+        parts.append(f"{spec.name} {spec.dtype} {'x'.join(dims)}")
+    text = ", ".join(parts)
+    if plan.data_path:
+        text += f"; a pool of {plan.pool_rows} samples from {plan.data_path}"
+    else:
+        text += " (synthetic)"
+    if shapes:
+        text += "; shapes " + " | ".join(f"{p.label} (weight {p.weight:.2f})" for p in shapes)
+    return text
 
 
 def _check_shape(inp: ModelInput, shape: tuple[int, ...], source: str) -> list[str]:
@@ -235,13 +283,20 @@ def resolve_inputs(
     model: ModelInfo,
     *,
     shapes: Mapping[str, tuple[int, ...]] | None = None,
-    dims: Mapping[str, int] | None = None,
+    dims: Mapping[str, int | Sequence[int]] | None = None,
     data_path: str | None = None,
     seed: int = 0,
+    dim_weights: str | None = None,
 ) -> ResolvedInputs:
-    """Fix every dim of every input; report all unresolvable or conflicting ones at once."""
+    """Fix every dim of every input; report all unresolvable or conflicting ones at once.
+
+    ``dims`` with several values for a symbol make a shape mix (the first value is the plan's
+    own shape). ``data_path``'s batched arrays are a pool of samples along axis 0, not a batch.
+    """
     shapes = dict(shapes or {})
-    dims = dict(dims or {})
+    choices = {k: (v,) if isinstance(v, int) else tuple(v) for k, v in (dims or {}).items()}
+    dims = {k: v[0] for k, v in choices.items()}
+    mixed = {k: v for k, v in choices.items() if len(v) > 1}
     data = load_npz(data_path) if data_path else {}
     names = {i.name for i in model.inputs}
     problems = [
@@ -261,10 +316,24 @@ def resolve_inputs(
         raise UsageError("; ".join(problems) + f" (model inputs: {valid})")
 
     batch = model.batch_symbol
+    if isinstance(batch, str) and batch in mixed:
+        raise UsageError(
+            f"--dim {batch}= lists several values, but {batch!r} is the batch dim; "
+            f"search batch sizes with --batch-sizes {','.join(map(str, mixed[batch]))}"
+        )
     specs: list[InputSpec] = []
     pinned: dict[str, int] = {}
+    pool: dict[str, int] = {}
     for inp in model.inputs:
         batched = batch is not None and bool(inp.dims)
+        fixed_by_user = inp.name in data or inp.name in shapes
+        listed = [d for d in inp.dims if isinstance(d, str) and d in mixed]
+        if fixed_by_user and listed:
+            source = "--inputs" if inp.name in data else "--shape"
+            problems.append(
+                f"--dim {listed[0]} lists several sizes, but input {inp.name!r} has its shape "
+                f"fixed by {source}; a shape mix applies to synthesised inputs only"
+            )
         if inp.name in data:
             array = data[inp.name]
             if array.dtype.name != inp.dtype:
@@ -275,6 +344,9 @@ def resolve_inputs(
             found = _check_shape(inp, tuple(array.shape), "--inputs array")
             problems += found
             shape = tuple(array.shape)
+            if batched and shape:  # a pool of samples along the batch axis, not a batch
+                pool[inp.name] = shape[0]
+                shape = (1, *shape[1:])
         elif inp.name in shapes:
             found = _check_shape(inp, shapes[inp.name], "--shape")
             problems += found
@@ -311,18 +383,37 @@ def resolve_inputs(
                 )
         if found:
             continue
-        if batched:
-            explicit = inp.name in data or inp.name in shapes
-            if explicit or (isinstance(batch, str) and batch in dims):
+        if batched and inp.name not in data:
+            if inp.name in shapes or (isinstance(batch, str) and batch in dims):
                 pinned[inp.name] = shape[0]
-        specs.append(InputSpec(name=inp.name, dtype=inp.dtype, shape=shape, batched=batched))
+        symbols: tuple[str | None, ...] = ()
+        if listed and not fixed_by_user:
+            symbols = tuple(d if isinstance(d, str) and d in mixed else None for d in inp.dims)
+        specs.append(
+            InputSpec(name=inp.name, dtype=inp.dtype, shape=shape, batched=batched, symbols=symbols)
+        )
     if len(set(pinned.values())) > 1:
         problems.append(
             "the inputs disagree on the batch size: "
             + ", ".join(f"{n}={b}" for n, b in pinned.items())
         )
+    if len(set(pool.values())) > 1:
+        problems.append(
+            "the --inputs arrays disagree on the number of samples (axis 0): "
+            + ", ".join(f"{n}={b}" for n, b in pool.items())
+        )
     if problems:
         raise UsageError("; ".join(problems))
+    points: tuple[ShapePoint, ...] = ()
+    if mixed:
+        combos = list(itertools.product(*mixed.values()))
+        weights = parse_dim_weights(dim_weights, len(combos))
+        points = tuple(
+            ShapePoint(dims=dict(zip(mixed, combo, strict=True)), weight=w)
+            for combo, w in zip(combos, weights, strict=True)
+        )
+    elif dim_weights:
+        parse_dim_weights(dim_weights, 1)  # raises: weights without a mix
     pinned_batch = next(iter(pinned.values()), None)
     if pinned_batch is not None:
         # Every batched input starts at the pinned size; the trial's batch size replaces it.
@@ -334,8 +425,9 @@ def resolve_inputs(
         inputs=tuple(specs),
         seed=seed,
         data_path=str(Path(data_path).resolve()) if data_path else None,
+        pool_rows=next(iter(pool.values()), 1),
     )
-    return ResolvedInputs(plan=plan, pinned_batch=pinned_batch)
+    return ResolvedInputs(plan=plan, pinned_batch=pinned_batch, shapes=points)
 
 
 _SYNTHESISABLE = {
@@ -358,23 +450,44 @@ def _synthesise(spec: InputSpec, shape: tuple[int, ...], rng: np.random.Generato
     return rng.integers(0, 2, size=shape).astype(spec.dtype)
 
 
-def _fit_batch(array: np.ndarray, batch_size: int) -> np.ndarray:
-    """Repeat or cut user data along axis 0 to the trial's batch size."""
-    if array.shape[0] == batch_size:
-        return array
-    return np.ascontiguousarray(array[np.arange(batch_size) % array.shape[0]])
+def pool_batches(plan: FeedPlan, batch_size: int) -> int:
+    """How many distinct batches of ``batch_size`` the pool holds (at least one)."""
+    return max(1, plan.pool_rows // batch_size)
 
 
-def make_feeds(plan: FeedPlan, batch_size: int) -> dict[str, np.ndarray]:
-    """The input arrays for one batch size: the same seeded data on every call."""
-    data = load_npz(plan.data_path) if plan.data_path else {}
+_DATA_CACHE: dict[str, dict[str, np.ndarray]] = {}
+
+
+def _pool_data(path: str) -> dict[str, np.ndarray]:
+    if path not in _DATA_CACHE:
+        _DATA_CACHE.clear()  # one pool per process is the rule; never hold two
+        _DATA_CACHE[path] = load_npz(path)
+    return _DATA_CACHE[path]
+
+
+def make_feeds(
+    plan: FeedPlan,
+    batch_size: int,
+    *,
+    index: int = 0,
+    dims: Mapping[str, int] | None = None,
+) -> dict[str, np.ndarray]:
+    """The input arrays of one request: batch ``index`` of the pool, at the shape ``dims`` sets.
+
+    Pool data: rows ``index * batch_size ...`` (wrapping around), so consecutive indexes walk
+    through the pool. Synthetic data is seeded: the same arrays on every call.
+    """
+    data = _pool_data(plan.data_path) if plan.data_path else {}
     feeds = {}
-    for index, spec in enumerate(plan.inputs):
-        shape = spec.shape_for(batch_size)
+    for position, spec in enumerate(plan.inputs):
+        shape = spec.shape_for(batch_size, dims)
         if spec.name in data:
             array = data[spec.name]
-            feeds[spec.name] = _fit_batch(array, batch_size) if spec.batched else array
+            if spec.batched and array.ndim:
+                rows = (index * batch_size + np.arange(batch_size)) % array.shape[0]
+                array = np.ascontiguousarray(array[rows])
+            feeds[spec.name] = array
         else:
-            rng = np.random.default_rng([plan.seed, index])
+            rng = np.random.default_rng([plan.seed, position])
             feeds[spec.name] = _synthesise(spec, shape, rng)
     return feeds

@@ -11,11 +11,12 @@ import html
 from pathlib import Path
 from typing import Any
 
-from autotune.config import Measurement, TrialFailure
+from autotune.config import ConcurrencySweep, Measurement, TrialFailure
 from autotune.errors import UsageError
 from autotune.export import tuned_for_trial
 from autotune.report import ROWS, fmt_number
 from autotune.study import StudyView
+from autotune.sweep import sweep_rows, sweep_verdict
 
 
 def _pyplot() -> Any:
@@ -138,6 +139,35 @@ def pareto_plot(view: StudyView, path: Path) -> None:
     plt.close(fig)
 
 
+def sweep_plot(sweep: ConcurrencySweep, path: Path) -> None:
+    """Throughput against p99 latency at each concurrency, for the defaults and the chosen
+    config (Model Analyzer's view of a config under load)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    styles = {
+        "baseline": ("s--", "tab:gray", "ORT defaults"),
+        "chosen": ("o-", "tab:blue", "chosen"),
+    }
+    for role, (marker, color, label) in styles.items():
+        points = [p for p in sweep.points if p.role == role and p.measurement]
+        if not points:
+            continue
+        p99 = [p.measurement.latency_ms.p99 for p in points]  # type: ignore[union-attr]
+        rate = [p.measurement.throughput for p in points]  # type: ignore[union-attr]
+        ax.plot(p99, rate, marker, color=color, label=label)
+        for p, x, y in zip(points, p99, rate, strict=True):
+            ax.annotate(f"c={p.concurrency}", (x, y), textcoords="offset points", xytext=(4, 4))
+    if sweep.max_latency_ms is not None:
+        ax.axvline(sweep.max_latency_ms, color="tab:red", linestyle=":", label="p99 limit")
+    ax.set_xlabel("latency p99 (ms)")
+    ax.set_ylabel("throughput (samples/s)")
+    ax.set_title("Throughput against p99 latency by concurrency")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def write_report(view: StudyView, importances: dict[str, float], folder: Path) -> Path:
     """Write the plots, report.md and index.html into ``folder``; return the HTML page."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -168,6 +198,15 @@ def write_report(view: StudyView, importances: dict[str, float], folder: Path) -
         ]
         sections.append(("Throughput and latency against batch size", "batch.png", table))
     tuned = tuned_for_trial(view)
+    if tuned.sweep is not None:
+        sweep_plot(tuned.sweep, folder / "sweep.png")
+        grid = sweep_rows(tuned.sweep)
+        table = ["| " + " | ".join(grid[0]) + " |", "|" + " --- |" * len(grid[0])]
+        table += ["| " + " | ".join(row) + " |" for row in grid[1:]]
+        verdict = sweep_verdict(tuned.sweep)
+        if verdict:
+            table += ["", verdict]
+        sections.append(("Concurrency sweep", "sweep.png", table))
     rows = ["| | baseline | chosen | chosen/base |", "| --- | --- | --- | --- |"]
     for label, get in ROWS:
         a, b = get(tuned.baseline), get(tuned.metrics)

@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 from autotune.config import Confirmation, Measurement, TrialFailure, TunedConfig
 from autotune.objectives import Limits, Objective
 from autotune.study import Progress, TrialRecord, TuneResult
+from autotune.sweep import sweep_rows, sweep_verdict
 
 # (label, getter)
 ROWS: list[tuple[str, Callable[[Measurement], float]]] = [
@@ -211,6 +212,8 @@ def summary_table(
                 confirmation, objectives, result.records, searched=len(result.pareto)
             ),
         ]
+    if best.per_shape:
+        lines += ["", *shape_table(base, best)]
     if confirmation is not None:
         lines += ["", *confirmation_table(confirmation, objective), confirmation.verdict]
     elif result.best.number == result.baseline.number:
@@ -234,7 +237,34 @@ def summary_table(
         lines.append(
             f"per-trial overhead (process start, imports): median {statistics.median(overheads):.2f} s"
         )
+    if tuned.sweep is not None:
+        lines += ["", "concurrency sweep (one measurement per point, interleaved):"]
+        lines += text_table(sweep_rows(tuned.sweep))
+        verdict = sweep_verdict(tuned.sweep)
+        if verdict:
+            lines.append(verdict)
     for m, who in ((base, "baseline"), (best, "chosen")):
         lines += [f"note: {who}: {note}" for note in m.notes]
         lines += [f"warning: {who} measurement unstable: {reason}" for reason in m.unstable]
     return "\n".join(lines)
+
+
+def shape_table(base: Measurement, best: Measurement) -> list[str]:
+    """A shape mix: each shape's throughput and p99, baseline against chosen."""
+    rows: list[tuple[str, ...]] = [
+        ("shape", "weight", "base samples/s", "chosen samples/s", "base p99 ms", "chosen p99 ms")
+    ]
+    base_by = {f.label: f for f in base.per_shape}
+    for f in best.per_shape:
+        b = base_by.get(f.label)
+        rows.append(
+            (
+                f.label,
+                f"{f.weight:.2f}",
+                fmt_number(b.throughput) if b else "-",
+                fmt_number(f.throughput),
+                fmt_number(b.latency_ms.p99) if b else "-",
+                fmt_number(f.latency_ms.p99),
+            )
+        )
+    return text_table(rows)

@@ -10,7 +10,8 @@ import contextlib
 import io
 import json
 import os
-from collections.abc import Mapping
+import threading
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,7 +31,12 @@ def session_options(config: TrialConfig) -> ort.SessionOptions:
     import onnxruntime as ort
 
     options = ort.SessionOptions()
+    if config.global_thread_pool:
+        options.use_per_session_threads = False  # the process-wide pool (set_thread_pools)
     for name, value in config.session_options.items():
+        if config.global_thread_pool and name in ("intra_op_num_threads", "inter_op_num_threads"):
+            continue  # sizes of the global pool, set once for the process
+
         if name == "execution_mode":
             value = getattr(ort.ExecutionMode, str(value))
         elif name == "graph_optimization_level":
@@ -72,10 +78,40 @@ def preload_gpu_libraries(config: TrialConfig) -> None:
             pass
 
 
+def set_thread_pools(config: TrialConfig) -> None:
+    """Create the process-wide thread pools a ``global_thread_pool`` config shares.
+
+    ONNX Runtime allows this once per process, before the first session that uses them; a
+    second, different request is refused with a clear error.
+    """
+    import onnxruntime as ort
+
+    if not config.global_thread_pool:
+        return
+    intra = int(config.session_options.get("intra_op_num_threads", 0))
+    inter = int(config.session_options.get("inter_op_num_threads", 0))
+    try:
+        ort.set_global_thread_pool_sizes(intra, inter)
+    except Exception as exc:  # onnxruntime's pybind Fail
+        if "already been created" not in str(exc):
+            raise
+        if _GLOBAL_POOL.get("sizes") != (intra, inter):
+            raise AutotuneError(
+                f"this process already has ONNX Runtime's global thread pools "
+                f"(sizes {_GLOBAL_POOL.get('sizes', 'unknown')}); a config wanting "
+                f"{(intra, inter)} must be loaded in a fresh process"
+            ) from None
+    _GLOBAL_POOL["sizes"] = (intra, inter)
+
+
+_GLOBAL_POOL: dict[str, tuple[int, int]] = {}
+
+
 def create_session(model_path: str | os.PathLike[str], config: TrialConfig) -> ort.InferenceSession:
     import onnxruntime as ort
 
     preload_gpu_libraries(config)
+    set_thread_pools(config)
     session = ort.InferenceSession(
         str(model_path),
         sess_options=session_options(config),
@@ -86,56 +122,81 @@ def create_session(model_path: str | os.PathLike[str], config: TrialConfig) -> o
 
 
 class Runner:
-    """Runs one inference the way the config says; ``outputs()`` copies the last run's outputs.
+    """Issues one caller's requests the way the config says, cycling through a pool of feeds.
 
-    With IO binding the inputs are copied to the first provider's device once, and after the
-    first run the outputs stay bound to the buffers that run allocated: fixed addresses, as CUDA
-    graphs need, and no per-run allocation in the timed calls. The accuracy check reads the
-    outputs of those same runs, so it never disturbs a captured graph.
+    Each call runs the next feed of the pool (``start`` offsets callers so they do not all send
+    the same sample at once); ``outputs()`` copies the last run's outputs.
+
+    With IO binding the inputs are copied to the first provider's device once per pool entry,
+    and after each entry's first run its outputs stay bound to the buffers that run allocated:
+    fixed addresses, as CUDA graphs need, and no per-run allocation in the timed calls. The
+    accuracy check reads the outputs of those same runs, so it never disturbs a captured graph.
     """
 
     def __init__(
-        self, session: ort.InferenceSession, feeds: Mapping[str, np.ndarray], config: TrialConfig
+        self,
+        session: ort.InferenceSession,
+        feeds: Mapping[str, np.ndarray] | Sequence[Mapping[str, np.ndarray]],
+        config: TrialConfig,
+        *,
+        start: int = 0,
     ) -> None:
         self.session = session
-        self.feeds = dict(feeds)
-        self.binding: Any = None
+        self.pool = [dict(feeds)] if isinstance(feeds, Mapping) else [dict(f) for f in feeds]
+        self.index = start % len(self.pool)
+        self.device = _device_of(config.providers[0].name) if config.io_binding else None
+        self._bindings: dict[int, Any] = {}
+        self._fixed: set[int] = set()
+        self._keep: list[Any] = []  # device inputs must outlive their binding
         self._last: list[Any] = []
-        self._fixed = False
-        self._keep: list[Any] = []  # device inputs must outlive the binding
-        if config.io_binding:
-            self._bind(_device_of(config.providers[0].name))
+        self._last_binding: Any = None
 
-    def _bind(self, device: str) -> None:
+    @property
+    def feeds(self) -> dict[str, np.ndarray]:
+        return self.pool[self.index]
+
+    def _binding(self, slot: int) -> Any:
         import onnxruntime as ort
 
-        self.binding = self.session.io_binding()
-        for name, array in self.feeds.items():
-            if device == "cpu":
-                self.binding.bind_cpu_input(name, array)
+        if slot in self._bindings:
+            return self._bindings[slot]
+        binding = self.session.io_binding()
+        for name, array in self.pool[slot].items():
+            if self.device == "cpu":
+                binding.bind_cpu_input(name, array)
             else:
-                value = ort.OrtValue.ortvalue_from_numpy(array, device, 0)
-                self.binding.bind_ortvalue_input(name, value)
+                value = ort.OrtValue.ortvalue_from_numpy(array, self.device, 0)
+                binding.bind_ortvalue_input(name, value)
                 self._keep.append(value)
         for output in self.session.get_outputs():
-            self.binding.bind_output(output.name, device)
+            binding.bind_output(output.name, self.device)
+        self._bindings[slot] = binding
+        return binding
+
+    def run_slot(self, slot: int) -> None:
+        """Run pool entry ``slot`` (the accuracy guard walks the pool this way)."""
+        if self.device is None:
+            self._last = self.session.run(None, self.pool[slot])
+            return
+        binding = self._binding(slot)
+        self.session.run_with_iobinding(binding)
+        if slot not in self._fixed:
+            names = [o.name for o in self.session.get_outputs()]
+            for name, value in zip(names, binding.get_outputs(), strict=True):
+                binding.bind_ortvalue_output(name, value)
+            self._fixed.add(slot)
+        binding.synchronize_outputs()
+        self._last_binding = binding
 
     def __call__(self) -> None:
-        if self.binding is None:
-            self._last = self.session.run(None, self.feeds)
-            return
-        self.session.run_with_iobinding(self.binding)
-        if not self._fixed:
-            names = [o.name for o in self.session.get_outputs()]
-            for name, value in zip(names, self.binding.get_outputs(), strict=True):
-                self.binding.bind_ortvalue_output(name, value)
-            self._fixed = True
-        self.binding.synchronize_outputs()
+        slot = self.index
+        self.index = (slot + 1) % len(self.pool)
+        self.run_slot(slot)
 
     def outputs(self) -> list[np.ndarray]:
-        if self.binding is None:
+        if self.device is None:
             return list(self._last)
-        return list(self.binding.copy_outputs_to_cpu())
+        return list(self._last_binding.copy_outputs_to_cpu())
 
 
 def outputs_of(session: ort.InferenceSession, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
@@ -174,10 +235,66 @@ def load_session(
         >>> outputs = session.run(None, feeds)
     """
     tuned = read_tuned(path)
+    return create_session(_model_of(tuned, path, model_path), tuned.config)
+
+
+def _model_of(
+    tuned: TunedConfig, path: str | os.PathLike[str], model_path: str | os.PathLike[str] | None
+) -> Path:
     model = Path(model_path) if model_path is not None else Path(tuned.model_path)
     if not model.is_file():
         raise AutotuneError(
             f"model {model} recorded in {path} does not exist here; pass model_path= to load it "
             "from where it is"
         )
-    return create_session(model, tuned.config)
+    return model
+
+
+class SessionPool:
+    """The sessions a tuned config serves its concurrent callers with, and the workload.
+
+    ``run`` is safe to call from any number of threads: each thread keeps one session (assigned
+    round-robin on its first call), as the tuning's callers did, so N callers spread over the
+    sessions evenly. ``session_for(i)`` gives caller ``i``'s session for explicit dispatch.
+    """
+
+    def __init__(self, sessions: Sequence[ort.InferenceSession], tuned: TunedConfig) -> None:
+        self.sessions = list(sessions)
+        self.tuned = tuned
+        self.concurrency = tuned.workload.concurrency
+        self.batch_size = tuned.config.batch_size
+        self._next = 0
+        self._lock = threading.Lock()
+        self._mine = threading.local()
+
+    def session_for(self, caller: int) -> ort.InferenceSession:
+        return self.sessions[caller % len(self.sessions)]
+
+    def run(
+        self, output_names: Sequence[str] | None, feeds: Mapping[str, Any], **kwargs: Any
+    ) -> list[Any]:
+        session = getattr(self._mine, "session", None)
+        if session is None:
+            with self._lock:
+                session = self.session_for(self._next)
+                self._next += 1
+            self._mine.session = session
+        return list(session.run(output_names, dict(feeds), **kwargs))
+
+
+def load_pool(
+    path: str | os.PathLike[str], *, model_path: str | os.PathLike[str] | None = None
+) -> SessionPool:
+    """Everything a ``best.json`` needs to serve its workload: its sessions (with the global
+    thread pool when the config shares one), its concurrency and batch size.
+
+    Example:
+        >>> pool = autotune.load_pool("results/magika-3b4f2c1a-cpu-throughput-c4/best.json")
+        >>> with ThreadPoolExecutor(pool.concurrency) as callers:
+        ...     results = list(callers.map(lambda feeds: pool.run(None, feeds), requests))
+    """
+    tuned = read_tuned(path)
+    model = _model_of(tuned, path, model_path)
+    return SessionPool(
+        [create_session(model, tuned.config) for _ in range(tuned.config.sessions)], tuned
+    )

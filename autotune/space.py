@@ -37,14 +37,17 @@ TARGETS = (
     "batch_size",
     "io_binding",
     "variant",
+    "sessions",
+    "global_thread_pool",
 )
 TYPES = ("int", "float", "bool", "categorical")
-MACHINE_BOUNDS = ("usable_cpus",)
+#: Bounds resolved per study: the CPUs this process may use, the workload's concurrent callers.
+MACHINE_BOUNDS = ("usable_cpus", "concurrency")
 PARAM_KEYS = {
     "target", "type", "low", "high", "step", "log", "choices", "when", "requires", "provider", "help",
 }  # fmt: skip
 #: Facts about the study a knob can require; a knob whose requirement fails is not searched.
-REQUIREMENTS = ("static_shapes",)
+REQUIREMENTS = ("static_shapes", "concurrent")
 TOP_KEYS = {"schema", "description", "providers", "params"}
 ENUM_CHOICES: Mapping[str, Sequence[str]] = {
     "execution_mode": EXECUTION_MODES,
@@ -132,15 +135,20 @@ class SearchSpace:
         cpus: int,
         static_shapes: bool | None = None,
         study_dir: str | None = None,
+        concurrency: int = 1,
     ) -> SearchSpace:
         """Bind machine-relative bounds, the batch sizes and the study's facts.
 
         Drops the batch knob when there is one batch size, and knobs whose ``requires`` fails
-        (``static_shapes``: the input shapes never change, i.e. one batch size, by default).
+        (``static_shapes``: the input shapes never change, i.e. one batch size and no shape
+        mix, by default; ``concurrent``: more than one caller).
         ``{study_dir}`` in provider options becomes the study's folder (TensorRT caches).
         """
-        facts = {"static_shapes": len(batch_sizes) == 1 if static_shapes is None else static_shapes}
-        bounds = {"usable_cpus": cpus}
+        facts = {
+            "static_shapes": len(batch_sizes) == 1 if static_shapes is None else static_shapes,
+            "concurrent": concurrency > 1,
+        }
+        bounds = {"usable_cpus": cpus, "concurrency": concurrency}
         params = []
         for p in self.params:
             if not all(facts.get(r, False) for r in p.requires):
@@ -151,6 +159,12 @@ class SearchSpace:
                 continue
             low = bounds.get(p.low, p.low) if isinstance(p.low, str) else p.low
             high = bounds.get(p.high, p.high) if isinstance(p.high, str) else p.high
+            if p.target == "sessions" and isinstance(high, int | float) and high > concurrency:
+                raise UsageError(
+                    f"{self.source}: params.{p.name}: up to {high} sessions for {concurrency} "
+                    "concurrent callers; a session without a caller does nothing, so set "
+                    "'high: concurrency' or raise --concurrency"
+                )
             if isinstance(low, int | float) and isinstance(high, int | float) and low > high:
                 raise UsageError(
                     f"{self.source}: params.{p.name}: range {low}..{high} is empty on this machine "
@@ -200,6 +214,8 @@ class SearchSpace:
         batch_size = self.batch_sizes[0]
         io_binding = False
         variant = "original"
+        sessions = 1
+        global_pool = False
         for p in self.params:
             if p.name not in values:
                 continue
@@ -216,6 +232,10 @@ class SearchSpace:
                 io_binding = bool(value)
             elif p.target == "variant":
                 variant = str(value)
+            elif p.target == "sessions":
+                sessions = int(value)
+            elif p.target == "global_thread_pool":
+                global_pool = bool(value)
         providers = tuple(ProviderSpec(p.name, options[p.name]) for p in self.providers)
         return TrialConfig(
             providers=providers,
@@ -224,6 +244,8 @@ class SearchSpace:
             batch_size=batch_size,
             io_binding=io_binding,
             variant=variant,
+            sessions=sessions,
+            global_thread_pool=global_pool,
         )
 
     def with_variants(self, names: Sequence[str]) -> SearchSpace:

@@ -13,17 +13,24 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from autotune.config import MeasureSettings, TunedConfig
+from autotune.config import MeasureSettings, TunedConfig, Workload
 from autotune.errors import UsageError
 from autotune.export import tuned_config, write_best
 from autotune.machine import environment, usable_cpus
-from autotune.model import parse_dim_flags, parse_shape_flags, read_model, resolve_inputs
+from autotune.model import (
+    describe_inputs,
+    parse_dim_flags,
+    parse_shape_flags,
+    read_model,
+    resolve_inputs,
+)
 from autotune.objectives import Limits, parse_objectives
 from autotune.report import progress_line, summary_table
 from autotune.space import SearchSpace, default_batch_sizes, load_space, parse_batch_sizes
 from autotune.storage import shown, storage_url
 from autotune.study import TuneRequest, TuneResult, check_storage
 from autotune.study import tune as run_study
+from autotune.sweep import sweep_levels
 from autotune.variants import (
     DEFAULT_ACCURACY,
     METRICS,
@@ -67,6 +74,9 @@ class RunOptions:
     calibration: Path | None = None  # .npz for static quantization
     accuracy: str | None = None  # e.g. cosine>=0.999, for the variants
     worker_command: Sequence[str] | None = None
+    concurrency: int = 1  # requests in flight at once
+    dim_weights: str | None = None  # weights of a --dim shape mix, e.g. 0.5,0.3,0.2
+    sweep: bool | None = None  # the concurrency sweep after the search (default: concurrency > 1)
 
 
 @dataclass(frozen=True)
@@ -77,9 +87,16 @@ class RunOutcome:
     result: TuneResult  # how the study ended: interrupted, stopped by failures, its reason
 
 
-def default_study_name(model_path: str, sha256: str, space: str, objective_slug: str) -> str:
+def default_study_name(
+    model_path: str, sha256: str, space: str, objective_slug: str, workload: Workload | None = None
+) -> str:
     stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(model_path).stem) or "model"
-    return f"{stem}-{sha256[:8]}-{space}-{objective_slug}"
+    name = f"{stem}-{sha256[:8]}-{space}-{objective_slug}"
+    if workload is not None and workload.concurrency > 1:
+        name += f"-c{workload.concurrency}"
+    if workload is not None and workload.shapes:
+        name += f"-{len(workload.shapes)}shapes"
+    return name
 
 
 def _check_writable(path: Path) -> Path:
@@ -173,6 +190,11 @@ def prepare(options: RunOptions) -> TuneRequest:
     """Validate every input and build the study request; nothing is written before this passes."""
     objectives = parse_objectives(options.objective)
     objective = objectives[0]
+    if options.concurrency < 1:
+        raise UsageError(
+            f"--concurrency {options.concurrency} is below 1; give the number of requests the "
+            "deployment has in flight at once (1 for one caller)"
+        )
     parse_variants(options.variants)  # validated here, made after every other check
     accuracy = parse_accuracy(options.accuracy)
     if options.calibration is not None and not options.calibration.is_file():
@@ -188,7 +210,9 @@ def prepare(options: RunOptions) -> TuneRequest:
         dims=dims,
         data_path=str(options.inputs) if options.inputs else None,
         seed=options.seed,
+        dim_weights=options.dim_weights,
     )
+    workload = Workload(concurrency=options.concurrency, shapes=resolved.shapes)
     batch_sizes = default_batch_sizes(
         objective="throughput"
         if any(o.name == "throughput" for o in objectives)
@@ -199,14 +223,17 @@ def prepare(options: RunOptions) -> TuneRequest:
     )
     out = _check_writable(options.out)
     slug = "_".join(o.slug for o in objectives)
-    name = options.study or default_study_name(model.path, model.sha256, space.name, slug)
-    static_shapes = len(batch_sizes) == 1
+    name = options.study or default_study_name(model.path, model.sha256, space.name, slug, workload)
+    static_shapes = len(batch_sizes) == 1 and not workload.shapes
+    cpus = usable_cpus()
     space = space.resolve(
         batch_sizes=batch_sizes,
-        cpus=usable_cpus(),
+        cpus=cpus,
         static_shapes=static_shapes,
         study_dir=str(out / name),
+        concurrency=workload.concurrency,
     )
+    sweep = options.sweep if options.sweep is not None else workload.concurrency > 1
     if options.max_gpu_memory_mb is not None:
         space = with_gpu_memory_limit(space, options.max_gpu_memory_mb)
     space.check_providers(_available_providers())
@@ -243,6 +270,8 @@ def prepare(options: RunOptions) -> TuneRequest:
         static_shapes=static_shapes,
         max_gpu_memory_mb=options.max_gpu_memory_mb,
         accuracy=accuracy,
+        workload=workload,
+        sweep_levels=sweep_levels(cpus, workload.concurrency) if sweep else (),
         limits=Limits(
             {
                 name: value
@@ -263,14 +292,13 @@ def run_tuning(options: RunOptions, *, echo: Callable[[str], None]) -> RunOutcom
     out = options.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     request = with_variants(request, options, echo)
-    inputs = ", ".join(
-        f"{s.name} {s.dtype} {'x'.join(map(str, s.shape_for(0) if s.batched else s.shape))}".replace(
-            " 0x", " Nx"
-        )
-        for s in request.feeds.inputs
-    )
     echo(f"model:   {request.model.path} (sha256 {request.model.sha256[:12]})")
-    echo(f"inputs:  {inputs}{' from ' + str(options.inputs) if options.inputs else ' (synthetic)'}")
+    echo(f"inputs:  {describe_inputs(request.feeds, request.workload.shapes)}")
+    if request.workload.concurrency > 1:
+        echo(
+            f"load:    {request.workload.concurrency} concurrent callers; sessions, threads per "
+            "session and the thread pool searched with the other knobs"
+        )
     batches = ",".join(map(str, request.space.batch_sizes))
     echo(
         f"space:   {request.space.name} ({len(request.space.params)} knobs, batch sizes {batches})"
@@ -307,10 +335,18 @@ def run_tuning(options: RunOptions, *, echo: Callable[[str], None]) -> RunOutcom
         environment=request.environment,
         feeds=request.feeds,
         variant_paths=request.variant_paths,
+        workload=request.workload,
     )
     path = write_best(tuned, out)
     table = summary_table(tuned, result, request.objective, request.all_objectives, request.limits)
-    table += f"\nwrote {path}\nload it with: autotune.load_session({str(path)!r})"
+    table += f"\nwrote {path}\n"
+    if request.workload.concurrency > 1:
+        table += (
+            f"serve {request.workload.concurrency} concurrent callers with: "
+            f"autotune.load_pool({str(path)!r}) (its sessions, thread pools and workload)"
+        )
+    else:
+        table += f"load it with: autotune.load_session({str(path)!r})"
     return RunOutcome(
         tuned=tuned,
         best_path=path,
@@ -351,6 +387,9 @@ def tune(
     variants: str | None = None,
     calibration: str | os.PathLike[str] | None = None,
     accuracy: str | None = None,
+    concurrency: int = 1,
+    dim_weights: str | None = None,
+    sweep: bool | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> TunedConfig:
     """Tune ``model`` and return the tuned config (also written to ``OUT/STUDY/best.json``).
@@ -393,5 +432,8 @@ def tune(
         variants=variants,
         calibration=Path(calibration) if calibration is not None else None,
         accuracy=accuracy,
+        concurrency=concurrency,
+        dim_weights=dim_weights,
+        sweep=sweep,
     )
     return run_tuning(options, echo=progress or (lambda line: None)).tuned

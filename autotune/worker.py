@@ -4,10 +4,11 @@ The runner starts ``python -m autotune.worker --job FILE --result-fd N`` with on
 JSON in FILE and reads one result document from file descriptor N. stdout and stderr stay free for
 ONNX Runtime's own logging. Exit code 0 means a result was written, whatever it says.
 
-Order of work: import onnxruntime (timed), create the session (timed), first inference (timed),
-accuracy check against the baseline's outputs (a mismatch ends the trial before any timing), a
-short warm-up, then timed runs until both minimums are met; leading timed runs that are still
-slow outliers are counted as warm-up and replaced.
+Order of work: import onnxruntime (timed), create the config's sessions (timed), then for each
+shape of the workload: each session's first inference at that shape (timed, part of startup),
+the accuracy check over the guarded pool batches against the baseline's outputs (a mismatch ends
+the trial before any timing), then the load (:mod:`autotune.load`): one caller, or the
+workload's concurrent callers sharing the sessions, warm-up first, then a timed window.
 """
 
 from __future__ import annotations
@@ -17,12 +18,22 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from autotune.config import RESULT_SCHEMA, Measurement, WorkerJob
+from autotune.config import (
+    RESULT_SCHEMA,
+    LatencyStats,
+    Measurement,
+    ShapeFigures,
+    ShapePoint,
+    WorkerJob,
+)
+
+if TYPE_CHECKING:
+    from autotune.session import Runner
 
 clock = time.perf_counter
 
@@ -33,144 +44,212 @@ class OutputMismatch(Exception):
         self.details = details
 
 
-def _loop(
-    run: Callable[[], Any], *, min_runs: int, min_s: float, max_runs: int, max_s: float
-) -> list[float]:
-    """Run until both minimums are met or either cap is hit; per-run times in seconds."""
-    times: list[float] = []
-    start = clock()
-    while True:
-        t0 = clock()
-        run()
-        t1 = clock()
-        times.append(t1 - t0)
-        elapsed = t1 - start
-        if len(times) >= max_runs or elapsed >= max_s:
-            return times
-        if len(times) >= min_runs and elapsed >= min_s:
-            return times
-
-
-def check_accuracy(job: WorkerJob, session: Any, run: Any) -> dict[str, float | None]:
-    """Write the reference (baseline) or compare with it; raise OutputMismatch beyond tolerance."""
-    from autotune.accuracy import compare, load_reference, save_reference
+def write_reference(job: WorkerJob, session: Any, points: Sequence[ShapePoint | None]) -> None:
+    """The baseline's outputs for every batch size, pooled batch and shape the guard compares."""
+    from autotune.accuracy import reference_key, save_reference
     from autotune.model import make_feeds
     from autotune.session import outputs_of
 
-    check = job.accuracy
     names = [o.name for o in session.get_outputs()]
-    if check.reference_path is None:
+    by_key: dict[int | str, dict[str, Any]] = {}
+    for point in points:
+        for batch in job.accuracy.write_batches:
+            for slot in range(guarded_slots(job, batch)):
+                feeds = make_feeds(job.feeds, batch, index=slot, dims=point.dims if point else None)
+                key = reference_key(batch, slot, point.label if point else "")
+                by_key[key] = dict(zip(names, outputs_of(session, feeds), strict=True))
+    assert job.accuracy.reference_path is not None
+    save_reference(job.accuracy.reference_path, by_key)
+
+
+def guarded_slots(job: WorkerJob, batch: int) -> int:
+    """Pool batches the guard compares: those covering the first ACCURACY_ROWS samples."""
+    from autotune.accuracy import ACCURACY_ROWS
+    from autotune.model import pool_batches
+
+    rows = min(job.feeds.pool_rows, ACCURACY_ROWS)
+    return min(pool_batches(job.feeds, batch), -(-rows // batch))
+
+
+def check_accuracy(job: WorkerJob, run: Runner, point: ShapePoint | None) -> dict[str, Any]:
+    """Compare this trial's outputs over the guarded pool batches with the baseline's.
+
+    The outputs come from runs on this trial's own path (IO binding included). Raises
+    OutputMismatch beyond tolerance, naming the pool batch and shape.
+    """
+    from autotune.accuracy import compare, load_reference, reference_key
+
+    check = job.accuracy
+    if check.reference_path is None or check.write_batches:
         return {}
-    if check.write_batches:
-        by_batch = {
-            b: dict(zip(names, outputs_of(session, make_feeds(job.feeds, b)), strict=True))
-            for b in check.write_batches
+    names = [o.name for o in run.session.get_outputs()]
+    batch = job.config.batch_size
+    slots = guarded_slots(job, batch)
+    worst: dict[str, Any] = {}
+    top1s: list[float] = []
+    for slot in range(slots):
+        key = reference_key(batch, slot, point.label if point else "")
+        reference = load_reference(check.reference_path, key)
+        if reference is None:
+            continue
+        run.run_slot(slot)
+        outputs = dict(zip(names, run.outputs(), strict=True))
+        result = compare(
+            outputs,
+            reference,
+            rtol=check.rtol,
+            atol=check.atol,
+            metric=check.metric,
+            threshold=check.threshold,
+        )
+        figures = {
+            "max_abs_err": max(result.max_abs_err, worst.get("max_abs_err", 0.0)),
+            "max_rel_err": max(result.max_rel_err, worst.get("max_rel_err", 0.0)),
+            "cosine": _lowest(result.cosine, worst.get("cosine")),
         }
-        save_reference(check.reference_path, by_batch)
-        return {"max_abs_err": 0.0, "max_rel_err": 0.0, "cosine": 1.0}
-    reference = load_reference(check.reference_path, job.config.batch_size)
-    if reference is None:
-        return {}
-    outputs = dict(zip(names, run.outputs(), strict=True))  # the first run's, on this trial's path
-    result = compare(
-        outputs,
-        reference,
-        rtol=check.rtol,
-        atol=check.atol,
-        metric=check.metric,
-        threshold=check.threshold,
+        if result.top1_agreement is not None:
+            top1s.append(result.top1_agreement)
+        figures["top1_agreement"] = sum(top1s) / len(top1s) if top1s else None
+        worst = figures
+        if not result.ok:
+            where = f"pool batch {slot + 1} of {slots}" + (
+                f", shape {point.label}" if point else ""
+            )
+            raise OutputMismatch(
+                f"{result.message} ({where})",
+                {**figures, "worst_output": result.worst_output, "pool_batch": slot},
+            )
+    return worst
+
+
+def _lowest(a: float | None, b: float | None) -> float | None:
+    return b if a is None else a if b is None else min(a, b)
+
+
+def _aggregate(shapes: Sequence[ShapeFigures]) -> tuple[LatencyStats, float]:
+    """A shape mix's figures: per-shape latencies averaged by weight, and the throughput of
+    a stream whose per-sample time is the weighted mean of the shapes' (weights sum to 1)."""
+    total = sum(f.weight for f in shapes) or 1.0
+    weights = [f.weight / total for f in shapes]
+    mixed = {}
+    for name in ("p50", "p90", "p95", "p99", "mean", "std", "min", "max", "mad"):
+        mixed[name] = sum(
+            w * getattr(f.latency_ms, name) for w, f in zip(weights, shapes, strict=True)
+        )
+    stats = LatencyStats(
+        **mixed,
+        count=sum(f.latency_ms.count for f in shapes),
+        outliers=sum(f.latency_ms.outliers for f in shapes),
     )
-    figures = {
-        "max_abs_err": result.max_abs_err,
-        "max_rel_err": result.max_rel_err,
-        "cosine": result.cosine,
-        "top1_agreement": result.top1_agreement,
-    }
-    if not result.ok:
-        raise OutputMismatch(result.message, {**figures, "worst_output": result.worst_output})
-    return figures
+    per_sample = sum(w / f.throughput for w, f in zip(weights, shapes, strict=True))
+    return stats, 1.0 / per_sample
 
 
 def measure(job: WorkerJob, import_s: float) -> Measurement:
-    from autotune.model import make_feeds
+    from autotune.load import many_callers, one_caller
+    from autotune.model import make_feeds, pool_batches
     from autotune.session import Runner, create_session
-    from autotune.stats import (
-        SLOW_FIRST_RUN,
-        instability,
-        latency_stats,
-        noise,
-        noisy,
-        warmup_prefix,
-    )
+    from autotune.stats import SLOW_FIRST_RUN, instability, latency_stats
 
     started = clock()
-    settings = job.measure
-    feeds = make_feeds(job.feeds, job.config.batch_size)
+    config, workload = job.config, job.workload
+    callers = workload.concurrency
+    if config.sessions > callers:
+        raise ValueError(
+            f"the config asks for {config.sessions} sessions but the workload has only "
+            f"{callers} concurrent callers"
+        )
     t0 = clock()
-    session = create_session(job.model_path, job.config)
+    sessions = [create_session(job.model_path, config) for _ in range(config.sessions)]
     create_s = clock() - t0
-    run = Runner(session, feeds, job.config)
-    t0 = clock()
-    run()
-    first_run_s = clock() - t0
-    accuracy = check_accuracy(job, session, run)
-    warmup = _loop(
-        run,
-        min_runs=settings.warmup_runs,
-        min_s=settings.warmup_s,
-        max_runs=max(settings.warmup_runs, 1000),
-        max_s=max(settings.warmup_s, 5.0),
-    )
-    cap_runs, cap_s = settings.max_runs, settings.max_time_s
-    cpu0, wall0 = time.process_time(), clock()
-    times = _loop(
-        run, min_runs=settings.min_runs, min_s=settings.min_time_s, max_runs=cap_runs, max_s=cap_s
-    )
-    cpu_cores = (time.process_time() - cpu0) / max(clock() - wall0, 1e-9)  # every thread's time
-    notes = []
-    trimmed = warmup_prefix(times)
-    if trimmed:
-        times = times[trimmed:] + _loop(
-            run, min_runs=trimmed, min_s=0.0, max_runs=trimmed, max_s=cap_s
+    points: Sequence[ShapePoint | None] = workload.shapes or (None,)
+    if job.accuracy.reference_path and job.accuracy.write_batches:
+        write_reference(job, sessions[0], points)
+    batch = config.batch_size
+    accuracy: dict[str, Any] = {}
+    shapes: list[ShapeFigures] = []
+    first_run_s = timed_s = cpu_weighted = 0.0
+    warmups = 0
+    notes: list[str] = []
+    unstable: list[str] = []
+    for point in points:
+        dims = point.dims if point else None
+        pool = [
+            make_feeds(job.feeds, batch, index=k, dims=dims)
+            for k in range(pool_batches(job.feeds, batch))
+        ]
+        runners = [
+            Runner(sessions[i % len(sessions)], pool, config, start=i * len(pool) // callers)
+            for i in range(callers)
+        ]
+        t0 = clock()
+        for runner in runners[: len(sessions)]:  # each session's first run at this shape
+            runner()
+        first = clock() - t0
+        figures = check_accuracy(job, runners[0], point)
+        for key, value in figures.items():
+            if value is not None:
+                accuracy[key] = (
+                    value
+                    if key not in accuracy
+                    else (
+                        min(accuracy[key], value)
+                        if key in ("cosine", "top1_agreement")
+                        else max(accuracy[key], value)
+                    )
+                )
+        window = (
+            one_caller(runners[0], job.measure)
+            if callers == 1
+            else many_callers(runners, job.measure)
         )
-        notes.append(f"{trimmed} slow leading runs counted as warm-up")
-    stats = latency_stats(times)
-    if settings.retry_noisy and noisy(stats):
-        cpu0, wall0 = time.process_time(), clock()
-        again = _loop(run, min_runs=len(times), min_s=sum(times), max_runs=cap_runs, max_s=cap_s)
-        again_cores = (time.process_time() - cpu0) / max(clock() - wall0, 1e-9)
-        again_stats = latency_stats(again)
-        before = noise(stats)
-        if noise(again_stats) < before:
-            times, stats, cpu_cores = again, again_stats, again_cores
-        notes.append(
-            f"timings were noisy (noise {before:.0%}): measured a second window of {len(again)} "
-            f"runs and kept the {'second' if times is again else 'first'}, steadier one"
+        stats = latency_stats(window.times)
+        label = f"shape {point.label}: " if point else ""
+        notes += [label + n for n in window.notes]
+        unstable += [label + u for u in instability(stats)]
+        if first * 1e3 > SLOW_FIRST_RUN * stats.p50:
+            notes.append(
+                f"{label}first inference took {first * 1e3:.1f} ms, "
+                f"{first * 1e3 / stats.p50:.0f}x a steady run: it is part of startup"
+            )
+        shapes.append(
+            ShapeFigures(
+                label=point.label if point else "",
+                weight=point.weight if point else 1.0,
+                latency_ms=stats,
+                throughput=window.throughput(batch),
+                first_run_s=first,
+            )
         )
-    if first_run_s * 1e3 > SLOW_FIRST_RUN * stats.p50:
-        notes.append(
-            f"first inference took {first_run_s * 1e3:.1f} ms, "
-            f"{first_run_s * 1e3 / stats.p50:.0f}x a steady run: it is part of startup"
-        )
-    timed_s = sum(times)
+        first_run_s += first
+        timed_s += window.wall_s
+        cpu_weighted += window.cpu_cores * window.wall_s
+        warmups += window.warmup_runs
+    if len(shapes) == 1:
+        stats, throughput = shapes[0].latency_ms, shapes[0].throughput
+        per_shape: tuple[ShapeFigures, ...] = ()
+    else:
+        (stats, throughput), per_shape = _aggregate(shapes), tuple(shapes)
     return Measurement(
-        batch_size=job.config.batch_size,
+        batch_size=batch,
         import_s=import_s,
         create_s=create_s,
         first_run_s=first_run_s,
         latency_ms=stats,
-        throughput=job.config.batch_size * len(times) / timed_s,
+        throughput=throughput,
         timed_s=timed_s,
-        warmup_runs=len(warmup) + trimmed,
-        providers=tuple(session.get_providers()),
+        warmup_runs=warmups,
+        providers=tuple(sessions[0].get_providers()),
         work_s=clock() - started,
-        unstable=instability(stats),
+        unstable=tuple(unstable),
         notes=tuple(notes),
-        cpu_cores=round(cpu_cores, 3),
+        cpu_cores=round(cpu_weighted / max(timed_s, 1e-9), 3),
         max_abs_err=accuracy.get("max_abs_err"),
         max_rel_err=accuracy.get("max_rel_err"),
         cosine=accuracy.get("cosine"),
         top1_agreement=accuracy.get("top1_agreement"),
+        concurrency=callers,
+        per_shape=per_shape,
     )
 
 

@@ -84,12 +84,9 @@ def test_export_python_snippet_runs_standalone(
         app, ["export", "--out", str(out), "--study", name, "-f", "python", "--dest", str(dest)]
     )
     assert result.exit_code == 0, result.output
-    code = dest.read_text() + (
-        "\nimport numpy\nprint(session.run(None, {'x': numpy.zeros((1, 3, 224, 224), 'float32')})[0].shape)\n"
-    )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    done = subprocess.run([sys.executable, str(dest)], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "(1, 4)"
+    assert done.stdout.split()[-1] == "1x4"  # one real inference: the output's shape
     assert "import autotune" not in dest.read_text()
 
 

@@ -54,14 +54,18 @@ def test_shapes_plus_partial_npz_resolve_silero(silero: Path, silero_sr: Path) -
     assert feeds["sr"].dtype == np.int64 and int(feeds["sr"]) == 16000
 
 
-def test_npz_data_pins_the_batch_and_is_tiled(rapid: Path, tmp_path: Path) -> None:
+def test_npz_data_is_a_pool_not_a_batch(rapid: Path, tmp_path: Path) -> None:
     data = np.arange(2 * 3 * 224 * 224, dtype=np.float32).reshape(2, 3, 224, 224)
     np.savez(tmp_path / "x.npz", x=data)
     resolved = resolve_inputs(read_model(rapid), data_path=str(tmp_path / "x.npz"))
-    assert resolved.pinned_batch == 2
-    feeds = make_feeds(resolved.plan, 5)
+    assert resolved.pinned_batch is None  # the batch size follows the objective
+    assert resolved.plan.pool_rows == 2
+    assert "a pool of 2 samples" in resolved.describe()
+    feeds = make_feeds(resolved.plan, 5)  # a batch larger than the pool wraps around it
     assert feeds["x"].shape == (5, 3, 224, 224)
     assert np.array_equal(feeds["x"][2], data[0]) and np.array_equal(feeds["x"][3], data[1])
+    one, two = (make_feeds(resolved.plan, 1, index=k)["x"] for k in (0, 1))
+    assert np.array_equal(one[0], data[0]) and np.array_equal(two[0], data[1])
 
 
 def test_bad_npz_contents_are_reported(rapid: Path, tmp_path: Path) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import subprocess
@@ -109,23 +108,24 @@ def _wait_for_trials(out: Path, count: int, proc: subprocess.Popen[bytes]) -> No
     time.sleep(0.3)  # into the next trial
 
 
-def _workers_left() -> list[psutil.Process]:
-    """Live workers not owned by a running tuner: left behind by the one that was stopped.
-    (Workers of another autotune run on this machine, whose tuner is alive, do not count.)"""
+def _workers_left(tmp: Path) -> list[psutil.Process]:
+    """Live workers of the tuner that was given ``TMPDIR=tmp``: their job files live there.
 
-    def orphaned(worker: psutil.Process) -> bool:
-        with contextlib.suppress(psutil.Error):
-            parent = worker.parent()
-            head = parent.cmdline()[:3] if parent is not None else []
-            tuner = any(a == "autotune.cli" or os.path.basename(a) == "autotune" for a in head)
-            return not tuner
-        return False
-
+    (Workers of other autotune runs on this machine, a benchmark or another test, do not count.)
+    """
     return [
         p for p in psutil.process_iter(["cmdline"])
         if "autotune.worker" in " ".join(p.info["cmdline"] or [])
-        and p.status() != "zombie" and orphaned(p)
+        and str(tmp) in " ".join(p.info["cmdline"] or [])
+        and p.status() != "zombie"
     ]  # fmt: skip
+
+
+def _own_tmp(tmp_path: Path) -> tuple[Path, dict[str, str]]:
+    """A TMPDIR for one tuner: the runner hands it on, so its workers' job files land there."""
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    return tmp, {**os.environ, "TMPDIR": str(tmp)}
 
 
 def test_sigkill_mid_study_then_resume_loses_and_repeats_nothing(
@@ -159,8 +159,9 @@ def test_interrupt_stops_cleanly_writes_results_and_resumes(
     magika: Path, tmp_path: Path, sig: signal.Signals
 ) -> None:
     out = tmp_path / "results"
+    tmp, env = _own_tmp(tmp_path)
     proc = subprocess.Popen(
-        _command(magika, out, 8), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        _command(magika, out, 8), stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env
     )
     _wait_for_trials(out, 2, proc)
     proc.send_signal(sig)
@@ -172,7 +173,7 @@ def test_interrupt_stops_cleanly_writes_results_and_resumes(
     tuned = read_tuned(best)
     assert tuned.metrics.throughput > 0
     time.sleep(0.5)
-    assert not _workers_left(), "a worker outlived the interrupted tuner"
+    assert not _workers_left(tmp), "a worker outlived the interrupted tuner"
     trials = _finished(out)
     assert not any(t.state.name == "RUNNING" for t in trials)
 

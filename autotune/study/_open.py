@@ -52,6 +52,7 @@ def study_attrs(request: TuneRequest) -> dict[str, Any]:
         "batch_sizes": list(request.space.batch_sizes),
         "variants": dict(request.variant_paths),
         "limits": dict(request.limits.bounds),
+        "workload": request.workload.to_dict(),
         "environment": dict(request.environment),
     }
 
@@ -120,8 +121,26 @@ def open_study(request: TuneRequest) -> Any:
                 f"study {request.study_name!r} was made for another {what} ({theirs!r}, this run "
                 f"has {ours!r}); pick a new --study name instead of mixing results"
             )
+    theirs = existing.get("workload") or {"concurrency": 1, "shapes": []}
+    ours = request.workload.to_dict()
+    if theirs != ours:
+        raise UsageError(
+            f"study {request.study_name!r} was measured under another workload ({_load(theirs)} "
+            f"there, {_load(ours)} here); its timings would not be comparable: pick a new --study "
+            "name or repeat the study's --concurrency and --dim flags"
+        )
     check_fingerprint(existing.get("environment") or {}, request.environment, request.study_name)
     return study
+
+
+def _load(workload: Mapping[str, Any]) -> str:
+    text = f"concurrency {workload.get('concurrency', 1)}"
+    shapes = workload.get("shapes") or []
+    if shapes:
+        text += ", shapes " + " | ".join(
+            ",".join(f"{k}={v}" for k, v in p["dims"].items()) for p in shapes
+        )
+    return text
 
 
 #: The facts two machines must share for their timings to be comparable in one study.

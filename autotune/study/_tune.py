@@ -18,14 +18,17 @@ from typing import Any
 
 from autotune.config import (
     AccuracyCheck,
+    ConcurrencySweep,
     Confirmation,
     FeedPlan,
     Measurement,
     MeasureSettings,
+    SweepPoint,
     TrialConfig,
     TrialFailure,
     TrialOutcome,
     WorkerJob,
+    Workload,
 )
 from autotune.errors import AutotuneError
 from autotune.finalists import confirm, pick_finalists, spread_along_front
@@ -51,6 +54,7 @@ from autotune.study._records import (
     pareto_of,
     records_of,
 )
+from autotune.sweep import run_sweep
 from autotune.variants import DEFAULT_ACCURACY
 
 BASELINE_TIMEOUT_S = 600.0
@@ -88,6 +92,8 @@ class TuneRequest:
     finalists: int = 3  # configs re-measured against the baseline after the search (0: none)
     rounds: int = 5  # interleaved confirmation rounds
     wait_for_lock: bool = True  # queue behind another autotune measuring here, or fail at once
+    workload: Workload = field(default_factory=Workload)  # concurrency and shape mix
+    sweep_levels: tuple[int, ...] = ()  # concurrencies to measure chosen and defaults at, after
 
     @property
     def all_objectives(self) -> tuple[Objective, ...]:
@@ -127,6 +133,7 @@ class TuneResult:
     stop_reason: str
     confirmation: Confirmation | None = None
     pareto: tuple[TrialRecord, ...] = ()  # several objectives: the non-dominated trials
+    sweep: ConcurrencySweep | None = None  # chosen and defaults at several concurrencies
     interrupted: bool = False  # Ctrl-C or SIGTERM: results are what completed before it
     failed_out: bool = False  # stopped by --max-failures consecutive failures
 
@@ -160,7 +167,13 @@ class Measurer:
     timeout_s: float
     on_wait: Callable[[str], None] | None = None
 
-    def __call__(self, config: TrialConfig, *, write_reference: bool = False) -> TrialOutcome:
+    def __call__(
+        self,
+        config: TrialConfig,
+        *,
+        write_reference: bool = False,
+        workload: Workload | None = None,
+    ) -> TrialOutcome:
         r = self.request
         metric = None
         if config.variant != "original":
@@ -174,7 +187,7 @@ class Measurer:
             threshold=metric[1] if metric else None,
         )
         model_path = r.variant_paths.get(config.variant, r.model.path)
-        job = WorkerJob(model_path, config, r.feeds, r.measure, accuracy)
+        job = WorkerJob(model_path, config, r.feeds, r.measure, accuracy, workload or r.workload)
         if STOP.is_set():
             return TrialFailure("interrupted", "stopped by the user before it started")
         with machine_lock(wait=r.wait_for_lock, on_wait=self.on_wait, stop=STOP):
@@ -313,6 +326,55 @@ def _confirm(
     return confirmation
 
 
+def _chosen(
+    records: Sequence[TrialRecord],
+    request: TuneRequest,
+    baseline: TrialRecord,
+    confirmation: Confirmation | None,
+) -> TrialRecord:
+    """The config best.json will hold: the confirmed winner, else the search's best."""
+    if confirmation is not None:
+        return next(r for r in records if r.number == confirmation.winner)
+    return best_of(records, request.objective, request.limits) or baseline
+
+
+def _sweep(
+    study: Any,
+    request: TuneRequest,
+    baseline: TrialRecord,
+    chosen: TrialRecord,
+    measurer: Measurer,
+    say: Callable[[str], None],
+) -> ConcurrencySweep:
+    levels = ", ".join(map(str, request.sweep_levels))
+    who = "ONNX Runtime's defaults" + (
+        "" if chosen.number == baseline.number else f" and #{chosen.number}"
+    )
+    say(f"concurrency sweep: {who} at {levels} concurrent callers, interleaved")
+
+    def on_point(point: SweepPoint) -> None:
+        m = point.measurement
+        text = (
+            f"{m.throughput:.4g} samples/s, p99 {m.latency_ms.p99:.3g} ms"
+            if m
+            else f"FAILED {point.failure}"
+        )
+        say(f"  concurrency {point.concurrency} #{point.trial_number}: {text}")
+
+    sweep = run_sweep(
+        (baseline.number, baseline.config),
+        (chosen.number, chosen.config),
+        levels=request.sweep_levels,
+        shapes=request.workload.shapes,
+        measure=lambda config, workload: measurer(config, workload=workload),
+        max_latency_ms=request.limits.bounds.get("max_latency_ms"),
+        on_point=on_point,
+        stop=STOP,
+    )
+    study.set_user_attr("sweep", sweep.to_dict())
+    return sweep
+
+
 def tune(
     request: TuneRequest,
     *,
@@ -394,6 +456,7 @@ def tune(
     interrupted = failed_out = False
     streak = 0
     confirmation = None
+    sweep = None
     try:
         while True:
             fail_orphaned_trials(study)
@@ -430,6 +493,12 @@ def tune(
         if STOP.is_set():  # a confirmation cut short decides nothing
             confirmation = None
             raise KeyboardInterrupt
+        if request.sweep_levels and not failed_out:
+            chosen = _chosen(records, request, baseline, confirmation)
+            sweep = _sweep(study, request, baseline, chosen, measurer, say)
+            if STOP.is_set():
+                sweep = None
+                raise KeyboardInterrupt
     except KeyboardInterrupt:
         interrupted = True
         stop_reason = "interrupted; the running trial was stopped and is not counted"
@@ -454,6 +523,7 @@ def tune(
         stop_reason=stop_reason,
         confirmation=confirmation,
         pareto=pareto,
+        sweep=sweep,
         interrupted=interrupted,
         failed_out=failed_out,
     )
