@@ -326,8 +326,9 @@ def ort_config_model(tuned: TunedConfig, dest: Path) -> tuple[Path, list[str]]:
 def optimized_model(tuned: TunedConfig, dest: Path) -> tuple[Path, TunedConfig]:
     """Save the graph as ONNX Runtime optimized it under the tuned settings, plus the config
     that loads it with optimizations off (the work is done once, not at every startup)."""
-    from autotune.session import session_options
+    from autotune.session import session_options, set_thread_pools
 
+    set_thread_pools(tuned.config)  # a config sharing the global pool needs it first
     options = session_options(tuned.config)
     dest.parent.mkdir(parents=True, exist_ok=True)
     options.optimized_model_filepath = str(dest)

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import math
 import os
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -214,9 +215,10 @@ def parse_dim_weights(text: str | None, count: int) -> tuple[float, ...]:
         raise UsageError(f"--dim-weights {text!r} is malformed; write e.g. 0.5,0.3,0.2") from None
     if count <= 1:
         raise UsageError("--dim-weights needs a mix of shapes: give --dim SYMBOL=N1,N2,...")
-    if len(weights) != count or any(w < 0 for w in weights) or sum(weights) <= 0:
+    bad = any(w < 0 or not math.isfinite(w) for w in weights)
+    if len(weights) != count or bad or sum(weights) <= 0:
         raise UsageError(
-            f"--dim-weights needs {count} non-negative weights, one per shape of the mix, "
+            f"--dim-weights needs {count} finite, non-negative weights, one per shape of the mix, "
             f"got {text!r}"
         )
     total = sum(weights)
@@ -417,10 +419,7 @@ def resolve_inputs(
     pinned_batch = next(iter(pinned.values()), None)
     if pinned_batch is not None:
         # Every batched input starts at the pinned size; the trial's batch size replaces it.
-        specs = [
-            InputSpec(s.name, s.dtype, (pinned_batch, *s.shape[1:]), True) if s.batched else s
-            for s in specs
-        ]
+        specs = [replace(s, shape=(pinned_batch, *s.shape[1:])) if s.batched else s for s in specs]
     plan = FeedPlan(
         inputs=tuple(specs),
         seed=seed,

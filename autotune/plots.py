@@ -161,6 +161,7 @@ def sweep_plot(sweep: ConcurrencySweep, path: Path) -> None:
         ax.axvline(sweep.max_latency_ms, color="tab:red", linestyle=":", label="p99 limit")
     ax.set_xlabel("latency p99 (ms)")
     ax.set_ylabel("throughput (samples/s)")
+    ax.margins(0.12)  # room for the labels
     ax.set_title("Throughput against p99 latency by concurrency")
     ax.legend()
     fig.tight_layout()

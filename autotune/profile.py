@@ -46,13 +46,14 @@ def summarize_trace(events: list[dict[str, Any]], runs: int) -> list[OpTime]:
 
 def _child(config_path: str, runs: int, out_dir: str) -> dict[str, Any]:
     from autotune.model import make_feeds
-    from autotune.session import Runner, read_tuned, session_options
+    from autotune.session import Runner, read_tuned, session_options, set_thread_pools
 
     tuned = read_tuned(config_path)
     if tuned.inputs is None:
         raise UsageError(f"{config_path} has no input description; re-run the tuning to refresh it")
     import onnxruntime as ort
 
+    set_thread_pools(tuned.config)  # a config sharing the global pool needs it first
     options = session_options(tuned.config)
     options.enable_profiling = True
     options.profile_file_prefix = str(Path(out_dir) / "profile")

@@ -288,6 +288,10 @@ def load_pool(
     """Everything a ``best.json`` needs to serve its workload: its sessions (with the global
     thread pool when the config shares one), its concurrency and batch size.
 
+    A config with ``global_thread_pool`` creates ONNX Runtime's process-wide pools: after that,
+    every session of the process must use them (ONNX Runtime allows one kind per process), so
+    load such a config in the serving process before any other session.
+
     Example:
         >>> pool = autotune.load_pool("results/magika-3b4f2c1a-cpu-throughput-c4/best.json")
         >>> with ThreadPoolExecutor(pool.concurrency) as callers:

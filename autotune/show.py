@@ -106,6 +106,15 @@ def trials_table(view: StudyView) -> str:
             else ""
         ),
     ]
+    workload = view.attrs.get("workload") or {}
+    if workload.get("concurrency", 1) > 1 or workload.get("shapes"):
+        shapes = " | ".join(
+            ",".join(f"{k}={v}" for k, v in p["dims"].items()) for p in workload.get("shapes", [])
+        )
+        lines.append(
+            f"workload: {workload.get('concurrency', 1)} concurrent caller(s)"
+            + (f", shapes {shapes}" if shapes else "")
+        )
     if view.confirmation is not None:
         lines.append(view.confirmation.verdict)
     return "\n".join(lines)
