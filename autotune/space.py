@@ -248,6 +248,37 @@ class SearchSpace:
             global_thread_pool=global_pool,
         )
 
+    def serving_presets(self, concurrency: int) -> list[dict[str, Any]]:
+        """Known layouts for N concurrent callers, measured before the sampler's own proposals.
+
+        One session per caller up to the usable CPUs, the CPUs split between them (OpenVINO's
+        "streams"), and one shared session with one intra-op thread per call; spinning off in
+        both, since spinning threads steal the cores other callers need. Only knobs this space
+        has, within their ranges; none for one caller.
+        """
+        knobs = {p.name: p for p in self.params}
+        if concurrency <= 1 or "sessions" not in knobs:
+            return []
+        threads = knobs.get("intra_op_num_threads")
+        cpus = int(threads.bounds()[1]) if threads is not None else 1
+        sessions_low, sessions_high = knobs["sessions"].bounds()
+        layouts = []
+        streams = min(concurrency, cpus)
+        for sessions, per_session in ((streams, cpus // streams), (1, 1)):
+            sessions = int(min(max(sessions, sessions_low), sessions_high))
+            params: dict[str, Any] = {"sessions": sessions}
+            if "global_thread_pool" in knobs:
+                params["global_thread_pool"] = False
+            if threads is not None:
+                low, high = threads.bounds()
+                params[threads.name] = int(min(max(per_session, low), high))
+            spinning = knobs.get("session.intra_op.allow_spinning")
+            if spinning is not None and "0" in spinning.choices:
+                params[spinning.name] = "0"
+            if params not in layouts:
+                layouts.append(params)
+        return layouts
+
     def with_variants(self, names: Sequence[str]) -> SearchSpace:
         """The model file as the first knob: the original or one of the variants."""
         if not names:

@@ -39,6 +39,7 @@ from autotune.config import (
     Workload,
 )
 from autotune.errors import UsageError
+from autotune.machine import usable_cpus
 from autotune.model import make_feeds, read_model, resolve_inputs
 from autotune.runner import run_trial
 from autotune.session import read_tuned
@@ -723,3 +724,19 @@ def test_optimized_model_of_a_config_that_shares_the_global_thread_pool(
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     assert dest.is_file()
+
+
+def test_the_serving_layouts_are_measured_first(c2_study: tuple[Path, str, str]) -> None:
+    """After the baseline: one session per caller (CPUs split between them), then one shared
+    session with one thread per call, both without spinning; the sampler proposes the rest."""
+    out, name, stdout = c2_study
+    study = optuna.load_study(study_name=name, storage=f"sqlite:///{out / 'autotune.db'}")
+    first = {t.number: t.params for t in study.trials if t.number in (1, 2)}
+    cpus = usable_cpus()
+    streams = min(2, cpus)
+    assert first[1]["sessions"] == streams
+    assert first[1]["intra_op_num_threads"] == max(1, cpus // streams)
+    assert first[2]["sessions"] == 1 and first[2]["intra_op_num_threads"] == 1
+    for params in first.values():
+        assert params["global_thread_pool"] is False
+        assert params["session.intra_op.allow_spinning"] == "0"

@@ -311,7 +311,8 @@ def _confirm(
             text = f"{request.objective.value(outcome):.4g} {request.objective.unit}"
         else:
             text = f"FAILED {outcome.kind}"
-        say(f"  round {round_index + 1}/{request.rounds} #{number}: {text}")
+        cap = max(request.rounds, 3 * request.rounds)  # confirm()'s adaptive cap
+        say(f"  round {round_index + 1}, up to {cap}, #{number}: {text}")
 
     confirmation = confirm(
         (baseline.number, baseline.config, baseline.outcome),
@@ -440,6 +441,14 @@ def tune(
             raise AutotuneError(
                 f"the baseline (ONNX Runtime defaults) failed, so nothing can be compared: "
                 f"{baseline.outcome.kind}: {baseline.outcome.message[:500]}"
+            )
+        presets = request.space.serving_presets(request.workload.concurrency)
+        for params in presets:  # the known serving layouts first; the sampler fills the rest
+            study.enqueue_trial(params, skip_if_exists=True)
+        if presets:
+            say(
+                f"{len(presets)} serving layout(s) queued first: "
+                + "; ".join(", ".join(f"{k}={v}" for k, v in p.items()) for p in presets)
             )
     if baseline is None:
         raise AutotuneError(
