@@ -32,10 +32,21 @@ from autotune.storage import shown
 from autotune.study import StudyView, TrialRecord, TuneResult
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def write_json_atomic(path: Path, data: Any) -> None:
-    """Write to a temporary file in the same folder, then rename: never a truncated file."""
+    """Write to a temporary file in the same folder, then rename: never a truncated file.
+
+    The file gets the mode any new file of the user's gets (0666 less the umask), not
+    ``mkstemp``'s 0600: a service running as another user must be able to read best.json.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.fchmod(fd, 0o666 & ~_umask())
     try:
         with os.fdopen(fd, "w") as handle:
             json.dump(data, handle, indent=2)

@@ -194,6 +194,19 @@ def test_best_json_is_replaced_atomically(tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == ["best.json"]
 
 
+@pytest.mark.parametrize("umask", [0o022, 0o027])
+def test_best_json_is_readable_per_the_users_umask(tmp_path: Path, umask: int) -> None:
+    """Not mkstemp's 0600: a service running as another user reads the deployed config."""
+    from autotune.export import write_json_atomic
+
+    old = os.umask(umask)
+    try:
+        write_json_atomic(tmp_path / "best.json", {"a": 1})
+    finally:
+        os.umask(old)
+    assert (tmp_path / "best.json").stat().st_mode & 0o777 == 0o666 & ~umask
+
+
 def test_worker_crash_inside_a_study_is_recorded_and_the_study_goes_on(
     tiny_model: Path, tmp_path: Path
 ) -> None:
