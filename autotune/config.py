@@ -8,6 +8,7 @@ guessing, so a file written by a newer autotune fails with a clear message.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Literal
@@ -502,9 +503,62 @@ class RoundFigures:
         )
 
 
+def _finite(value: float | None) -> float | None:
+    return value if value is not None and math.isfinite(value) else None
+
+
+@dataclass(frozen=True)
+class HostNoise:
+    """How steady the host was during a paired confirmation.
+
+    ``twin_ratio`` is the median paired ratio of the baseline's config against itself in a
+    second worker (1 on a steady host); ``margin`` adds the uncertainty of that median: the
+    least gain a finalist must show beyond noise. ``steal`` is the share of CPU time the
+    hypervisor took (``/proc/stat``), ``mode_switches`` the baseline blocks more than 25 % off
+    its median (the host changed speed).
+    """
+
+    twin_ratio: float
+    twin_spread: float
+    margin: float
+    steal: float | None
+    mode_switches: int
+    blocks: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "twin_ratio": _finite(self.twin_ratio),
+            "twin_spread": _finite(self.twin_spread),
+            "margin": _finite(self.margin),
+            "steal": _finite(self.steal),
+            "mode_switches": self.mode_switches,
+            "blocks": self.blocks,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> HostNoise:
+        def number(key: str, missing: float) -> float:
+            value = data.get(key)
+            return missing if value is None else float(value)
+
+        return cls(
+            twin_ratio=number("twin_ratio", math.nan),
+            twin_spread=number("twin_spread", math.nan),
+            margin=number("margin", math.inf),
+            steal=data.get("steal"),
+            mode_switches=int(data.get("mode_switches", 0)),
+            blocks=int(data.get("blocks", 0)),
+        )
+
+
 @dataclass(frozen=True)
 class Confirmation:
-    """The finalists and the baseline re-measured in interleaved rounds, and the verdict."""
+    """The finalists and the baseline re-measured (in paired blocks of warm workers, or in
+    interleaved rounds of fresh ones), and the verdict.
+
+    ``kind`` is ``winner``, ``no gain`` or ``too noisy`` (the host's noise was larger than the
+    gain it would have to show); ``rounds`` counts cycles of blocks for ``paired blocks``.
+    """
 
     rounds: int
     baseline: RoundFigures
@@ -515,6 +569,15 @@ class Confirmation:
     # Several objectives: the trials (baseline included) no other re-measured one beats on every
     # objective's median; empty for one objective.
     front: tuple[int, ...] = ()
+    method: str = "fresh rounds"  # or "paired blocks"
+    noise: HostNoise | None = None
+    kind: str = ""  # winner | no gain | too noisy (derived from the winner when not given)
+    confirmed_at: str = ""  # ISO time the confirmation ended
+
+    def __post_init__(self) -> None:
+        if not self.kind:  # studies from before the kinds, and the fresh-rounds verdicts
+            won = self.winner != self.baseline.trial_number
+            object.__setattr__(self, "kind", "winner" if won else "no gain")
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -525,6 +588,10 @@ class Confirmation:
             "threshold": self.threshold,
             "verdict": self.verdict,
             "front": list(self.front),
+            "method": self.method,
+            "noise": self.noise.to_dict() if self.noise else None,
+            "kind": self.kind,
+            "confirmed_at": self.confirmed_at,
         }
 
     @classmethod
@@ -537,6 +604,10 @@ class Confirmation:
             threshold=float(data["threshold"]),
             verdict=str(data["verdict"]),
             front=tuple(int(n) for n in data.get("front", ())),
+            method=str(data.get("method", "fresh rounds")),
+            noise=HostNoise.from_dict(data["noise"]) if data.get("noise") else None,
+            kind=str(data.get("kind", "")),
+            confirmed_at=str(data.get("confirmed_at", "")),
         )
 
     def figures(self, trial_number: int) -> RoundFigures:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from autotune.config import MeasureSettings
@@ -56,6 +56,8 @@ def run_loop(
 
 
 def warm_up(run: Callable[[], Any], settings: MeasureSettings) -> int:
+    if settings.warmup_runs <= 0 and settings.warmup_s <= 0:
+        return 0
     return len(
         run_loop(
             run,
@@ -75,7 +77,11 @@ def one_caller(run: Callable[[], Any], settings: MeasureSettings) -> Window:
     cap_runs, cap_s = settings.max_runs, settings.max_time_s
     cpu0, wall0 = time.process_time(), clock()
     times = run_loop(
-        run, min_runs=settings.min_runs, min_s=settings.min_time_s, max_runs=cap_runs, max_s=cap_s
+        run,
+        min_runs=settings.min_runs,
+        min_s=settings.min_time_s,
+        max_runs=cap_runs,
+        max_s=cap_s,
     )
     cpu_cores = (time.process_time() - cpu0) / max(clock() - wall0, 1e-9)  # every thread's time
     notes = []
@@ -164,3 +170,30 @@ def many_callers(runners: Sequence[Callable[[], Any]], settings: MeasureSettings
             "raise --min-time or --trial-timeout"
         )
     return Window(times, end - start, cpu_cores, sum(warmups))
+
+
+def block(runners: Sequence[Callable[[], Any]], settings: MeasureSettings) -> Window:
+    """One short block of a warm worker's requests (a paired confirmation), no warm-up."""
+    if len(runners) > 1:
+        return many_callers(runners, replace(settings, warmup_runs=0, warmup_s=0.0))
+    cpu0, wall0 = time.process_time(), clock()
+    times = run_loop(
+        runners[0],
+        min_runs=settings.min_runs,
+        min_s=settings.min_time_s,
+        max_runs=settings.max_runs,
+        max_s=settings.max_time_s,
+    )
+    cpu_cores = (time.process_time() - cpu0) / max(clock() - wall0, 1e-9)
+    return Window(times, sum(times), cpu_cores, 0)
+
+
+def merge(windows: Sequence[Window]) -> Window:
+    """Several blocks of one shape as one window: all their requests, their summed time."""
+    wall = sum(w.wall_s for w in windows)
+    return Window(
+        times=[t for w in windows for t in w.times],
+        wall_s=wall,
+        cpu_cores=sum(w.cpu_cores * w.wall_s for w in windows) / max(wall, 1e-9),
+        warmup_runs=sum(w.warmup_runs for w in windows),
+    )

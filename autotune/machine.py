@@ -100,3 +100,25 @@ def environment() -> dict[str, Any]:
         "machine": platform.machine(),
         "python": sys.version.split()[0],
     }
+
+
+def cpu_times() -> tuple[int, int] | None:
+    """(steal, total) jiffies of all CPUs from /proc/stat; None where there is no /proc."""
+    try:
+        with open("/proc/stat") as stat:
+            fields = stat.readline().split()
+    except OSError:
+        return None
+    if not fields or fields[0] != "cpu":
+        return None
+    values = [int(v) for v in fields[1:9]]  # user nice system idle iowait irq softirq steal
+    return (values[7] if len(values) > 7 else 0), sum(values)
+
+
+def steal_share(since: tuple[int, int] | None = None) -> float | None:
+    """The share of CPU time the hypervisor stole since ``since`` (a :func:`cpu_times`)."""
+    now = cpu_times()
+    if now is None or since is None:
+        return None
+    total = now[1] - since[1]
+    return (now[0] - since[0]) / total if total > 0 else 0.0

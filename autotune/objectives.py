@@ -44,6 +44,11 @@ class Objective:
             return m.peak_gpu_mb
         return m.startup_s
 
+    @property
+    def pairable(self) -> bool:
+        """Measured in paired blocks of warm workers (memory and startup need a process alone)."""
+        return self.name.partition(":")[0] in ("throughput", "latency")
+
     def ratio(self, value: float, base: float) -> float:
         """How many times better ``value`` is than ``base`` (> 1 is better, either direction)."""
         if self.direction == "maximize":

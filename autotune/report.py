@@ -86,8 +86,15 @@ def text_table(rows: list[tuple[str, ...]]) -> list[str]:
 
 
 def confirmation_table(confirmation: Confirmation, objective: Objective) -> list[str]:
+    paired = confirmation.method == "paired blocks"
     rows: list[tuple[str, ...]] = [
-        ("trial", f"median {objective.unit}", "spread", "rounds won", "vs baseline")
+        (
+            "trial",
+            f"median {objective.unit}",
+            "spread",
+            "blocks won" if paired else "rounds won",
+            "paired gain" if paired else "vs baseline",
+        )
     ]
     for f in (confirmation.baseline, *confirmation.finalists):
         is_base = f.trial_number == confirmation.baseline.trial_number
@@ -178,7 +185,13 @@ def summary_table(
     """Baseline against the chosen config (confirmed figures when confirmed), then the story."""
     base, best = tuned.baseline, tuned.metrics
     confirmation = tuned.confirmation
-    source = f"median round of {confirmation.rounds}" if confirmation else "search measurement"
+    source = (
+        "search measurement"
+        if confirmation is None
+        else f"{confirmation.rounds} paired blocks"
+        if confirmation.method == "paired blocks"
+        else f"median round of {confirmation.rounds}"
+    )
     rows: list[tuple[str, ...]] = [
         (
             f"({source})",

@@ -9,6 +9,9 @@ shape of the workload: each session's first inference at that shape (timed, part
 the accuracy check over the guarded pool batches against the baseline's outputs (a mismatch ends
 the trial before any timing), then the load (:mod:`autotune.load`): one caller, or the
 workload's concurrent callers sharing the sessions, warm-up first, then a timed window.
+
+With ``--serve FD`` the worker stays warm for a paired confirmation (:mod:`autotune.duel`): it
+prepares and warms up once, then runs one short block per command read from FD.
 """
 
 from __future__ import annotations
@@ -18,22 +21,26 @@ import json
 import os
 import sys
 import time
-from collections.abc import Sequence
-from dataclasses import replace
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO, TypeVar
 
 from autotune.config import (
     RESULT_SCHEMA,
     LatencyStats,
     Measurement,
+    MeasureSettings,
     ShapeFigures,
     ShapePoint,
     WorkerJob,
 )
 
 if TYPE_CHECKING:
+    from autotune.load import Window
     from autotune.session import Runner
+
+T = TypeVar("T")
 
 clock = time.perf_counter
 
@@ -145,11 +152,29 @@ def _aggregate(shapes: Sequence[ShapeFigures]) -> tuple[LatencyStats, float]:
     return stats, 1.0 / per_sample
 
 
-def measure(job: WorkerJob, import_s: float) -> Measurement:
-    from autotune.load import many_callers, one_caller
+@dataclass
+class Stage:
+    """One shape of the workload, ready to measure: its callers' runners, its first runs."""
+
+    point: ShapePoint | None
+    runners: list[Runner]
+    first_run_s: float
+
+
+@dataclass
+class Prepared:
+    sessions: list[Any]
+    stages: list[Stage]
+    create_s: float
+    accuracy: dict[str, Any]
+    started: float
+
+
+def prepare(job: WorkerJob) -> Prepared:
+    """Create the sessions; per shape, the callers' runners, each session's first run and the
+    accuracy check (OutputMismatch ends the trial before any timing)."""
     from autotune.model import make_feeds, pool_batches
     from autotune.session import Runner, create_session
-    from autotune.stats import SLOW_FIRST_RUN, instability, latency_stats
 
     started = clock()
     config, workload = job.config, job.workload
@@ -167,11 +192,7 @@ def measure(job: WorkerJob, import_s: float) -> Measurement:
         write_reference(job, sessions[0], points)
     batch = config.batch_size
     accuracy: dict[str, Any] = {}
-    shapes: list[ShapeFigures] = []
-    first_run_s = timed_s = cpu_weighted = 0.0
-    warmups = 0
-    notes: list[str] = []
-    unstable: list[str] = []
+    stages = []
     for point in points:
         dims = point.dims if point else None
         pool = [
@@ -179,30 +200,40 @@ def measure(job: WorkerJob, import_s: float) -> Measurement:
             for k in range(pool_batches(job.feeds, batch))
         ]
         runners = [
-            Runner(sessions[i % len(sessions)], pool, config, start=i * len(pool) // callers)
+            Runner(
+                sessions[i % len(sessions)],
+                pool,
+                config,
+                start=i * len(pool) // callers,
+            )
             for i in range(callers)
         ]
         t0 = clock()
         for runner in runners[: len(sessions)]:  # each session's first run at this shape
             runner()
         first = clock() - t0
-        figures = check_accuracy(job, runners[0], point)
-        for key, value in figures.items():
-            if value is not None:
-                accuracy[key] = (
-                    value
-                    if key not in accuracy
-                    else (
-                        min(accuracy[key], value)
-                        if key in ("cosine", "top1_agreement")
-                        else max(accuracy[key], value)
-                    )
-                )
-        window = (
-            one_caller(runners[0], job.measure)
-            if callers == 1
-            else many_callers(runners, job.measure)
-        )
+        for key, value in check_accuracy(job, runners[0], point).items():
+            if value is None:
+                continue
+            lowest = key in ("cosine", "top1_agreement")
+            old = accuracy.get(key, value)
+            accuracy[key] = min(old, value) if lowest else max(old, value)
+        stages.append(Stage(point, runners, first))
+    return Prepared(sessions, stages, create_s, accuracy, started)
+
+
+def assemble(
+    job: WorkerJob, prepared: Prepared, windows: Sequence[Window], import_s: float
+) -> Measurement:
+    """The measurement of one window per shape (a shape mix aggregated by weight)."""
+    from autotune.stats import SLOW_FIRST_RUN, instability, latency_stats
+
+    batch = job.config.batch_size
+    shapes: list[ShapeFigures] = []
+    notes: list[str] = []
+    unstable: list[str] = []
+    for stage, window in zip(prepared.stages, windows, strict=True):
+        point, first = stage.point, stage.first_run_s
         stats = latency_stats(window.times)
         label = f"shape {point.label}: " if point else ""
         notes += [label + n for n in window.notes]
@@ -221,36 +252,104 @@ def measure(job: WorkerJob, import_s: float) -> Measurement:
                 first_run_s=first,
             )
         )
-        first_run_s += first
-        timed_s += window.wall_s
-        cpu_weighted += window.cpu_cores * window.wall_s
-        warmups += window.warmup_runs
     if len(shapes) == 1:
         stats, throughput = shapes[0].latency_ms, shapes[0].throughput
         per_shape: tuple[ShapeFigures, ...] = ()
     else:
         (stats, throughput), per_shape = _aggregate(shapes), tuple(shapes)
+    timed_s = sum(w.wall_s for w in windows)
+    accuracy = prepared.accuracy
     return Measurement(
         batch_size=batch,
         import_s=import_s,
-        create_s=create_s,
-        first_run_s=first_run_s,
+        create_s=prepared.create_s,
+        first_run_s=sum(s.first_run_s for s in prepared.stages),
         latency_ms=stats,
         throughput=throughput,
         timed_s=timed_s,
-        warmup_runs=warmups,
-        providers=tuple(sessions[0].get_providers()),
-        work_s=clock() - started,
+        warmup_runs=sum(w.warmup_runs for w in windows),
+        providers=tuple(prepared.sessions[0].get_providers()),
+        work_s=clock() - prepared.started,
         unstable=tuple(unstable),
         notes=tuple(notes),
-        cpu_cores=round(cpu_weighted / max(timed_s, 1e-9), 3),
+        cpu_cores=round(sum(w.cpu_cores * w.wall_s for w in windows) / max(timed_s, 1e-9), 3),
         max_abs_err=accuracy.get("max_abs_err"),
         max_rel_err=accuracy.get("max_rel_err"),
         cosine=accuracy.get("cosine"),
         top1_agreement=accuracy.get("top1_agreement"),
-        concurrency=callers,
+        concurrency=job.workload.concurrency,
         per_shape=per_shape,
     )
+
+
+def measure(job: WorkerJob, import_s: float) -> Measurement:
+    from autotune.load import many_callers, one_caller
+
+    prepared = prepare(job)
+    windows = [
+        one_caller(stage.runners[0], job.measure)
+        if len(stage.runners) == 1
+        else many_callers(stage.runners, job.measure)
+        for stage in prepared.stages
+    ]
+    return assemble(job, prepared, windows, import_s)
+
+
+def serve(job: WorkerJob, import_s: float, commands: TextIO, out: TextIO) -> None:
+    """A warm worker for a paired confirmation: prepare and warm up once, then run one block
+    per ``{"op": "block", "seconds": S, "min_runs": N}`` line and answer each with its
+    measurement; ``{"op": "quit"}`` answers with all blocks as one measurement and this
+    process's peak memory. One JSON line per answer; a failure answers and ends the worker."""
+    from autotune.load import block, merge, warm_up
+
+    def answer(document: dict[str, Any]) -> None:
+        out.write(json.dumps(document) + "\n")
+        out.flush()
+
+    document = _guard(lambda: prepare(job))
+    if not isinstance(document, Prepared):
+        answer(document)
+        return
+    prepared = document
+    for stage in prepared.stages:
+        for runner in stage.runners:
+            warm_up(runner, job.measure)
+    answer({"schema": RESULT_SCHEMA, "status": "ready", "create_s": prepared.create_s})
+    blocks: list[list[Window]] = [[] for _ in prepared.stages]
+    for line in commands:
+        command = json.loads(line)
+        if command.get("op") == "quit":
+            if blocks[0]:
+                total = assemble(job, prepared, [merge(b) for b in blocks], import_s)
+                total = replace(total, peak_rss_mb=own_peak_rss_mb())
+                answer(
+                    {
+                        "schema": RESULT_SCHEMA,
+                        "status": "ok",
+                        "measurement": total.to_dict(),
+                    }
+                )
+            return
+        share = float(command["seconds"]) / len(prepared.stages)
+        settings = MeasureSettings(
+            warmup_runs=0,
+            warmup_s=0.0,
+            min_runs=int(command.get("min_runs", 3)),
+            min_time_s=share,
+            max_time_s=max(5.0, 20 * share),
+        )
+
+        def one_block(settings: MeasureSettings = settings) -> Measurement:
+            windows = [block(stage.runners, settings) for stage in prepared.stages]
+            for own, window in zip(blocks, windows, strict=True):
+                own.append(window)
+            return assemble(job, prepared, windows, import_s)
+
+        result = _guard(one_block)
+        if not isinstance(result, Measurement):
+            answer(result)
+            return
+        answer({"schema": RESULT_SCHEMA, "status": "ok", "measurement": result.to_dict()})
 
 
 def _failed(kind: str, message: str, details: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -263,20 +362,31 @@ def _failed(kind: str, message: str, details: dict[str, Any] | None = None) -> d
     }
 
 
-def run_job(job: WorkerJob, import_s: float) -> dict[str, Any]:
-    """The result document for one job. ONNX Runtime failures become data, not exits."""
+def _guard(action: Callable[[], T]) -> T | dict[str, Any]:
+    """``action()``, or the failure document of what it raised. ONNX Runtime failures are data."""
     from autotune.session import ProviderFallbackError
 
     try:
-        measurement = measure(job, import_s)
+        return action()
     except ProviderFallbackError as exc:
         return _failed("fallback", str(exc))
     except OutputMismatch as exc:
         return _failed("mismatch", str(exc), exc.details)
     except Exception as exc:  # onnxruntime raises its own pybind exception classes
         return _failed("error", f"{type(exc).__name__}: {' '.join(str(exc).split())}")
+
+
+def run_job(job: WorkerJob, import_s: float) -> dict[str, Any]:
+    """The result document for one job."""
+    measurement = _guard(lambda: measure(job, import_s))
+    if not isinstance(measurement, Measurement):
+        return measurement
     measurement = replace(measurement, peak_rss_mb=own_peak_rss_mb())
-    return {"schema": RESULT_SCHEMA, "status": "ok", "measurement": measurement.to_dict()}
+    return {
+        "schema": RESULT_SCHEMA,
+        "status": "ok",
+        "measurement": measurement.to_dict(),
+    }
 
 
 def own_peak_rss_mb() -> float | None:
@@ -300,12 +410,25 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m autotune.worker")
     parser.add_argument("--job", required=True, help="WorkerJob JSON file")
     parser.add_argument("--result-fd", type=int, required=True)
+    parser.add_argument(
+        "--serve",
+        type=int,
+        metavar="FD",
+        help="stay warm: read block commands from this fd",
+    )
     args = parser.parse_args(argv)
     t0 = clock()
     import onnxruntime  # noqa: F401  (timed: part of every deployment's startup)
 
     import_s = clock() - t0
     job = WorkerJob.from_json(Path(args.job).read_text())
+    if args.serve is not None:
+        with (
+            os.fdopen(args.serve, "r") as commands,
+            os.fdopen(args.result_fd, "w") as out,
+        ):
+            serve(job, import_s, commands, out)
+        return 0
     document = run_job(job, import_s)
     with os.fdopen(args.result_fd, "w") as out:
         json.dump(document, out)

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -31,10 +32,11 @@ from autotune.config import (
     Workload,
 )
 from autotune.errors import AutotuneError
-from autotune.finalists import confirm, pick_finalists, spread_along_front
+from autotune.finalists import confirm, confirmed_front, pick_finalists, spread_along_front
 from autotune.lock import machine_lock
 from autotune.model import ModelInfo
 from autotune.objectives import Limits, Objective
+from autotune.paired import confirm_paired
 from autotune.rules import RuleContext, broken_rules
 from autotune.runner import STOP, run_trial
 from autotune.space import SearchSpace
@@ -93,6 +95,7 @@ class TuneRequest:
     rounds: int = 5  # interleaved confirmation rounds
     wait_for_lock: bool = True  # queue behind another autotune measuring here, or fail at once
     workload: Workload = field(default_factory=Workload)  # concurrency and shape mix
+    paired: bool = True  # confirm in paired blocks of warm workers (throughput, latency)
     sweep_levels: tuple[int, ...] = ()  # concurrencies to measure chosen and defaults at, after
 
     @property
@@ -167,13 +170,14 @@ class Measurer:
     timeout_s: float
     on_wait: Callable[[str], None] | None = None
 
-    def __call__(
+    def job(
         self,
         config: TrialConfig,
         *,
         write_reference: bool = False,
         workload: Workload | None = None,
-    ) -> TrialOutcome:
+    ) -> WorkerJob:
+        """The worker job for ``config`` under the study's inputs, guard and workload."""
         r = self.request
         metric = None
         if config.variant != "original":
@@ -187,7 +191,17 @@ class Measurer:
             threshold=metric[1] if metric else None,
         )
         model_path = r.variant_paths.get(config.variant, r.model.path)
-        job = WorkerJob(model_path, config, r.feeds, r.measure, accuracy, workload or r.workload)
+        return WorkerJob(model_path, config, r.feeds, r.measure, accuracy, workload or r.workload)
+
+    def __call__(
+        self,
+        config: TrialConfig,
+        *,
+        write_reference: bool = False,
+        workload: Workload | None = None,
+    ) -> TrialOutcome:
+        r = self.request
+        job = self.job(config, write_reference=write_reference, workload=workload)
         if STOP.is_set():
             return TrialFailure("interrupted", "stopped by the user before it started")
         with machine_lock(wait=r.wait_for_lock, on_wait=self.on_wait, stop=STOP):
@@ -301,6 +315,38 @@ def _confirm(
         return None
     numbers = ", ".join(f"#{n}" for n, _, _ in finalists)
     what = "Pareto points" if several else "finalists"
+    also = [o for o in request.all_objectives if o.name != request.objective.name]
+    if request.paired and all(o.pairable for o in request.all_objectives):
+        say(
+            f"confirming: baseline #{baseline.number}, its twin and {what} {numbers} in warm "
+            "workers taking turns in short blocks (paired under the same host state)"
+        )
+        assert isinstance(baseline.outcome, Measurement)
+
+        def on_cycle(done: int, cap: int) -> None:
+            if done % 10 == 0:
+                say(f"  cycle {done}, up to {cap}")
+
+        with machine_lock(wait=request.wait_for_lock, on_wait=say, stop=STOP):
+            confirmation = confirm_paired(
+                (baseline.number, baseline.config, baseline.outcome),
+                [(n, c) for n, c, _ in finalists],
+                job_for=measurer.job,
+                objective=request.objective,
+                rounds=request.rounds,
+                timeout_s=measurer.timeout_s,
+                command=request.worker_command,
+                also=also,
+                on_cycle=on_cycle,
+            )
+        if several:
+            confirmation = replace(
+                confirmation,
+                front=confirmed_front(confirmation, [request.objective, *also]),
+            )
+        confirmation = replace(confirmation, confirmed_at=_now())
+        study.set_user_attr("confirmation", confirmation.to_dict())
+        return confirmation
     say(
         f"confirming: baseline #{baseline.number} and {what} {numbers}, "
         f"{request.rounds} interleaved rounds in fresh workers"
@@ -321,10 +367,15 @@ def _confirm(
         rounds=request.rounds,
         measure=measurer,
         on_run=on_run,
-        also=[o for o in request.all_objectives if o.name != request.objective.name],
+        also=also,
     )
+    confirmation = replace(confirmation, confirmed_at=_now())
     study.set_user_attr("confirmation", confirmation.to_dict())
     return confirmation
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def _chosen(

@@ -1,0 +1,229 @@
+"""Paired confirmation at a fine grain: warm workers taking turns in short blocks.
+
+A cloud VM's speed can flip between modes every few seconds, so one fresh process per config and
+round pairs configs measured under different host states. Here every contender (the baseline,
+a twin of the baseline, the finalists) gets one warm worker (``python -m autotune.worker
+--serve``), started one after another so startup and memory are still measured alone. Then, cycle
+after cycle, each worker in turn runs one short block of requests under the study's workload
+while the others wait, with a short settle pause before each block so the previous worker's
+spinning threads go quiet. Blocks of one cycle lie a fraction of a second apart: the paired
+ratio of a finalist's block to the baseline's block in the same cycle cancels the host's state.
+
+The twin is the baseline's own config in a second worker: its paired ratios show how far two
+identical configs disagree on this host right now, which is the noise a win must exceed.
+
+Used by :mod:`autotune.finalists` for throughput and latency objectives; memory and startup are
+properties of a process measured alone and keep their fresh-process rounds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from autotune.config import Measurement, TrialFailure, WorkerJob
+from autotune.runner import STOP, minimal_env, worker_command
+
+SETTLE_S = 0.02  # quiet time before each block: the previous worker's spinning threads stop
+READY_TIMEOUT_S = 600.0
+
+
+@dataclass
+class Contender:
+    """One warm worker: its job, its process and the pipes to talk to it."""
+
+    name: str
+    job: WorkerJob
+    proc: subprocess.Popen[bytes] | None = None
+    commands: Any = None  # file object: JSON lines to the worker
+    replies: Any = None  # file object: JSON lines from the worker
+    ready: dict[str, Any] = field(default_factory=dict)
+    failure: TrialFailure | None = None
+    blocks: list[Measurement | None] = field(default_factory=list)
+    final: dict[str, Any] = field(default_factory=dict)
+    tmp: Any = None
+
+
+def _read_line(contender: Contender, timeout_s: float) -> dict[str, Any] | None:
+    """One JSON reply, or None when the worker died, timed out or was stopped."""
+    assert contender.proc is not None
+    fd = contender.replies.fileno()
+    deadline = time.perf_counter() + timeout_s
+    while True:
+        if STOP.is_set():
+            return None
+        left = deadline - time.perf_counter()
+        if left <= 0:
+            return None
+        readable, _, _ = select.select([fd], [], [], min(left, 0.05))
+        if readable:
+            line = contender.replies.readline()
+            if not line:
+                return None
+            return json.loads(line)
+
+
+def _kill(contender: Contender) -> None:
+    if contender.proc is None:
+        return
+    try:
+        os.killpg(contender.proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    contender.proc.wait()
+    for pipe in (contender.commands, contender.replies):
+        if pipe is not None:
+            try:
+                pipe.close()
+            except OSError:
+                pass
+
+
+def _fail(contender: Contender, kind: str, message: str) -> None:
+    contender.failure = TrialFailure(kind, message)  # type: ignore[arg-type]
+    _kill(contender)
+
+
+def _log_tail(contender: Contender) -> str:
+    try:
+        text = (Path(contender.tmp.name) / "worker.log").read_text(errors="replace")
+    except OSError:
+        return ""
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return " | ".join(lines[-3:])[-600:]
+
+
+def start(contender: Contender, *, timeout_s: float, command: Sequence[str] | None) -> None:
+    """Start the worker and wait until it has built its sessions and warmed up."""
+    contender.tmp = tempfile.TemporaryDirectory(prefix="autotune-duel-")
+    folder = Path(contender.tmp.name)
+    (folder / "job.json").write_text(contender.job.to_json())
+    to_worker_r, to_worker_w = os.pipe()
+    from_worker_r, from_worker_w = os.pipe()
+    argv = [*(command or worker_command()), "--job", str(folder / "job.json")]
+    argv += ["--result-fd", str(from_worker_w), "--serve", str(to_worker_r)]
+    with open(folder / "worker.log", "wb") as log:
+        try:
+            contender.proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                pass_fds=(to_worker_r, from_worker_w),
+                start_new_session=True,
+                env=minimal_env(),
+            )
+        finally:
+            os.close(to_worker_r)
+            os.close(from_worker_w)
+    contender.commands = os.fdopen(to_worker_w, "w", buffering=1)
+    contender.replies = os.fdopen(from_worker_r, "r")
+    reply = _read_line(contender, min(timeout_s, READY_TIMEOUT_S))
+    if reply is None:
+        _fail(
+            contender,
+            "no_result",
+            f"the confirmation worker never got ready: {_log_tail(contender)}",
+        )
+    elif reply.get("status") == "failed":
+        _fail(contender, reply["kind"], reply["message"])
+    else:
+        contender.ready = reply
+
+
+def block(contender: Contender, *, seconds: float, min_runs: int, timeout_s: float) -> None:
+    """Ask for one block of requests; record its figures, or the failure that ended it."""
+    if contender.failure is not None:
+        contender.blocks.append(None)
+        return
+    try:
+        contender.commands.write(
+            json.dumps({"op": "block", "seconds": seconds, "min_runs": min_runs}) + "\n"
+        )
+    except OSError:
+        pass
+    reply = _read_line(contender, timeout_s)
+    if reply is None or reply.get("status") == "failed":
+        why = reply["message"] if reply else f"the worker died or hung: {_log_tail(contender)}"
+        _fail(contender, reply["kind"] if reply else "crash", why)
+        contender.blocks.append(None)
+        return
+    contender.blocks.append(Measurement.from_dict(reply["measurement"]))
+
+
+def finish(contender: Contender) -> None:
+    """Ask for the worker's closing figures (its peak memory), then stop it."""
+    if contender.failure is None and contender.proc is not None:
+        try:
+            contender.commands.write(json.dumps({"op": "quit"}) + "\n")
+            reply = _read_line(contender, 10.0)
+            if reply is not None:
+                contender.final = reply
+        except OSError:
+            pass
+    _kill(contender)
+    if contender.tmp is not None:
+        contender.tmp.cleanup()
+
+
+@dataclass(frozen=True)
+class DuelPlan:
+    """How long the duel runs: ``cycles`` at least, up to ``max_cycles`` while undecided."""
+
+    cycles: int
+    max_cycles: int
+    block_s: float  # the timed length of one block
+    min_runs: int  # requests a block completes at least (all callers together)
+
+
+def run_duel(
+    contenders: Sequence[Contender],
+    plan: DuelPlan,
+    *,
+    timeout_s: float,
+    command: Sequence[str] | None = None,
+    decided: Callable[[int], bool] | None = None,
+    on_cycle: Callable[[int], None] | None = None,
+    block_timeout_s: float | None = None,
+) -> int:
+    """Start every contender (one at a time), run cycles of blocks, stop them; cycles run.
+
+    ``decided(cycles_done)`` ends the duel early once every verdict is settled (after
+    ``plan.cycles`` at least). A worker that crashes, fails or hangs past ``block_timeout_s``
+    (default: 20 blocks, 30 s at least) is killed and drops out; the others go on. The block order rotates from cycle to cycle, so no contender
+    always follows the same one.
+    """
+    done = 0
+    try:
+        for contender in contenders:
+            if STOP.is_set():
+                break
+            start(contender, timeout_s=timeout_s, command=command)
+        block_timeout = block_timeout_s or max(30.0, 20 * plan.block_s)
+        while done < plan.max_cycles and not STOP.is_set():
+            order = list(contenders[done % len(contenders) :]) + list(
+                contenders[: done % len(contenders)]
+            )
+            for contender in order:
+                time.sleep(SETTLE_S)
+                block(
+                    contender, seconds=plan.block_s, min_runs=plan.min_runs, timeout_s=block_timeout
+                )
+            done += 1
+            if on_cycle is not None:
+                on_cycle(done)
+            if done >= plan.cycles and (decided is None or decided(done)):
+                break
+    finally:
+        for contender in contenders:
+            finish(contender)
+    return done

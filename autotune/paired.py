@@ -1,0 +1,299 @@
+"""The verdict from a duel: paired ratios per block, the host's noise, and a Holm-corrected test.
+
+Every finalist's block is paired with the baseline's block of the same cycle. Its gain is the
+median of those paired ratios (> 1 is better, whatever the objective's direction). A finalist
+wins only if
+
+- it beat the baseline in enough paired blocks for a one-sided sign test at ``ALPHA``, corrected
+  for the number of finalists (Holm), and
+- its gain exceeds the measured noise: how far the baseline's twin (the same config in a second
+  worker) strayed from 1, plus the uncertainty of the finalist's own median, and at least
+  ``MIN_GAIN``.
+
+With no winner the verdict is "no gain", or "too noisy to decide" when identical configs
+disagreed by more than ``NOISY`` on this host, or a finalist looked better but not beyond that
+noise: then the report says how noisy the host was and what to do about it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+
+import numpy as np
+
+from autotune.config import (
+    Confirmation,
+    HostNoise,
+    Measurement,
+    RoundFigures,
+    TrialConfig,
+    WorkerJob,
+)
+from autotune.duel import Contender, DuelPlan, run_duel
+from autotune.finalists import ALPHA, MIN_GAIN, sign_test_p
+from autotune.machine import cpu_times, steal_share
+from autotune.objectives import Objective
+from autotune.stats import relative_spread
+
+NOISY = 0.08  # identical configs disagreeing by more than this: too noisy to call a small gain
+SWITCH = 0.25  # a baseline block this far from its median: the host changed speed
+
+
+def _ratios(
+    objective: Objective, own: Sequence[Measurement | None], base: Sequence[Measurement | None]
+) -> list[float]:
+    return [
+        objective.ratio(objective.value(a), objective.value(b))
+        for a, b in zip(own, base, strict=True)
+        if a is not None and b is not None
+    ]
+
+
+def _median_band(ratios: Sequence[float]) -> float:
+    """Half-width of a rough 95 % band around the median of the ratios (a boxplot's notch)."""
+    if len(ratios) < 2:
+        return math.inf
+    q1, q3 = np.percentile(ratios, [25, 75])
+    return float(1.57 * (q3 - q1) / math.sqrt(len(ratios)))
+
+
+def holm(p_values: Sequence[float], alpha: float = ALPHA) -> list[bool]:
+    """Which hypotheses Holm's step-down procedure rejects at family-wise level ``alpha``."""
+    order = sorted(range(len(p_values)), key=lambda i: p_values[i])
+    rejected = [False] * len(p_values)
+    for rank, index in enumerate(order):
+        if p_values[index] > alpha / (len(p_values) - rank):
+            break
+        rejected[index] = True
+    return rejected
+
+
+def host_noise(
+    objective: Objective,
+    base: Sequence[Measurement | None],
+    twin: Sequence[Measurement | None],
+    steal: float | None,
+) -> HostNoise:
+    ratios = _ratios(objective, twin, base)
+    values = [objective.value(m) for m in base if m is not None]
+    median = float(np.median(values)) if values else math.nan
+    switches = sum(1 for v in values if median and abs(v - median) / median > SWITCH)
+    twin_ratio = float(np.median(ratios)) if ratios else math.nan
+    return HostNoise(
+        twin_ratio=twin_ratio,
+        twin_spread=relative_spread(ratios) if ratios else math.nan,
+        margin=abs(twin_ratio - 1) + _median_band(ratios) if ratios else math.inf,
+        steal=steal,
+        mode_switches=switches,
+        blocks=len(values),
+    )
+
+
+def _figures(
+    number: int,
+    blocks: Sequence[Measurement | None],
+    base: Sequence[Measurement | None],
+    objective: Objective,
+    overall: Measurement | None,
+    also: Sequence[Objective],
+    baseline: bool = False,
+) -> RoundFigures:
+    values = [objective.value(m) for m in blocks if m is not None]
+    if not values:
+        return RoundFigures(number, (), len(blocks), math.nan, 0.0, 0, 0, 0.0, None)
+    ratios = _ratios(objective, blocks, base)
+    wins = 0 if baseline else sum(1 for r in ratios if r > 1)
+    measured = [m for m in blocks if m is not None]
+    medians = (
+        {o.name: float(np.median([o.value(m) for m in measured])) for o in (objective, *also)}
+        if also
+        else {}
+    )
+    return RoundFigures(
+        trial_number=number,
+        values=tuple(values),
+        failures=len(blocks) - len(values),
+        median=float(np.median(values)),
+        spread=relative_spread(values),
+        wins=wins,
+        pairs=0 if baseline else len(ratios),
+        gain=1.0 if baseline else (float(np.median(ratios)) if ratios else 0.0),
+        measurement=overall,
+        medians=medians,
+    )
+
+
+def _passes(f: RoundFigures, noise: HostNoise, ratios: Sequence[float]) -> bool:
+    needed = max(MIN_GAIN, noise.margin + _median_band(ratios))
+    return bool(f.values) and f.gain - 1 >= needed
+
+
+def decide_paired(
+    base: RoundFigures,
+    figures: Sequence[RoundFigures],
+    ratios: Sequence[Sequence[float]],
+    noise: HostNoise,
+    *,
+    cycles: int,
+    objective: Objective,
+) -> Confirmation:
+    p_values = [sign_test_p(f.wins, f.pairs) for f in figures]
+    significant = holm(p_values) if figures else []
+    passing = [
+        f
+        for f, sig, r in zip(figures, significant, ratios, strict=True)
+        if sig and _passes(f, noise, r)
+    ]
+    threshold = 1 + max(MIN_GAIN, noise.margin)
+    where = (
+        f"{cycles} cycles of paired blocks; identical configs agreed within "
+        f"{abs(noise.twin_ratio - 1):.1%}"
+    )
+    if not base.values:
+        verdict = "the baseline failed in the confirmation; nothing could be confirmed"
+        return Confirmation(cycles, base, tuple(figures), base.trial_number, threshold, verdict,
+                            method="paired blocks", noise=noise, kind="no gain")  # fmt: skip
+    if passing:
+        win = max(passing, key=lambda f: f.gain)
+        p = p_values[list(figures).index(win)]
+        verdict = (
+            f"trial #{win.trial_number} is {win.gain:.2f}x better than ONNX Runtime's defaults "
+            f"on {objective.name} (median of paired blocks; {where}; it won {win.wins}/"
+            f"{win.pairs} paired blocks, sign test p={p:.2g}, Holm-corrected over "
+            f"{len(figures)} finalist(s))"
+        )
+        return Confirmation(cycles, base, tuple(figures), win.trial_number, threshold, verdict,
+                            method="paired blocks", noise=noise, kind="winner")  # fmt: skip
+    hopeful = [
+        f
+        for f, p in zip(figures, p_values, strict=True)
+        if f.values and f.gain >= 1 + MIN_GAIN and p <= ALPHA
+    ]
+    noisy = abs(noise.twin_ratio - 1) + _half(noise) > NOISY or bool(hopeful)
+    if noisy:
+        best = max(hopeful or [f for f in figures if f.values] or [base], key=lambda f: f.gain)
+        verdict = (
+            f"too noisy to decide on {objective.name}: two workers running the same config "
+            f"disagreed by {abs(noise.twin_ratio - 1):.1%} (spread {noise.twin_spread:.0%})"
+            + (f", the hypervisor stole {noise.steal:.0%} of the CPU time" if noise.steal else "")
+            + (
+                f", the host changed speed in {noise.mode_switches} of {noise.blocks} blocks"
+                if noise.mode_switches
+                else ""
+            )
+            + (
+                f"; the best finalist, #{best.trial_number}, measured {best.gain:.2f}x"
+                if best is not base
+                else ""
+            )
+            + "; keeping the defaults. Re-run with --reconfirm on a quieter machine (no other "
+            "work, a dedicated or larger VM) or with more --rounds"
+        )
+        return Confirmation(cycles, base, tuple(figures), base.trial_number, threshold, verdict,
+                            method="paired blocks", noise=noise, kind="too noisy")  # fmt: skip
+    ranked = sorted((f for f in figures if f.values), key=lambda f: f.gain, reverse=True)
+    detail = (
+        f"the best finalist, #{ranked[0].trial_number}, measured {ranked[0].gain:.2f}x and won "
+        f"{ranked[0].wins}/{ranked[0].pairs} paired blocks"
+        if ranked
+        else "every finalist failed in the confirmation"
+    )
+    verdict = (
+        f"no finalist beat ONNX Runtime's defaults on {objective.name} beyond the noise "
+        f"({detail}; {where}); keeping the defaults"
+    )
+    return Confirmation(cycles, base, tuple(figures), base.trial_number, threshold, verdict,
+                        method="paired blocks", noise=noise, kind="no gain")  # fmt: skip
+
+
+def _half(noise: HostNoise) -> float:
+    return noise.margin - abs(noise.twin_ratio - 1)
+
+
+def plan_for(baseline: Measurement, rounds: int) -> DuelPlan:
+    """Blocks of about 20 requests (0.1 s to 0.5 s), at least 4 cycles per round, 12 at least.
+
+    Measured here (magika, identical configs): 50 ms blocks paired within an IQR of 15-17 %,
+    150 ms blocks within 4-10 %; a block's first requests run on caches the previous worker
+    used, so short blocks read slow.
+    """
+    per_request = baseline.latency_ms.p50 / 1e3
+    block_s = min(0.5, max(0.1, 20 * per_request))
+    callers = max(1, baseline.concurrency)
+    cycles = max(12, 4 * rounds)
+    return DuelPlan(cycles=cycles, max_cycles=3 * cycles, block_s=block_s, min_runs=3 * callers)
+
+
+def confirm_paired(
+    baseline: tuple[int, TrialConfig, Measurement],
+    finalists: Sequence[tuple[int, TrialConfig]],
+    *,
+    job_for: Callable[[TrialConfig], WorkerJob],
+    objective: Objective,
+    rounds: int,
+    timeout_s: float,
+    command: Sequence[str] | None = None,
+    also: Sequence[Objective] = (),
+    on_cycle: Callable[[int, int], None] | None = None,
+) -> Confirmation:
+    """Duel the baseline, its twin and the finalists; the verdict with the host's noise."""
+    number, base_config, base_search = baseline
+    plan = plan_for(base_search, rounds)
+    base = Contender("baseline", job_for(base_config))
+    twin = Contender("twin", job_for(base_config))
+    others = [Contender(f"#{n}", job_for(c)) for n, c in finalists]
+    steal0 = cpu_times()
+    state: dict[str, Confirmation] = {}
+
+    def verdict(cycles: int) -> Confirmation:
+        noise = host_noise(objective, base.blocks, twin.blocks, steal_share(since=steal0))
+        base_figures = _figures(number, base.blocks, base.blocks, objective, None, also, True)
+        figures = [
+            _figures(n, c.blocks, base.blocks, objective, None, also)
+            for (n, _), c in zip(finalists, others, strict=True)
+        ]
+        ratios = [_ratios(objective, c.blocks, base.blocks) for c in others]
+        return decide_paired(
+            base_figures, figures, ratios, noise, cycles=cycles, objective=objective
+        )
+
+    def decided(cycles: int) -> bool:
+        state["last"] = verdict(cycles)
+        left = plan.max_cycles - cycles
+        for f in state["last"].finalists:
+            won = f.trial_number == state["last"].winner
+            if not won and f.values and f.gain >= 1 + MIN_GAIN:
+                if sign_test_p(f.wins + left, f.pairs + left) <= ALPHA / len(finalists):
+                    return False  # could still win with the cycles left
+        return True
+
+    cycles = run_duel(
+        [base, twin, *others],
+        plan,
+        timeout_s=timeout_s,
+        command=command,
+        decided=decided,
+        on_cycle=(lambda done: on_cycle(done, plan.max_cycles)) if on_cycle else None,
+    )
+    result = verdict(cycles)
+    overall = {c.name: _overall(c) for c in (base, *others)}
+    base_figures = replace(result.baseline, measurement=overall["baseline"])
+    figures = tuple(
+        replace(f, measurement=overall[c.name], failures=f.failures + (1 if c.failure else 0))
+        for f, c in zip(result.finalists, others, strict=True)
+    )
+    failures = [
+        f"{c.name}: {c.failure.kind}: {c.failure.message[:200]}" for c in others if c.failure
+    ]
+    verdict_text = result.verdict + (f" (failed: {'; '.join(failures)})" if failures else "")
+    return replace(result, baseline=base_figures, finalists=figures, verdict=verdict_text)
+
+
+def _overall(contender: Contender) -> Measurement | None:
+    """All of a contender's blocks as one measurement, with its startup and peak memory."""
+    data = contender.final.get("measurement")
+    if data is None:
+        return None
+    return Measurement.from_dict(data)
