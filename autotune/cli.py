@@ -202,6 +202,14 @@ def run(
             help="GPU memory cap per trial (NVML); also the CUDA arena's gpu_mem_limit.",
         ),
     ] = None,
+    reconfirm: Annotated[
+        bool,
+        typer.Option(
+            "--reconfirm",
+            help="Measure the confirmation again on a finished study (else its stored verdict "
+            "is reported); a changed verdict is shown and the previous best.json kept.",
+        ),
+    ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress lines.")] = False,
     json_output: Annotated[
         bool, typer.Option("--json", help="Print best.json (and its path) instead of the table.")
@@ -226,6 +234,7 @@ def run(
         inputs=inputs,
         concurrency=concurrency,
         sweep=sweep,
+        reconfirm=reconfirm,
         batch_sizes=batch_sizes,
         seed=seed,
         min_time_s=min_time,

@@ -573,6 +573,7 @@ class Confirmation:
     noise: HostNoise | None = None
     kind: str = ""  # winner | no gain | too noisy (derived from the winner when not given)
     confirmed_at: str = ""  # ISO time the confirmation ended
+    trials: int = 0  # the study's finished trials it covered (a re-run with none new reuses it)
 
     def __post_init__(self) -> None:
         if not self.kind:  # studies from before the kinds, and the fresh-rounds verdicts
@@ -592,6 +593,7 @@ class Confirmation:
             "noise": self.noise.to_dict() if self.noise else None,
             "kind": self.kind,
             "confirmed_at": self.confirmed_at,
+            "trials": self.trials,
         }
 
     @classmethod
@@ -608,6 +610,7 @@ class Confirmation:
             noise=HostNoise.from_dict(data["noise"]) if data.get("noise") else None,
             kind=str(data.get("kind", "")),
             confirmed_at=str(data.get("confirmed_at", "")),
+            trials=int(data.get("trials", 0)),
         )
 
     def figures(self, trial_number: int) -> RoundFigures:
@@ -740,6 +743,8 @@ class TunedConfig:
     inputs: FeedPlan | None = None  # how the tuning fed the model (profile, re-measurement)
     workload: Workload = field(default_factory=Workload)  # the load it was tuned for
     sweep: ConcurrencySweep | None = None
+    # This run's time: {"search_s": S, "confirmation_s": C, "overhead_s_median": M}.
+    tuning: Mapping[str, float] = field(default_factory=dict)
 
     def workload_dict(self) -> dict[str, Any]:
         """The workload plus how the config serves it: what a deployment must reproduce."""
@@ -754,6 +759,7 @@ class TunedConfig:
     def to_dict(self) -> dict[str, Any]:
         return {
             "schema": TUNED_SCHEMA,
+            "tuning": dict(self.tuning),
             "workload": self.workload_dict(),
             "inputs": self.inputs.to_dict() if self.inputs else None,
             "config": self.config.to_dict(),
@@ -796,4 +802,5 @@ class TunedConfig:
             inputs=FeedPlan.from_dict(data["inputs"]) if data.get("inputs") else None,
             workload=Workload.from_dict(data.get("workload")),
             sweep=ConcurrencySweep.from_dict(data["sweep"]) if data.get("sweep") else None,
+            tuning={str(k): float(v) for k, v in (data.get("tuning") or {}).items()},
         )

@@ -129,11 +129,14 @@ def start(contender: Contender, *, timeout_s: float, command: Sequence[str] | No
     contender.replies = os.fdopen(from_worker_r, "r")
     reply = _read_line(contender, min(timeout_s, READY_TIMEOUT_S))
     if reply is None:
-        _fail(
-            contender,
-            "no_result",
-            f"the confirmation worker never got ready: {_log_tail(contender)}",
-        )
+        code = contender.proc.poll()
+        if code is not None and code < 0:
+            kind, why = "crash", f"killed by {signal.Signals(-code).name} while starting"
+        elif code is None:
+            kind, why = "timeout", f"not ready within {min(timeout_s, READY_TIMEOUT_S):.0f} s"
+        else:
+            kind, why = "no_result", f"exited with code {code} while starting"
+        _fail(contender, kind, f"the confirmation worker {why}: {_log_tail(contender)}")
     elif reply.get("status") == "failed":
         _fail(contender, reply["kind"], reply["message"])
     else:
@@ -153,8 +156,15 @@ def block(contender: Contender, *, seconds: float, min_runs: int, timeout_s: flo
         pass
     reply = _read_line(contender, timeout_s)
     if reply is None or reply.get("status") == "failed":
-        why = reply["message"] if reply else f"the worker died or hung: {_log_tail(contender)}"
-        _fail(contender, reply["kind"] if reply else "crash", why)
+        if reply is not None:
+            kind, why = reply["kind"], reply["message"]
+        elif contender.proc is not None and contender.proc.poll() is None:
+            kind, why = "timeout", f"no answer to a block within {timeout_s:.0f} s; worker killed"
+        else:
+            code = contender.proc.returncode if contender.proc is not None else None
+            how = f"killed by {signal.Signals(-code).name}" if code and code < 0 else "died"
+            kind, why = "crash", f"the worker {how} in a block: {_log_tail(contender)}".rstrip(": ")
+        _fail(contender, kind, why)
         contender.blocks.append(None)
         return
     contender.blocks.append(Measurement.from_dict(reply["measurement"]))

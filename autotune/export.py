@@ -71,6 +71,7 @@ def _tuned(
     feeds: FeedPlan | None,
     workload: Workload | None = None,
     sweep: ConcurrencySweep | None = None,
+    tuning: Mapping[str, float] | None = None,
 ) -> TunedConfig:
     """A TunedConfig for ``record``: its confirmed figures when the confirmation measured it,
     else its search measurement; ``search`` always says what the search itself saw."""
@@ -106,6 +107,7 @@ def _tuned(
         inputs=feeds,
         workload=workload or Workload(),
         sweep=sweep,
+        tuning=dict(tuning or {}),
     )
 
 
@@ -133,6 +135,7 @@ def tuned_config(
         feeds=feeds,
         workload=workload,
         sweep=result.sweep,
+        tuning=result.timing,
     )
 
 
@@ -162,6 +165,47 @@ def write_best(tuned: TunedConfig, out_dir: Path) -> Path:
     path = folder / "best.json"
     write_json_atomic(path, tuned.to_dict())
     return path
+
+
+def previous_best(path: Path) -> TunedConfig | None:
+    """The best.json a run is about to replace, if there is a readable one."""
+    from autotune.session import read_tuned
+
+    if not path.is_file():
+        return None
+    try:
+        return read_tuned(path)
+    except (AutotuneError, KeyError, TypeError, ValueError):
+        return None
+
+
+def keep_previous(path: Path) -> Path:
+    """Keep the deployed best.json as best.prev.json before a run replaces it (atomically)."""
+    prev = path.with_name("best.prev.json")
+    partial = prev.with_name(f".{prev.name}.part")
+    shutil.copyfile(path, partial)
+    os.replace(partial, prev)
+    return prev
+
+
+def verdict_change(old: TunedConfig, new: TunedConfig) -> list[str]:
+    """Lines that show a changed verdict: old against new, with both sets of figures."""
+
+    def kind(t: TunedConfig) -> str:
+        return t.confirmation.kind if t.confirmation else "search only"
+
+    def when(t: TunedConfig) -> str:
+        return t.confirmation.confirmed_at if t.confirmation else t.created
+
+    if old.trial_number == new.trial_number and kind(old) == kind(new):
+        return []
+    return [
+        "verdict changed:",
+        f"  before ({when(old)}): trial #{old.trial_number} [{old.config.describe()}], "
+        f"{kind(old)}, {old.speedup:.2f}x against the defaults",
+        f"  now    ({when(new)}): trial #{new.trial_number} [{new.config.describe()}], "
+        f"{kind(new)}, {new.speedup:.2f}x against the defaults",
+    ]
 
 
 def tuned_for_trial(view: StudyView, number: int | None = None) -> TunedConfig:

@@ -84,7 +84,8 @@ def host_noise(
     return HostNoise(
         twin_ratio=twin_ratio,
         twin_spread=relative_spread(ratios) if ratios else math.nan,
-        margin=abs(twin_ratio - 1) + _median_band(ratios) if ratios else math.inf,
+        # Without the twin the host's noise is unknown: assume the limit of "noisy".
+        margin=abs(twin_ratio - 1) + _median_band(ratios) if len(ratios) > 1 else NOISY,
         steal=steal,
         mode_switches=switches,
         blocks=len(values),
@@ -147,9 +148,11 @@ def decide_paired(
         if sig and _passes(f, noise, r)
     ]
     threshold = 1 + max(MIN_GAIN, noise.margin)
-    where = (
-        f"{cycles} cycles of paired blocks; identical configs agreed within "
-        f"{abs(noise.twin_ratio - 1):.1%}"
+    twin_known = math.isfinite(noise.twin_ratio)
+    where = f"{cycles} cycles of paired blocks; " + (
+        f"identical configs agreed within {abs(noise.twin_ratio - 1):.1%}"
+        if twin_known
+        else f"the baseline's twin failed, so the host's noise was taken as {NOISY:.0%}"
     )
     if not base.values:
         verdict = "the baseline failed in the confirmation; nothing could be confirmed"
@@ -171,13 +174,22 @@ def decide_paired(
         for f, p in zip(figures, p_values, strict=True)
         if f.values and f.gain >= 1 + MIN_GAIN and p <= ALPHA
     ]
-    noisy = abs(noise.twin_ratio - 1) + _half(noise) > NOISY or bool(hopeful)
+    noisy = not twin_known or abs(noise.twin_ratio - 1) + _half(noise) > NOISY or bool(hopeful)
     if noisy:
         best = max(hopeful or [f for f in figures if f.values] or [base], key=lambda f: f.gain)
+        disagreement = (
+            f"two workers running the same config disagreed by "
+            f"{abs(noise.twin_ratio - 1):.1%} (spread {noise.twin_spread:.0%})"
+            if twin_known
+            else "the baseline's twin failed, so the host's noise is unknown"
+        )
         verdict = (
-            f"too noisy to decide on {objective.name}: two workers running the same config "
-            f"disagreed by {abs(noise.twin_ratio - 1):.1%} (spread {noise.twin_spread:.0%})"
-            + (f", the hypervisor stole {noise.steal:.0%} of the CPU time" if noise.steal else "")
+            f"too noisy to decide on {objective.name}: {disagreement}"
+            + (
+                f", the hypervisor stole {noise.steal:.0%} of the CPU time"
+                if noise.steal is not None and noise.steal >= 0.005
+                else ""
+            )
             + (
                 f", the host changed speed in {noise.mode_switches} of {noise.blocks} blocks"
                 if noise.mode_switches
@@ -285,7 +297,9 @@ def confirm_paired(
         for f, c in zip(result.finalists, others, strict=True)
     )
     failures = [
-        f"{c.name}: {c.failure.kind}: {c.failure.message[:200]}" for c in others if c.failure
+        f"{c.name}: {c.failure.kind}: {c.failure.message[:200]}"
+        for c in (base, twin, *others)
+        if c.failure
     ]
     verdict_text = result.verdict + (f" (failed: {'; '.join(failures)})" if failures else "")
     return replace(result, baseline=base_figures, finalists=figures, verdict=verdict_text)

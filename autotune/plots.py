@@ -14,7 +14,8 @@ from typing import Any
 from autotune.config import ConcurrencySweep, Measurement, TrialFailure
 from autotune.errors import UsageError
 from autotune.export import tuned_for_trial
-from autotune.report import ROWS, fmt_number
+from autotune.report import ROWS, fmt_number, trade
+from autotune.show import confirmed_line
 from autotune.study import StudyView
 from autotune.sweep import sweep_rows, sweep_verdict
 
@@ -56,8 +57,18 @@ def history_plot(view: StudyView, path: Path) -> None:
         ax.axhline(
             objective.value(baseline.outcome), color="gray", ls="--", label="ONNX Runtime defaults"
         )
+    confirmation = view.confirmation
+    if confirmation is not None and confirmation.baseline.values:
+        ax.axhline(confirmation.baseline.median, color="black", ls=":", label="defaults, confirmed")
+        chosen = confirmation.figures(confirmation.winner)
+        if chosen.trial_number != confirmation.baseline.trial_number and chosen.values:
+            ax.scatter(
+                [chosen.trial_number], [chosen.median], marker="*", s=160, color="tab:orange",
+                label=f"chosen #{chosen.trial_number}, confirmed", zorder=3,
+            )  # fmt: skip
     if failed and ys:
         ax.scatter(failed, [min(ys)] * len(failed), marker="x", color="tab:red", label="failed")
+    ax.xaxis.get_major_locator().set_params(integer=True)
     ax.set_xlabel("trial")
     ax.set_ylabel(f"{objective.name} ({objective.unit})")
     ax.set_title(f"Optimization history ({objective.direction})")
@@ -208,15 +219,13 @@ def write_report(view: StudyView, importances: dict[str, float], folder: Path) -
         if verdict:
             table += ["", verdict]
         sections.append(("Concurrency sweep", "sweep.png", table))
-    rows = ["| | baseline | chosen | chosen/base |", "| --- | --- | --- | --- |"]
-    for label, get in ROWS:
+    rows = ["| | baseline | chosen | chosen vs base |", "| --- | --- | --- | --- |"]
+    for label, get, better in ROWS:
         a, b = get(tuned.baseline), get(tuned.metrics)
-        rows.append(
-            f"| {label} | {fmt_number(a)} | {fmt_number(b)} | {b / a:.2f}x |"
-            if a
-            else f"| {label} | - | - | - |"
-        )
-    verdict = view.confirmation.verdict if view.confirmation else "not confirmed (search figures)"
+        rows.append(f"| {label} | {fmt_number(a)} | {fmt_number(b)} | {trade(a, b, better)} |")
+    verdict = confirmed_line(view.confirmation) + (
+        "\n\n" + view.confirmation.verdict if view.confirmation else ""
+    )
     rows += [
         "",
         f"Chosen config (trial #{tuned.trial_number}): `{tuned.config.describe()}`",

@@ -10,18 +10,30 @@ from autotune.objectives import Limits, Objective
 from autotune.study import Progress, TrialRecord, TuneResult
 from autotune.sweep import sweep_rows, sweep_verdict
 
-# (label, getter)
-ROWS: list[tuple[str, Callable[[Measurement], float]]] = [
-    ("batch size", lambda m: m.batch_size),
-    ("throughput (samples/s)", lambda m: m.throughput),
-    ("latency p50 (ms)", lambda m: m.latency_ms.p50),
-    ("latency p90 (ms)", lambda m: m.latency_ms.p90),
-    ("latency p99 (ms)", lambda m: m.latency_ms.p99),
-    ("peak memory (MB)", lambda m: m.peak_rss_mb or 0.0),
-    ("CPU busy (cores)", lambda m: m.cpu_cores or 0.0),
-    ("session creation (s)", lambda m: m.create_s),
-    ("first inference (s)", lambda m: m.first_run_s),
+# (label, getter, which way is better: "higher", "lower" or "" for neither)
+ROWS: list[tuple[str, Callable[[Measurement], float], str]] = [
+    ("batch size", lambda m: m.batch_size, ""),
+    ("throughput (samples/s)", lambda m: m.throughput, "higher"),
+    ("latency p50 (ms)", lambda m: m.latency_ms.p50, "lower"),
+    ("latency p90 (ms)", lambda m: m.latency_ms.p90, "lower"),
+    ("latency p99 (ms)", lambda m: m.latency_ms.p99, "lower"),
+    ("peak memory (MB)", lambda m: m.peak_rss_mb or 0.0, "lower"),
+    ("CPU busy (cores)", lambda m: m.cpu_cores or 0.0, "lower"),
+    ("session creation (s)", lambda m: m.create_s, "lower"),
+    ("first inference (s)", lambda m: m.first_run_s, "lower"),
 ]
+
+
+def trade(base: float, chosen: float, better: str) -> str:
+    """The chosen config against the baseline in words: "1.46x better", "1.46x worse", "same"."""
+    if not base or not chosen:
+        return "-"
+    if not better:
+        return f"{chosen / base:.2f}x"
+    factor = chosen / base if better == "higher" else base / chosen
+    if abs(factor - 1) < 0.005:
+        return "same"
+    return f"{factor:.2f}x better" if factor > 1 else f"{1 / factor:.2f}x worse"
 
 
 def fmt_number(value: float) -> str:
@@ -197,18 +209,23 @@ def summary_table(
             f"({source})",
             f"baseline (#{result.baseline.number})",
             f"chosen (#{tuned.trial_number})",
-            "chosen/base",
+            "chosen vs base",
         )
     ]
-    for label, get in ROWS:
+    for label, get, better in ROWS:
         a, b = get(base), get(best)
-        rows.append((label, fmt_number(a), fmt_number(b), f"{b / a:.2f}x" if a else "-"))
+        rows.append((label, fmt_number(a), fmt_number(b), trade(a, b, better)))
     if base.peak_gpu_mb is not None and best.peak_gpu_mb is not None:
         a, b = base.peak_gpu_mb, best.peak_gpu_mb
-        rows.append(
-            ("peak GPU memory (MB)", fmt_number(a), fmt_number(b), f"{b / a:.2f}x" if a else "-")
-        )
+        rows.append(("peak GPU memory (MB)", fmt_number(a), fmt_number(b), trade(a, b, "lower")))
     lines = text_table(rows)
+    p99_worse = best.latency_ms.p99 / base.latency_ms.p99 if base.latency_ms.p99 else 1.0
+    if p99_worse > 2 and best.batch_size != base.batch_size:
+        lines.append(
+            f"note: batch size {best.batch_size} makes p99 latency {p99_worse:.1f}x worse "
+            f"({fmt_number(best.latency_ms.p99)} ms); if requests must answer faster, bound it "
+            "with --max-latency-ms"
+        )
     lines += ["", f"chosen config: {tuned.config.describe()}"]
     search = tuned.search
     lines.append(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from autotune.config import Measurement, TrialFailure
+from autotune.config import Confirmation, Measurement, TrialFailure
 from autotune.report import fmt_number, text_table
 from autotune.study import StudyView, TrialRecord
 
@@ -115,6 +115,19 @@ def trials_table(view: StudyView) -> str:
             f"workload: {workload.get('concurrency', 1)} concurrent caller(s)"
             + (f", shapes {shapes}" if shapes else "")
         )
+    lines.append(confirmed_line(view.confirmation))
     if view.confirmation is not None:
         lines.append(view.confirmation.verdict)
     return "\n".join(lines)
+
+
+def confirmed_line(confirmation: Confirmation | None) -> str:
+    """Whether and when a study was confirmed, how, and over how many trials."""
+    if confirmation is None:
+        return "not confirmed: the chosen config is the search's best single measurement"
+    when = confirmation.confirmed_at or "at an unrecorded time"
+    over = f" over {confirmation.trials} trials" if confirmation.trials else ""
+    return (
+        f"confirmed {when}{over} ({confirmation.method}, verdict: {confirmation.kind}); "
+        "`autotune run ... --reconfirm` measures it again"
+    )

@@ -15,7 +15,13 @@ from pathlib import Path
 
 from autotune.config import MeasureSettings, TunedConfig, Workload
 from autotune.errors import UsageError
-from autotune.export import tuned_config, write_best
+from autotune.export import (
+    keep_previous,
+    previous_best,
+    tuned_config,
+    verdict_change,
+    write_best,
+)
 from autotune.machine import environment, usable_cpus
 from autotune.model import (
     describe_inputs,
@@ -77,6 +83,7 @@ class RunOptions:
     concurrency: int = 1  # requests in flight at once
     dim_weights: str | None = None  # weights of a --dim shape mix, e.g. 0.5,0.3,0.2
     sweep: bool | None = None  # the concurrency sweep after the search (default: concurrency > 1)
+    reconfirm: bool = False  # measure the confirmation again on a finished study
 
 
 @dataclass(frozen=True)
@@ -271,6 +278,7 @@ def prepare(options: RunOptions) -> TuneRequest:
         max_gpu_memory_mb=options.max_gpu_memory_mb,
         accuracy=accuracy,
         workload=workload,
+        reconfirm=options.reconfirm,
         sweep_levels=sweep_levels(cpus, workload.concurrency) if sweep else (),
         limits=Limits(
             {
@@ -337,9 +345,21 @@ def run_tuning(options: RunOptions, *, echo: Callable[[str], None]) -> RunOutcom
         variant_paths=request.variant_paths,
         workload=request.workload,
     )
-    path = write_best(tuned, out)
+    destination = out / tuned.study_name / "best.json"
+    old = previous_best(destination)
+    change: list[str] = []
+    if result.reused and old is not None and old.trial_number == tuned.trial_number:
+        path, tuned = destination, old  # the stored verdict, as deployed: nothing rewritten
+    else:
+        if old is not None:
+            change = verdict_change(old, tuned)
+            kept = keep_previous(destination)
+            change.append(f"the previous best.json is kept as {kept}")
+        path = write_best(tuned, out)
     table = summary_table(tuned, result, request.objective, request.all_objectives, request.limits)
-    table += f"\nwrote {path}\n"
+    if change:
+        table += "\n" + "\n".join(change)
+    table += f"\n{'unchanged' if result.reused and not change else 'wrote'} {path}\n"
     if request.workload.concurrency > 1:
         table += (
             f"serve {request.workload.concurrency} concurrent callers with: "
@@ -390,6 +410,7 @@ def tune(
     concurrency: int = 1,
     dim_weights: str | None = None,
     sweep: bool | None = None,
+    reconfirm: bool = False,
     progress: Callable[[str], None] | None = None,
 ) -> TunedConfig:
     """Tune ``model`` and return the tuned config (also written to ``OUT/STUDY/best.json``).
@@ -435,5 +456,6 @@ def tune(
         concurrency=concurrency,
         dim_weights=dim_weights,
         sweep=sweep,
+        reconfirm=reconfirm,
     )
     return run_tuning(options, echo=progress or (lambda line: None)).tuned

@@ -256,12 +256,20 @@ def test_constraints_are_learned_and_respected(magika: Path, tmp_path: Path) -> 
     assert "constraints: latency p99 <= 20 ms;" in result.stdout
     [best] = tmp_path.glob("*/best.json")
     tuned = read_tuned(best)
-    assert tuned.metrics.latency_ms.p99 <= 20 and tuned.config.batch_size == 1
     study = optuna.load_study(
         study_name=best.parent.name, storage=f"sqlite:///{tmp_path / 'autotune.db'}"
     )
-    infeasible = [t for t in study.trials if "infeasible" in t.user_attrs]
-    assert infeasible, "batch 32 of magika takes far more than 20 ms per run here"
-    assert all(t.user_attrs["constraints"][0] > 0 for t in infeasible)
-    assert all(t.user_attrs["config"]["batch_size"] == 32 for t in infeasible)
+    measured = [t for t in study.trials if "latency_p99_ms" in t.user_attrs]
+    # What the code guarantees, however loaded the machine: a trial is infeasible exactly when
+    # its p99 broke the bound, with a positive violation; a feasible trial is chosen when any is.
+    for trial in measured:
+        broke = trial.user_attrs["latency_p99_ms"] > 20
+        assert ("infeasible" in trial.user_attrs) == broke
+        assert (trial.user_attrs["constraints"][0] > 0) == broke
+    # batch 32 of magika takes ~32 single runs (> 100 ms): a busy machine only makes it slower
+    assert all(
+        "infeasible" in t.user_attrs for t in measured if t.user_attrs["config"]["batch_size"] == 32
+    )
+    if any("infeasible" not in t.user_attrs for t in measured):
+        assert tuned.metrics.latency_ms.p99 <= 20 and tuned.config.batch_size == 1
     assert study.user_attrs["limits"] == {"max_latency_ms": 20.0}

@@ -96,6 +96,7 @@ class TuneRequest:
     wait_for_lock: bool = True  # queue behind another autotune measuring here, or fail at once
     workload: Workload = field(default_factory=Workload)  # concurrency and shape mix
     paired: bool = True  # confirm in paired blocks of warm workers (throughput, latency)
+    reconfirm: bool = False  # measure the confirmation again even if the study has one
     sweep_levels: tuple[int, ...] = ()  # concurrencies to measure chosen and defaults at, after
 
     @property
@@ -139,6 +140,8 @@ class TuneResult:
     sweep: ConcurrencySweep | None = None  # chosen and defaults at several concurrencies
     interrupted: bool = False  # Ctrl-C or SIGTERM: results are what completed before it
     failed_out: bool = False  # stopped by --max-failures consecutive failures
+    reused: bool = False  # the stored confirmation of a finished study; nothing was measured
+    timing: Mapping[str, float] = field(default_factory=dict)  # search_s, confirmation_s, ...
 
 
 def _metric_attrs(m: Measurement) -> dict[str, Any]:
@@ -344,7 +347,7 @@ def _confirm(
                 confirmation,
                 front=confirmed_front(confirmation, [request.objective, *also]),
             )
-        confirmation = replace(confirmation, confirmed_at=_now())
+        confirmation = replace(confirmation, confirmed_at=_now(), trials=_finished(records))
         study.set_user_attr("confirmation", confirmation.to_dict())
         return confirmation
     say(
@@ -369,9 +372,13 @@ def _confirm(
         on_run=on_run,
         also=also,
     )
-    confirmation = replace(confirmation, confirmed_at=_now())
+    confirmation = replace(confirmation, confirmed_at=_now(), trials=_finished(records))
     study.set_user_attr("confirmation", confirmation.to_dict())
     return confirmation
+
+
+def _finished(records: Sequence[TrialRecord]) -> int:
+    return sum(1 for r in records if counts_toward_budget(r))
 
 
 def _now() -> str:
@@ -517,6 +524,8 @@ def tune(
     streak = 0
     confirmation = None
     sweep = None
+    reused = False
+    search_s = confirmation_s = 0.0
     try:
         while True:
             fail_orphaned_trials(study)
@@ -549,11 +558,28 @@ def tune(
                     f"{record.outcome.message[:200]}); fix the cause or raise --max-failures"
                 )
                 break
-        confirmation = _confirm(study, request, records, baseline, measurer, say)
+        search_s = time.perf_counter() - started
+        stored = _stored_confirmation(study, request, done(), ran)
+        if stored is not None:  # a finished study is finished: report, measure nothing
+            confirmation, reused = stored, True
+            sweep = (
+                ConcurrencySweep.from_dict(study.user_attrs["sweep"])
+                if study.user_attrs.get("sweep")
+                else None
+            )
+            say(
+                f"study already confirmed ({confirmation.confirmed_at or 'earlier'}, "
+                f"{confirmation.method}) over these {done()} trials: its stored verdict follows; "
+                "nothing was measured (--reconfirm measures again)"
+            )
+        else:
+            t0 = time.perf_counter()
+            confirmation = _confirm(study, request, records, baseline, measurer, say)
+            confirmation_s = time.perf_counter() - t0
         if STOP.is_set():  # a confirmation cut short decides nothing
             confirmation = None
             raise KeyboardInterrupt
-        if request.sweep_levels and not failed_out:
+        if request.sweep_levels and not failed_out and not reused:
             chosen = _chosen(records, request, baseline, confirmation)
             sweep = _sweep(study, request, baseline, chosen, measurer, say)
             if STOP.is_set():
@@ -586,4 +612,34 @@ def tune(
         sweep=sweep,
         interrupted=interrupted,
         failed_out=failed_out,
+        reused=reused,
+        timing=_timing(records, search_s, confirmation_s),
     )
+
+
+def _timing(
+    records: Sequence[TrialRecord], search_s: float, confirmation_s: float
+) -> dict[str, float]:
+    """Where this invocation's time went: the search, the confirmation, per-trial overhead."""
+    overheads = sorted(
+        r.outcome.overhead_s
+        for r in records
+        if isinstance(r.outcome, Measurement) and r.outcome.overhead_s is not None
+    )
+    median = overheads[len(overheads) // 2] if overheads else 0.0
+    return {
+        "search_s": round(search_s, 2),
+        "confirmation_s": round(confirmation_s, 2),
+        "overhead_s_median": round(median, 3),
+    }
+
+
+def _stored_confirmation(
+    study: Any, request: TuneRequest, finished: int, ran: int
+) -> Confirmation | None:
+    """The study's stored confirmation when it covers every finished trial and nothing new ran."""
+    data = study.user_attrs.get("confirmation")
+    if request.reconfirm or ran or not data:
+        return None
+    stored = Confirmation.from_dict(data)
+    return stored if stored.trials == finished else None

@@ -1,0 +1,462 @@
+"""Paired confirmation: warm workers (``worker --serve``) taking turns in short blocks.
+
+Real worker processes on real models; nothing that runs here is mocked. A slower, crashing or
+hanging contender is made by a wrapper worker program (``run_duel``'s ``command=``) that reads a
+marker from its job's session config entries (ONNX Runtime accepts unknown keys), patches the
+real worker's code accordingly and then runs the real worker.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import select
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import psutil
+import pytest
+
+import autotune
+from autotune.config import (
+    Confirmation,
+    HostNoise,
+    Measurement,
+    MeasureSettings,
+    RoundFigures,
+    TrialConfig,
+    WorkerJob,
+    Workload,
+)
+from autotune.duel import Contender, DuelPlan, run_duel
+from autotune.finalists import sign_test_p
+from autotune.machine import cpu_times, steal_share
+from autotune.model import read_model, resolve_inputs
+from autotune.objectives import parse_objective
+from autotune.paired import confirm_paired, decide_paired, holm, host_noise, plan_for
+from autotune.runner import run_trial
+
+QUICK = MeasureSettings(warmup_runs=2, warmup_s=0.01, min_runs=5, min_time_s=0.05)
+THROUGHPUT = parse_objective("throughput")
+FAULT = "autotune.test.fault"  # config entry the wrapper reads: slow, crash, hang (comma list)
+PID = "autotune.test.pid"  # config entry: where the wrapper writes its worker's pid
+# config entry: a file; the first worker with it creates it, any later one dies at startup
+# (the baseline and its twin share a config and start one after the other: the twin dies)
+ONCE = "autotune.test.once"
+
+WRAPPER = f"""
+import json, os, signal, sys, time
+from pathlib import Path
+
+job = json.loads(Path(sys.argv[sys.argv.index("--job") + 1]).read_text())
+entries = job["config"]["config_entries"]
+faults = set(entries.get({FAULT!r}, "").split(","))
+if {PID!r} in entries:
+    Path(entries[{PID!r}]).write_text(str(os.getpid()))
+if {ONCE!r} in entries:
+    try:
+        os.close(os.open(entries[{ONCE!r}], os.O_CREAT | os.O_EXCL))
+    except FileExistsError:
+        os.kill(os.getpid(), signal.SIGSEGV)
+from autotune import load, session
+
+if "slow" in faults:  # 2 ms more per request: a large, deterministic gap on the tiny model
+    plain_call = session.Runner.__call__
+
+    def call(self):
+        time.sleep(0.002)
+        return plain_call(self)
+
+    session.Runner.__call__ = call
+if faults & {{"crash", "hang"}}:
+    plain_block, blocks = load.block, []
+
+    def block(runners, settings):
+        blocks.append(None)
+        if "crash" in faults and len(blocks) == 3:
+            os.kill(os.getpid(), signal.SIGSEGV)
+        if "hang" in faults and len(blocks) == 2:
+            time.sleep(3600)
+        return plain_block(runners, settings)
+
+    load.block = block
+from autotune.worker import main
+
+sys.exit(main(sys.argv[1:]))
+"""
+COMMAND = [sys.executable, "-c", WRAPPER]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def own_measuring_lock(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The tuner's studies here take their own machine lock (never queue behind another run)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("AUTOTUNE_LOCK_FILE", str(tmp_path_factory.mktemp("lock") / "measure.lock"))
+        yield
+
+
+def _job(model: Path, config: TrialConfig | None = None, concurrency: int = 1) -> WorkerJob:
+    return WorkerJob(
+        str(model),
+        config or TrialConfig(),
+        resolve_inputs(read_model(model)).plan,
+        QUICK,
+        workload=Workload(concurrency=concurrency),
+    )
+
+
+def _marked(fault: str = "", pid_file: Path | None = None, once: Path | None = None) -> TrialConfig:
+    entries = {FAULT: fault} if fault else {}
+    if pid_file is not None:
+        entries[PID] = str(pid_file)
+    if once is not None:
+        entries[ONCE] = str(once)
+    return TrialConfig(config_entries=entries)
+
+
+@pytest.fixture(scope="module")
+def tiny_search(tiny_model: Path) -> Measurement:
+    """The tiny model's defaults measured once in a fresh worker, as the search would."""
+    outcome = run_trial(_job(tiny_model), timeout_s=60)
+    assert isinstance(outcome, Measurement), outcome
+    return outcome
+
+
+# --- 1. Holm, steal time -------------------------------------------------------------------------
+
+
+def test_holm_steps_down_and_stops_at_the_first_failure() -> None:
+    assert holm([0.01, 0.04, 0.03], 0.05) == [True, False, False]
+    assert holm([1e-6, 1e-5, 1e-4], 0.05) == [True, True, True]
+    # sorted: 0.001 <= 0.05/4, then 0.026 > 0.05/3 stops; 0.04 would pass its own step alone
+    assert holm([0.001, 0.03, 0.026, 0.04], 0.05) == [True, False, False, False]
+    assert holm([0.001, 0.03, 0.011], 0.05) == [True, True, True]  # 0.0167, 0.025, 0.05
+    assert holm([0.04], 0.05) == [True] and holm([0.06], 0.05) == [False]
+    assert holm([], 0.05) == []
+
+
+def test_steal_share_needs_a_snapshot_and_is_a_share() -> None:
+    assert steal_share() is None and steal_share(since=None) is None
+    before = cpu_times()
+    assert before is not None and before[1] >= before[0] >= 0
+    deadline = time.perf_counter() + 0.1
+    while time.perf_counter() < deadline:  # let some jiffies pass
+        pass
+    share = steal_share(since=before)
+    assert share is not None and 0.0 <= share <= 1.0
+
+
+def test_host_noise_of_identical_blocks_and_of_a_host_that_changed_speed(
+    tiny_search: Measurement,
+) -> None:
+    same = host_noise(THROUGHPUT, [tiny_search] * 12, [tiny_search] * 12, 0.01)
+    assert same.twin_ratio == 1.0 and same.margin == 0.0 and same.twin_spread == 0.0
+    assert same.blocks == 12 and same.mode_switches == 0 and same.steal == 0.01
+    halved = replace(tiny_search, throughput=tiny_search.throughput / 2)
+    base = [tiny_search] * 10 + [halved] * 2  # two blocks 50 % off the median
+    twin = [tiny_search] * 10 + [None] * 2  # the twin missed two blocks: they pair nothing
+    switched = host_noise(THROUGHPUT, base, twin, None)
+    assert switched.mode_switches == 2 and switched.blocks == 12
+    assert switched.twin_ratio == 1.0 and switched.steal is None
+
+
+# --- 2. the verdict on hand-built figures ------------------------------------------------------
+
+
+def _base() -> RoundFigures:
+    values = tuple([1000.0] * 20)
+    return RoundFigures(0, values, 0, 1000.0, 0.0, 0, 0, 1.0, None)
+
+
+def _finalist(number: int, ratios: list[float]) -> RoundFigures:
+    values = tuple(1000.0 * r for r in ratios)
+    wins = sum(1 for r in ratios if r > 1)
+    gain = float(np.median(ratios))
+    return RoundFigures(number, values, 0, float(np.median(values)), 0.0, wins, len(ratios), gain,
+                        None)  # fmt: skip
+
+
+def _steady() -> HostNoise:
+    return HostNoise(twin_ratio=1.0, twin_spread=0.01, margin=0.02, steal=0.0, mode_switches=0,
+                     blocks=20)  # fmt: skip
+
+
+def _decide(figures: list[RoundFigures], ratios: list[list[float]], noise: HostNoise) -> Any:
+    return decide_paired(_base(), figures, ratios, noise, cycles=20, objective=THROUGHPUT)
+
+
+def test_a_clear_gain_over_a_steady_twin_wins() -> None:
+    ratios = [1.45 + 0.005 * i for i in range(20)]  # 20/20 won, median 1.4975
+    result = _decide([_finalist(7, ratios)], [ratios], _steady())
+    assert result.winner == 7 and result.kind == "winner", result.verdict
+    assert result.method == "paired blocks" and result.noise == _steady()
+    assert "Holm" in result.verdict and "20/20" in result.verdict and "#7" in result.verdict
+    assert result.rounds == 20
+    # the new fields survive best.json
+    stamped = Confirmation.from_dict(
+        json.loads(json.dumps({**result.to_dict(), "confirmed_at": "2024-01-01T00:00:00+00:00"}))
+    )
+    assert stamped.method == "paired blocks" and stamped.kind == "winner"
+    assert stamped.noise == result.noise and stamped.confirmed_at.startswith("2024")
+
+
+def test_a_one_percent_gain_is_no_gain() -> None:
+    ratios = [1.01 + 0.001 * (i % 3 - 1) for i in range(20)]  # every block won, but 1.01x
+    result = _decide([_finalist(4, ratios)], [ratios], _steady())
+    assert result.winner == 0 and result.kind == "no gain", result.verdict
+    assert "no finalist beat" in result.verdict and "1.01x" in result.verdict
+
+
+def test_a_gain_within_the_twins_disagreement_is_too_noisy() -> None:
+    noisy = HostNoise(twin_ratio=1.12, twin_spread=0.2, margin=0.17, steal=0.03, mode_switches=3,
+                      blocks=20)  # fmt: skip
+    ratios = [1.05] * 16 + [0.95] * 4  # p = 0.006 alone, but 1.05x is inside 12 % of noise
+    result = _decide([_finalist(5, ratios)], [ratios], noisy)
+    assert result.winner == 0 and result.kind == "too noisy", result.verdict
+    verdict = result.verdict
+    assert "disagreed by 12.0%" in verdict, verdict
+    assert "stole 3%" in verdict and "3 of 20 blocks" in verdict
+    assert "#5" in verdict and "1.05x" in verdict
+    assert "--reconfirm" in verdict and "quieter machine" in verdict
+
+
+def test_holm_correction_takes_away_a_win_that_passes_alone() -> None:
+    ratios = [1.5] * 15 + [0.9] * 5  # 15/20 blocks won
+    p = sign_test_p(15, 20)
+    assert 0.05 / 3 < p <= 0.05  # significant alone, not after correcting for three finalists
+    alone = _decide([_finalist(3, ratios)], [ratios], _steady())
+    assert alone.kind == "winner" and alone.winner == 3, alone.verdict
+    three = _decide([_finalist(n, ratios) for n in (3, 4, 5)], [ratios] * 3, _steady())
+    assert three.winner == 0 and three.kind != "winner", three.verdict
+
+
+# --- 3. the serve protocol ---------------------------------------------------------------------
+
+
+def _reply(replies: Any, timeout_s: float = 60.0) -> dict[str, Any]:
+    readable, _, _ = select.select([replies], [], [], timeout_s)
+    assert readable, f"no answer from the worker within {timeout_s} s"
+    line = replies.readline()
+    assert line, "the worker closed its answers"
+    return json.loads(line)
+
+
+@pytest.mark.parametrize("callers", [1, 2])
+def test_serve_answers_blocks_then_merges_them_on_quit(
+    tiny_model: Path, tmp_path: Path, callers: int
+) -> None:
+    job_file = tmp_path / "job.json"
+    job_file.write_text(_job(tiny_model, concurrency=callers).to_json())
+    to_worker_r, to_worker_w = os.pipe()
+    from_worker_r, from_worker_w = os.pipe()
+    argv = [sys.executable, "-m", "autotune.worker", "--job", str(job_file)]
+    argv += ["--result-fd", str(from_worker_w), "--serve", str(to_worker_r)]
+    proc = subprocess.Popen(argv, pass_fds=(to_worker_r, from_worker_w), stdin=subprocess.DEVNULL)
+    os.close(to_worker_r)
+    os.close(from_worker_w)
+    try:
+        with (
+            os.fdopen(to_worker_w, "w", buffering=1) as commands,
+            os.fdopen(from_worker_r) as replies,
+        ):
+            ready = _reply(replies)
+            assert ready["status"] == "ready" and ready["create_s"] > 0, ready
+            counts = []
+            for min_runs in (5, 40, 7):
+                commands.write(json.dumps({"op": "block", "seconds": 0.05, "min_runs": min_runs}))
+                commands.write("\n")
+                answer = _reply(replies)
+                assert answer["status"] == "ok", answer
+                m = Measurement.from_dict(answer["measurement"])
+                assert m.latency_ms.count >= min_runs and m.throughput > 0
+                assert m.concurrency == callers
+                counts.append(m.latency_ms.count)
+            commands.write(json.dumps({"op": "quit"}) + "\n")
+            closing = _reply(replies)
+            assert closing["status"] == "ok", closing
+            total = Measurement.from_dict(closing["measurement"])
+            assert total.latency_ms.count == sum(counts)
+            assert total.peak_rss_mb is not None and total.peak_rss_mb > 0
+            assert total.concurrency == callers
+            assert proc.wait(timeout=30) == 0
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+# --- 4. a duel with a deterministically slower contender ---------------------------------------
+
+
+def _confirm(
+    tiny_model: Path, search: Measurement, base: TrialConfig, finalist: TrialConfig
+) -> Any:
+    return confirm_paired(
+        (0, base, search),
+        [(3, finalist)],
+        job_for=lambda config: _job(tiny_model, config),
+        objective=THROUGHPUT,
+        rounds=1,
+        timeout_s=60,
+        command=COMMAND,
+    )
+
+
+def test_a_fast_finalist_beats_a_slow_baseline(tiny_model: Path, tiny_search: Measurement) -> None:
+    assert plan_for(tiny_search, 1).cycles == 12
+    result = _confirm(tiny_model, tiny_search, _marked("slow"), _marked())
+    [fast] = result.finalists
+    assert result.method == "paired blocks"
+    assert result.winner == 3 and result.kind == "winner", result.verdict
+    assert fast.gain > 3 and fast.wins == fast.pairs >= 12, fast
+    assert 12 <= result.rounds <= 36
+    assert result.noise is not None and result.noise.blocks >= 12
+    assert not math.isnan(result.noise.twin_ratio)  # the twin ran every cycle too
+    assert fast.measurement is not None and fast.measurement.peak_rss_mb
+    assert result.baseline.measurement is not None
+
+
+def test_a_slow_finalist_does_not_win(tiny_model: Path, tiny_search: Measurement) -> None:
+    result = _confirm(tiny_model, tiny_search, _marked(), _marked("slow"))
+    [slow] = result.finalists
+    assert result.winner == 0 and result.kind in ("no gain", "too noisy"), result.verdict
+    assert slow.gain < 0.5 and slow.wins == 0 and slow.pairs >= 12, slow
+
+
+def test_a_twin_that_crashes_is_named_in_the_verdict(
+    tiny_model: Path, tiny_search: Measurement, tmp_path: Path
+) -> None:
+    base = _marked("slow", once=tmp_path / "started")  # the baseline starts, its twin dies
+    result = _confirm(tiny_model, tiny_search, base, _marked())
+    [fast] = result.finalists
+    assert fast.wins == fast.pairs >= 12 and fast.gain > 3, fast
+    assert "nan" not in result.verdict, result.verdict
+    assert "twin" in result.verdict and "crash" in result.verdict, result.verdict
+    # Without the twin the noise is taken at the "noisy" limit: a clear win still wins.
+    assert result.winner == fast.trial_number and result.kind == "winner", result.verdict
+
+
+def test_a_confirmation_without_twin_pairs_is_standard_json(tiny_search: Measurement) -> None:
+    noise = host_noise(THROUGHPUT, [tiny_search] * 12, [None] * 12, None)
+    assert math.isfinite(noise.margin) and noise.blocks == 12
+    ratios = [1.5] * 12
+    result = decide_paired(
+        _base(), [_finalist(3, ratios)], [ratios], noise, cycles=12, objective=THROUGHPUT
+    )
+    json.dumps(result.to_dict(), allow_nan=False)
+
+
+# --- 5. a contender that crashes, one that hangs -----------------------------------------------
+
+
+def _workers_left(tmp: Path) -> list[psutil.Process]:
+    left = []
+    for p in psutil.process_iter(["cmdline"]):
+        line = " ".join(p.info["cmdline"] or [])
+        try:
+            if "--serve" in line and str(tmp) in line and p.status() != psutil.STATUS_ZOMBIE:
+                left.append(p)
+        except psutil.Error:
+            continue
+    return left
+
+
+@pytest.fixture
+def own_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The duel's job files (so its workers' command lines) land under this folder."""
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    monkeypatch.setenv("TMPDIR", str(tmp))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp))
+    return tmp
+
+
+def test_a_crashing_contender_drops_out_and_the_others_finish(
+    tiny_model: Path, own_tmp: Path
+) -> None:
+    contenders = [
+        Contender("a", _job(tiny_model)),
+        Contender("crashes", _job(tiny_model, _marked("crash"))),
+        Contender("b", _job(tiny_model)),
+    ]
+    plan = DuelPlan(cycles=5, max_cycles=5, block_s=0.05, min_runs=3)
+    cycles = run_duel(contenders, plan, timeout_s=60, command=COMMAND)
+    assert cycles == 5
+    a, crashed, b = contenders
+    assert crashed.failure is not None and crashed.failure.kind == "crash", crashed.failure
+    assert crashed.failure.kind == "crash" and "SIGSEGV" in crashed.failure.message
+    assert [m is not None for m in crashed.blocks] == [True, True, False, False, False]
+    for ok in (a, b):
+        assert ok.failure is None and len(ok.blocks) == 5
+        assert all(isinstance(m, Measurement) for m in ok.blocks)
+        total = Measurement.from_dict(ok.final["measurement"])
+        assert total.latency_ms.count == sum(m.latency_ms.count for m in ok.blocks)
+    assert not _workers_left(own_tmp)
+
+
+def test_a_hanging_contender_is_killed_after_the_block_timeout(
+    tiny_model: Path, own_tmp: Path
+) -> None:
+    pid_file = own_tmp.parent / "hung.pid"
+    contenders = [
+        Contender("a", _job(tiny_model)),
+        Contender("hangs", _job(tiny_model, _marked("hang", pid_file))),
+    ]
+    plan = DuelPlan(cycles=3, max_cycles=3, block_s=0.05, min_runs=3)
+    seen: list[float] = []
+    cycles = run_duel(
+        contenders,
+        plan,
+        timeout_s=60,
+        command=COMMAND,
+        on_cycle=lambda done: seen.append(time.perf_counter()),
+        block_timeout_s=3,
+    )
+    assert cycles == 3 and len(seen) == 3
+    ok, hung = contenders
+    assert hung.failure is not None and hung.failure.kind == "timeout", hung.failure
+    assert [m is not None for m in hung.blocks] == [True, False, False]
+    assert ok.failure is None and all(isinstance(m, Measurement) for m in ok.blocks)
+    # the second cycle waited for the block timeout, not for the hour the worker sleeps
+    assert 2.5 <= seen[1] - seen[0] < 30
+    assert not psutil.pid_exists(int(pid_file.read_text())), "the hung worker is alive"
+    assert not _workers_left(own_tmp)
+
+
+# --- 6. through the tuner ----------------------------------------------------------------------
+
+
+def test_a_throughput_study_confirms_in_paired_blocks(tiny_model: Path, tmp_path: Path) -> None:
+    lines: list[str] = []
+    tuned = autotune.tune(
+        tiny_model, objective="throughput", trials=5, finalists=2, rounds=1, min_time_s=0.05,
+        min_runs=5, out=tmp_path, seed=1, progress=lines.append,
+    )  # fmt: skip
+    confirmation = tuned.confirmation
+    assert confirmation is not None
+    assert confirmation.method == "paired blocks"
+    assert confirmation.noise is not None and confirmation.noise.blocks >= 12
+    assert confirmation.kind in ("winner", "no gain", "too noisy")
+    assert confirmation.confirmed_at
+    assert any("its twin" in line and "short blocks" in line for line in lines), lines
+    [best] = tmp_path.glob("*/best.json")
+    saved = json.loads(best.read_text())["confirmation"]
+    assert saved["method"] == "paired blocks" and saved["kind"] == confirmation.kind
+    assert saved["noise"]["blocks"] == confirmation.noise.blocks
+
+
+def test_a_memory_study_keeps_fresh_rounds(tiny_model: Path, tmp_path: Path) -> None:
+    tuned = autotune.tune(
+        tiny_model, objective="memory", trials=4, finalists=1, rounds=1, min_time_s=0.05,
+        min_runs=5, out=tmp_path, seed=1,
+    )  # fmt: skip
+    assert tuned.confirmation is not None
+    assert tuned.confirmation.method == "fresh rounds"
+    assert tuned.confirmation.noise is None
