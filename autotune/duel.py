@@ -54,7 +54,11 @@ class Contender:
 
 
 def _read_line(contender: Contender, timeout_s: float) -> dict[str, Any] | None:
-    """One JSON reply, or None when the worker died, timed out or was stopped."""
+    """One JSON reply, or None when the worker died, timed out or was stopped.
+
+    At end of file (the worker closed its answers: it is exiting) this waits for the process a
+    little, so the caller can tell a death from a hang by ``proc.poll()``.
+    """
     assert contender.proc is not None
     fd = contender.replies.fileno()
     deadline = time.perf_counter() + timeout_s
@@ -68,6 +72,10 @@ def _read_line(contender: Contender, timeout_s: float) -> dict[str, Any] | None:
         if readable:
             line = contender.replies.readline()
             if not line:
+                try:
+                    contender.proc.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    pass
                 return None
             return json.loads(line)
 
