@@ -524,9 +524,13 @@ class HostNoise:
     steal: float | None
     mode_switches: int
     blocks: int
+    # The baseline's objective during the confirmation over its search figure (1: same host
+    # mode); a config's ranking can flip between a VM's speed modes.
+    search_shift: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
+            "search_shift": _finite(self.search_shift),
             "twin_ratio": _finite(self.twin_ratio),
             "twin_spread": _finite(self.twin_spread),
             "margin": _finite(self.margin),
@@ -548,6 +552,7 @@ class HostNoise:
             steal=data.get("steal"),
             mode_switches=int(data.get("mode_switches", 0)),
             blocks=int(data.get("blocks", 0)),
+            search_shift=data.get("search_shift"),
         )
 
 

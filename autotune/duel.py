@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import select
 import signal
 import subprocess
@@ -33,7 +34,7 @@ from typing import Any
 from autotune.config import Measurement, TrialFailure, WorkerJob
 from autotune.runner import STOP, minimal_env, worker_command
 
-SETTLE_S = 0.02  # quiet time before each block: the previous worker's spinning threads stop
+SETTLE_S = 0.05  # quiet before each block: the previous worker's threads spin ~30 ms after it
 READY_TIMEOUT_S = 600.0
 
 
@@ -216,9 +217,11 @@ def run_duel(
     """Start every contender (one at a time), run cycles of blocks, stop them; cycles run.
 
     ``decided(cycles_done)`` ends the duel early once every verdict is settled (after
-    ``plan.cycles`` at least). A worker that crashes, fails or hangs past ``block_timeout_s``
-    (default: 20 blocks, 30 s at least) is killed and drops out; the others go on. The block order rotates from cycle to cycle, so no contender
-    always follows the same one.
+    ``plan.cycles`` at least). Each cycle runs the contenders in a fresh (seeded) random
+    order, so none keeps following the same one (a block can carry over into the next one:
+    caches, a thread pool still spinning). A worker that crashes, fails or hangs past
+    ``block_timeout_s`` (default: 20 blocks, 30 s at least) is killed and drops out; the
+    others go on.
     """
     done = 0
     try:
@@ -228,9 +231,8 @@ def run_duel(
             start(contender, timeout_s=timeout_s, command=command)
         block_timeout = block_timeout_s or max(30.0, 20 * plan.block_s)
         while done < plan.max_cycles and not STOP.is_set():
-            order = list(contenders[done % len(contenders) :]) + list(
-                contenders[: done % len(contenders)]
-            )
+            order = list(contenders)
+            random.Random(done).shuffle(order)  # every contender follows each of the others
             for contender in order:
                 time.sleep(SETTLE_S)
                 block(

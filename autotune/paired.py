@@ -8,7 +8,9 @@ wins only if
   for the number of finalists (Holm), and
 - its gain exceeds the measured noise: how far the baseline's twin (the same config in a second
   worker) strayed from 1, plus the uncertainty of the finalist's own median, and at least
-  ``MIN_GAIN``.
+  ``MIN_GAIN``, and
+- the host was in the same speed mode as during the search (the baseline within ``MODE_SHIFT``
+  of its search figure).
 
 With no winner the verdict is "no gain", or "too noisy to decide" when identical configs
 disagreed by more than ``NOISY`` on this host, or a finalist looked better but not beyond that
@@ -39,6 +41,10 @@ from autotune.stats import relative_spread
 
 NOISY = 0.08  # identical configs disagreeing by more than this: too noisy to call a small gain
 SWITCH = 0.25  # a baseline block this far from its median: the host changed speed
+# The baseline this many times faster or slower than in the search: another host speed mode,
+# in which a ranking can flip (seen: a config 9 % slower in the fast mode, 5 % faster in the
+# slow one, 1.38x apart); no win is declared from such a confirmation.
+MODE_SHIFT = 1.3
 
 
 def _ratios(
@@ -75,6 +81,7 @@ def host_noise(
     base: Sequence[Measurement | None],
     twin: Sequence[Measurement | None],
     steal: float | None,
+    search: Measurement | None = None,
 ) -> HostNoise:
     ratios = _ratios(objective, twin, base)
     values = [objective.value(m) for m in base if m is not None]
@@ -89,6 +96,7 @@ def host_noise(
         steal=steal,
         mode_switches=switches,
         blocks=len(values),
+        search_shift=median / objective.value(search) if search and values else None,
     )
 
 
@@ -142,10 +150,12 @@ def decide_paired(
 ) -> Confirmation:
     p_values = [sign_test_p(f.wins, f.pairs) for f in figures]
     significant = holm(p_values) if figures else []
+    shift = noise.search_shift
+    shifted = shift is not None and shift > 0 and abs(math.log(shift)) > math.log(MODE_SHIFT)
     passing = [
         f
         for f, sig, r in zip(figures, significant, ratios, strict=True)
-        if sig and _passes(f, noise, r)
+        if sig and _passes(f, noise, r) and not shifted
     ]
     threshold = 1 + max(MIN_GAIN, noise.margin)
     twin_known = math.isfinite(noise.twin_ratio)
@@ -174,7 +184,12 @@ def decide_paired(
         for f, p in zip(figures, p_values, strict=True)
         if f.values and f.gain >= 1 + MIN_GAIN and p <= ALPHA
     ]
-    noisy = not twin_known or abs(noise.twin_ratio - 1) + _half(noise) > NOISY or bool(hopeful)
+    noisy = (
+        shifted
+        or not twin_known
+        or abs(noise.twin_ratio - 1) + _half(noise) > NOISY
+        or bool(hopeful)
+    )
     if noisy:
         best = max(hopeful or [f for f in figures if f.values] or [base], key=lambda f: f.gain)
         disagreement = (
@@ -193,6 +208,12 @@ def decide_paired(
             + (
                 f", the host changed speed in {noise.mode_switches} of {noise.blocks} blocks"
                 if noise.mode_switches
+                else ""
+            )
+            + (
+                f", the defaults ran {_times(shift, objective)} than in the search (the host was "
+                "in another speed mode, where a ranking can flip)"
+                if shifted and shift is not None
                 else ""
             )
             + (
@@ -218,6 +239,12 @@ def decide_paired(
     )
     return Confirmation(cycles, base, tuple(figures), base.trial_number, threshold, verdict,
                         method="paired blocks", noise=noise, kind="no gain")  # fmt: skip
+
+
+def _times(shift: float, objective: Objective) -> str:
+    """``1.38x slower`` for the baseline's confirmation figure over its search figure."""
+    better = objective.ratio(shift, 1.0)
+    return f"{better:.2f}x faster" if better > 1 else f"{1 / better:.2f}x slower"
 
 
 def _half(noise: HostNoise) -> float:
@@ -260,7 +287,9 @@ def confirm_paired(
     state: dict[str, Confirmation] = {}
 
     def verdict(cycles: int) -> Confirmation:
-        noise = host_noise(objective, base.blocks, twin.blocks, steal_share(since=steal0))
+        noise = host_noise(
+            objective, base.blocks, twin.blocks, steal_share(since=steal0), base_search
+        )
         base_figures = _figures(number, base.blocks, base.blocks, objective, None, also, True)
         figures = [
             _figures(n, c.blocks, base.blocks, objective, None, also)

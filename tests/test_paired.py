@@ -228,6 +228,17 @@ def test_a_gain_within_the_twins_disagreement_is_too_noisy() -> None:
     assert "--reconfirm" in verdict and "quieter machine" in verdict
 
 
+def test_a_win_measured_in_another_host_speed_mode_is_too_noisy() -> None:
+    """The baseline 1.4x slower than in the search: rankings can flip between a VM's modes."""
+    ratios = [1.5] * 20
+    shifted = replace(_steady(), search_shift=1 / 1.4)
+    result = _decide([_finalist(3, ratios)], [ratios], shifted)
+    assert result.winner == 0 and result.kind == "too noisy", result.verdict
+    assert "1.40x slower than in the search" in result.verdict, result.verdict
+    same_mode = _decide([_finalist(3, ratios)], [ratios], replace(_steady(), search_shift=1.1))
+    assert same_mode.kind == "winner", same_mode.verdict
+
+
 def test_holm_correction_takes_away_a_win_that_passes_alone() -> None:
     ratios = [1.5] * 15 + [0.9] * 5  # 15/20 blocks won
     p = sign_test_p(15, 20)
@@ -298,8 +309,14 @@ def test_serve_answers_blocks_then_merges_them_on_quit(
 def _confirm(
     tiny_model: Path, search: Measurement, base: TrialConfig, finalist: TrialConfig
 ) -> Any:
+    # The search's figure of this baseline (slowed or not), as the search would have measured it.
+    entries = {k: v for k, v in base.config_entries.items() if k != ONCE}
+    measured = run_trial(
+        _job(tiny_model, replace(base, config_entries=entries)), timeout_s=60, command=COMMAND
+    )
+    assert isinstance(measured, Measurement), measured
     return confirm_paired(
-        (0, base, search),
+        (0, base, measured),
         [(3, finalist)],
         job_for=lambda config: _job(tiny_model, config),
         objective=THROUGHPUT,
