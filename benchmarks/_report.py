@@ -7,6 +7,9 @@ from pathlib import Path
 
 from autotune.machine import environment
 
+#: ISA flags that matter for int8 / vector kernels, as /proc/cpuinfo spells them.
+ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_tile", "amx_int8", "amx_bf16")
+
 
 def machine_line() -> str:
     env = environment()
@@ -16,6 +19,22 @@ def machine_line() -> str:
         f"{env['memory_gb']} GB, {env['os']}, Python {env['python']}, "
         f"{env['onnxruntime_package']} {env['onnxruntime_version']}, "
         f"autotune {env['autotune_version']}."
+    )
+
+
+def cpu_flags() -> str:
+    """The int8/vector ISA flags of this CPU, present and absent, from /proc/cpuinfo."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "CPU flags: /proc/cpuinfo not readable."
+    line = next((raw for raw in text.splitlines() if raw.startswith("flags")), "")
+    flags = set(line.partition(":")[2].split())
+    have = [f for f in ISA_FLAGS if f in flags]
+    lack = [f for f in ISA_FLAGS if f not in flags]
+    return (
+        f"CPU ISA flags (from /proc/cpuinfo): present {', '.join(have) or 'none'}; "
+        f"absent {', '.join(lack) or 'none'}."
     )
 
 

