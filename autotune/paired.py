@@ -9,8 +9,9 @@ wins only if
 - its gain exceeds the measured noise: how far the baseline's twin (the same config in a second
   worker) strayed from 1, plus the uncertainty of the finalist's own median, and at least
   ``MIN_GAIN``, and
-- the host was in the same speed mode as during the search (the baseline within ``MODE_SHIFT``
-  of its search figure).
+- the search did not measure it slower than the baseline: two independent measurements must
+  agree on the direction. (Seen here: a config 9 % slower in the VM's fast speed mode and 5 %
+  faster in its slow one won a confirmation held entirely in the slow mode.)
 
 With no winner the verdict is "no gain", or "too noisy to decide" when identical configs
 disagreed by more than ``NOISY`` on this host, or a finalist looked better but not beyond that
@@ -20,7 +21,7 @@ noise: then the report says how noisy the host was and what to do about it.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 
 import numpy as np
@@ -41,10 +42,6 @@ from autotune.stats import relative_spread
 
 NOISY = 0.08  # identical configs disagreeing by more than this: too noisy to call a small gain
 SWITCH = 0.25  # a baseline block this far from its median: the host changed speed
-# The baseline this many times faster or slower than in the search: another host speed mode,
-# in which a ranking can flip (seen: a config 9 % slower in the fast mode, 5 % faster in the
-# slow one, 1.38x apart); no win is declared from such a confirmation.
-MODE_SHIFT = 1.3
 
 
 def _ratios(
@@ -147,16 +144,22 @@ def decide_paired(
     *,
     cycles: int,
     objective: Objective,
+    search_gains: Sequence[float | None] = (),
 ) -> Confirmation:
+    """The verdict; ``search_gains`` are the finalists' own search figures against the
+    baseline's (> 1 better): a paired win that the search contradicts is not a win."""
     p_values = [sign_test_p(f.wins, f.pairs) for f in figures]
     significant = holm(p_values) if figures else []
-    shift = noise.search_shift
-    shifted = shift is not None and shift > 0 and abs(math.log(shift)) > math.log(MODE_SHIFT)
-    passing = [
-        f
-        for f, sig, r in zip(figures, significant, ratios, strict=True)
-        if sig and _passes(f, noise, r) and not shifted
+    gains = list(search_gains) or [None] * len(figures)
+    paired_ok = [
+        sig and _passes(f, noise, r) for f, sig, r in zip(figures, significant, ratios, strict=True)
     ]
+    contradicted = [
+        f
+        for f, ok, g in zip(figures, paired_ok, gains, strict=True)
+        if ok and g is not None and g < 1
+    ]
+    passing = [f for f, ok in zip(figures, paired_ok, strict=True) if ok and f not in contradicted]
     threshold = 1 + max(MIN_GAIN, noise.margin)
     twin_known = math.isfinite(noise.twin_ratio)
     where = f"{cycles} cycles of paired blocks; " + (
@@ -185,7 +188,7 @@ def decide_paired(
         if f.values and f.gain >= 1 + MIN_GAIN and p <= ALPHA
     ]
     noisy = (
-        shifted
+        bool(contradicted)
         or not twin_known
         or abs(noise.twin_ratio - 1) + _half(noise) > NOISY
         or bool(hopeful)
@@ -210,11 +213,18 @@ def decide_paired(
                 if noise.mode_switches
                 else ""
             )
-            + (
-                f", the defaults ran {_times(shift, objective)} than in the search (the host was "
-                "in another speed mode, where a ranking can flip)"
-                if shifted and shift is not None
-                else ""
+            + "".join(
+                f", #{f.trial_number} won the paired blocks ({f.gain:.2f}x) but measured "
+                f"{gains[list(figures).index(f)]:.2f}x in the search: the two disagree on the "
+                "direction (a ranking can flip with the host's speed mode"
+                + (
+                    f"; the defaults ran {_times(noise.search_shift, objective)} here than in "
+                    "the search"
+                    if noise.search_shift
+                    else ""
+                )
+                + ")"
+                for f in contradicted
             )
             + (
                 f"; the best finalist, #{best.trial_number}, measured {best.gain:.2f}x"
@@ -270,6 +280,7 @@ def confirm_paired(
     finalists: Sequence[tuple[int, TrialConfig]],
     *,
     job_for: Callable[[TrialConfig], WorkerJob],
+    searched: Mapping[int, Measurement] | None = None,
     objective: Objective,
     rounds: int,
     timeout_s: float,
@@ -296,8 +307,18 @@ def confirm_paired(
             for (n, _), c in zip(finalists, others, strict=True)
         ]
         ratios = [_ratios(objective, c.blocks, base.blocks) for c in others]
+        gains = [
+            objective.gain(searched[n], base_search) if searched and n in searched else None
+            for n, _ in finalists
+        ]
         return decide_paired(
-            base_figures, figures, ratios, noise, cycles=cycles, objective=objective
+            base_figures,
+            figures,
+            ratios,
+            noise,
+            cycles=cycles,
+            objective=objective,
+            search_gains=gains,
         )
 
     def decided(cycles: int) -> bool:

@@ -228,15 +228,25 @@ def test_a_gain_within_the_twins_disagreement_is_too_noisy() -> None:
     assert "--reconfirm" in verdict and "quieter machine" in verdict
 
 
-def test_a_win_measured_in_another_host_speed_mode_is_too_noisy() -> None:
-    """The baseline 1.4x slower than in the search: rankings can flip between a VM's modes."""
-    ratios = [1.5] * 20
-    shifted = replace(_steady(), search_shift=1 / 1.4)
-    result = _decide([_finalist(3, ratios)], [ratios], shifted)
-    assert result.winner == 0 and result.kind == "too noisy", result.verdict
-    assert "1.40x slower than in the search" in result.verdict, result.verdict
-    same_mode = _decide([_finalist(3, ratios)], [ratios], replace(_steady(), search_shift=1.1))
-    assert same_mode.kind == "winner", same_mode.verdict
+def test_a_paired_win_the_search_contradicts_is_too_noisy() -> None:
+    """Won every paired block, but the search measured it slower than the defaults: the two
+    measurements disagree on the direction, as when the host changed speed mode between them."""
+    ratios = [1.08] * 20
+    noise = replace(_steady(), search_shift=1 / 1.38)
+    contradicted = decide_paired(
+        _base(), [_finalist(9, ratios)], [ratios], noise, cycles=20, objective=THROUGHPUT,
+        search_gains=[0.98],
+    )  # fmt: skip
+    assert contradicted.winner == 0 and contradicted.kind == "too noisy", contradicted.verdict
+    assert "#9 won the paired blocks (1.08x) but measured 0.98x in the search" in (
+        contradicted.verdict
+    )
+    assert "1.38x slower here than in the search" in contradicted.verdict
+    agreed = decide_paired(
+        _base(), [_finalist(9, ratios)], [ratios], noise, cycles=20, objective=THROUGHPUT,
+        search_gains=[1.03],
+    )  # fmt: skip
+    assert agreed.kind == "winner" and agreed.winner == 9, agreed.verdict
 
 
 def test_holm_correction_takes_away_a_win_that_passes_alone() -> None:

@@ -335,6 +335,7 @@ def _confirm(
                 (baseline.number, baseline.config, baseline.outcome),
                 [(n, c) for n, c, _ in finalists],
                 job_for=measurer.job,
+                searched={n: o for n, _, o in finalists if isinstance(o, Measurement)},
                 objective=request.objective,
                 rounds=request.rounds,
                 timeout_s=measurer.timeout_s,
