@@ -187,12 +187,13 @@ def decide_paired(
         for f, p in zip(figures, p_values, strict=True)
         if f.values and f.gain >= 1 + MIN_GAIN and p <= ALPHA
     ]
-    noisy = (
-        bool(contradicted)
-        or not twin_known
-        or abs(noise.twin_ratio - 1) + _half(noise) > NOISY
-        or bool(hopeful)
+    # A noisy host matters only when a finalist could still be a win within its own band.
+    plausible = any(
+        f.values and f.gain + _median_band(r) >= 1 + MIN_GAIN
+        for f, r in zip(figures, ratios, strict=True)
     )
+    unsteady = not twin_known or abs(noise.twin_ratio - 1) + _half(noise) > NOISY
+    noisy = bool(contradicted) or bool(hopeful) or (unsteady and plausible)
     if noisy:
         best = max(hopeful or [f for f in figures if f.values] or [base], key=lambda f: f.gain)
         disagreement = (

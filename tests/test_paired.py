@@ -249,6 +249,15 @@ def test_a_paired_win_the_search_contradicts_is_too_noisy() -> None:
     assert agreed.kind == "winner" and agreed.winner == 9, agreed.verdict
 
 
+def test_a_clear_loss_on_a_noisy_host_is_no_gain() -> None:
+    """However noisy the host, a finalist well below the defaults in every block is no gain."""
+    noisy = HostNoise(twin_ratio=1.12, twin_spread=0.2, margin=0.17, steal=None, mode_switches=0,
+                      blocks=20)  # fmt: skip
+    ratios = [0.90 + 0.001 * (i % 5) for i in range(20)]
+    result = _decide([_finalist(6, ratios)], [ratios], noisy)
+    assert result.winner == 0 and result.kind == "no gain", result.verdict
+
+
 def test_holm_correction_takes_away_a_win_that_passes_alone() -> None:
     ratios = [1.5] * 15 + [0.9] * 5  # 15/20 blocks won
     p = sign_test_p(15, 20)
