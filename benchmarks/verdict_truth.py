@@ -255,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
         "(1.00x when the defaults were kept). Each exported config was then checked by an "
         "independent paired A/B: ONNX Runtime's defaults and the exported config in two warm "
         f"workers taking turns in {plan.block_s:g} s blocks for a fixed {plan.cycles} cycles "
-        "(order rotating, under autotune's machine lock); the A/B speedup is the median over "
+        "(in a random order each cycle, under autotune's machine lock); the A/B speedup is the median over "
         "cycles of the paired ratio exported/defaults (> 1 is better). When autotune kept the "
         "defaults the A/B compares the defaults with themselves, so it measures the noise. "
         f"A run agrees when |reported / A-B - 1| <= {AGREE:.0%}; a false win is a `winner` whose "
