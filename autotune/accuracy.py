@@ -72,12 +72,19 @@ def save_reference(
     os.replace(partial, target)
 
 
+def load_references(path: str | os.PathLike[str]) -> dict[str, dict[str, np.ndarray]]:
+    """Every reference in the file, by :func:`reference_key`, then by output name: one read."""
+    grouped: dict[str, dict[str, np.ndarray]] = {}
+    with np.load(path, allow_pickle=False) as data:
+        for name in data.files:
+            key, _, output = name.partition(":")
+            grouped.setdefault(key, {})[output] = data[name]
+    return grouped
+
+
 def load_reference(path: str | os.PathLike[str], key: int | str) -> dict[str, np.ndarray] | None:
     """The reference outputs (by output name) for one key, or None when there are none."""
-    prefix = f"{reference_key(key) if isinstance(key, int) else key}:"
-    with np.load(path, allow_pickle=False) as data:
-        found = {k.removeprefix(prefix): data[k] for k in data.files if k.startswith(prefix)}
-    return found or None
+    return load_references(path).get(reference_key(key) if isinstance(key, int) else key)
 
 
 def _cosine(a: np.ndarray, b: np.ndarray) -> float:

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from autotune.config import Measurement, TrialFailure, WorkerJob
-from autotune.runner import STOP, minimal_env, worker_command
+from autotune.runner import STOP, kill_group, log_tail, minimal_env, worker_command
 
 SETTLE_S = 0.05  # quiet before each block: the previous worker's threads spin ~30 ms after it
 READY_TIMEOUT_S = 600.0
@@ -84,10 +84,7 @@ def _read_line(contender: Contender, timeout_s: float) -> dict[str, Any] | None:
 def _kill(contender: Contender) -> None:
     if contender.proc is None:
         return
-    try:
-        os.killpg(contender.proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
+    kill_group(contender.proc.pid)
     contender.proc.wait()
     for pipe in (contender.commands, contender.replies):
         if pipe is not None:
@@ -103,12 +100,7 @@ def _fail(contender: Contender, kind: str, message: str) -> None:
 
 
 def _log_tail(contender: Contender) -> str:
-    try:
-        text = (Path(contender.tmp.name) / "worker.log").read_text(errors="replace")
-    except OSError:
-        return ""
-    lines = [line for line in text.strip().splitlines() if line.strip()]
-    return " | ".join(lines[-3:])[-600:]
+    return log_tail(Path(contender.tmp.name) / "worker.log")
 
 
 def start(contender: Contender, *, timeout_s: float, command: Sequence[str] | None) -> None:

@@ -69,21 +69,24 @@ def warm_up(run: Callable[[], Any], settings: MeasureSettings) -> int:
     )
 
 
+def timed(
+    run: Callable[[], Any], *, min_runs: int, min_s: float, max_runs: int, max_s: float
+) -> tuple[list[float], float]:
+    """:func:`run_loop`'s times, and the CPU cores every thread of the process kept busy."""
+    cpu0, wall0 = time.process_time(), clock()
+    times = run_loop(run, min_runs=min_runs, min_s=min_s, max_runs=max_runs, max_s=max_s)
+    return times, (time.process_time() - cpu0) / max(clock() - wall0, 1e-9)
+
+
 def one_caller(run: Callable[[], Any], settings: MeasureSettings) -> Window:
     """One caller: warm up, time runs, count slow leading runs as warm-up, maybe retry."""
     from autotune.stats import latency_stats, noise, noisy, warmup_prefix
 
     warmed = warm_up(run, settings)
     cap_runs, cap_s = settings.max_runs, settings.max_time_s
-    cpu0, wall0 = time.process_time(), clock()
-    times = run_loop(
-        run,
-        min_runs=settings.min_runs,
-        min_s=settings.min_time_s,
-        max_runs=cap_runs,
-        max_s=cap_s,
+    times, cpu_cores = timed(
+        run, min_runs=settings.min_runs, min_s=settings.min_time_s, max_runs=cap_runs, max_s=cap_s
     )
-    cpu_cores = (time.process_time() - cpu0) / max(clock() - wall0, 1e-9)  # every thread's time
     notes = []
     trimmed = warmup_prefix(times)
     if trimmed:
@@ -93,9 +96,9 @@ def one_caller(run: Callable[[], Any], settings: MeasureSettings) -> Window:
         notes.append(f"{trimmed} slow leading runs counted as warm-up")
     stats = latency_stats(times)
     if settings.retry_noisy and noisy(stats):
-        cpu0, wall0 = time.process_time(), clock()
-        again = run_loop(run, min_runs=len(times), min_s=sum(times), max_runs=cap_runs, max_s=cap_s)
-        again_cores = (time.process_time() - cpu0) / max(clock() - wall0, 1e-9)
+        again, again_cores = timed(
+            run, min_runs=len(times), min_s=sum(times), max_runs=cap_runs, max_s=cap_s
+        )
         before = noise(stats)
         if noise(latency_stats(again)) < before:
             times, cpu_cores = again, again_cores
@@ -176,15 +179,13 @@ def block(runners: Sequence[Callable[[], Any]], settings: MeasureSettings) -> Wi
     """One short block of a warm worker's requests (a paired confirmation), no warm-up."""
     if len(runners) > 1:
         return many_callers(runners, replace(settings, warmup_runs=0, warmup_s=0.0))
-    cpu0, wall0 = time.process_time(), clock()
-    times = run_loop(
+    times, cpu_cores = timed(
         runners[0],
         min_runs=settings.min_runs,
         min_s=settings.min_time_s,
         max_runs=settings.max_runs,
         max_s=settings.max_time_s,
     )
-    cpu_cores = (time.process_time() - cpu0) / max(clock() - wall0, 1e-9)
     return Window(times, sum(times), cpu_cores, 0)
 
 

@@ -54,7 +54,7 @@ def _ratios(
     ]
 
 
-def _median_band(ratios: Sequence[float]) -> float:
+def median_band(ratios: Sequence[float]) -> float:
     """Half-width of a rough 95 % band around the median of the ratios (a boxplot's notch)."""
     if len(ratios) < 2:
         return math.inf
@@ -89,7 +89,7 @@ def host_noise(
         twin_ratio=twin_ratio,
         twin_spread=relative_spread(ratios) if ratios else math.nan,
         # Without the twin the host's noise is unknown: assume the limit of "noisy".
-        margin=abs(twin_ratio - 1) + _median_band(ratios) if len(ratios) > 1 else NOISY,
+        margin=abs(twin_ratio - 1) + median_band(ratios) if len(ratios) > 1 else NOISY,
         steal=steal,
         mode_switches=switches,
         blocks=len(values),
@@ -132,7 +132,7 @@ def _figures(
 
 
 def _passes(f: RoundFigures, noise: HostNoise, ratios: Sequence[float]) -> bool:
-    needed = max(MIN_GAIN, noise.margin + _median_band(ratios))
+    needed = max(MIN_GAIN, noise.margin + median_band(ratios))
     return bool(f.values) and f.gain - 1 >= needed
 
 
@@ -167,10 +167,16 @@ def decide_paired(
         if twin_known
         else f"the baseline's twin failed, so the host's noise was taken as {NOISY:.0%}"
     )
+
+    def verdict_of(winner: int, kind: str, verdict: str) -> Confirmation:
+        return Confirmation(
+            cycles, base, tuple(figures), winner, threshold, verdict,
+            method="paired blocks", noise=noise, kind=kind,
+        )  # fmt: skip
+
     if not base.values:
         verdict = "the baseline failed in the confirmation; nothing could be confirmed"
-        return Confirmation(cycles, base, tuple(figures), base.trial_number, threshold, verdict,
-                            method="paired blocks", noise=noise, kind="no gain")  # fmt: skip
+        return verdict_of(base.trial_number, "no gain", verdict)
     if passing:
         win = max(passing, key=lambda f: f.gain)
         p = p_values[list(figures).index(win)]
@@ -180,8 +186,7 @@ def decide_paired(
             f"{win.pairs} paired blocks, sign test p={p:.2g}, Holm-corrected over "
             f"{len(figures)} finalist(s))"
         )
-        return Confirmation(cycles, base, tuple(figures), win.trial_number, threshold, verdict,
-                            method="paired blocks", noise=noise, kind="winner")  # fmt: skip
+        return verdict_of(win.trial_number, "winner", verdict)
     hopeful = [
         f
         for f, p in zip(figures, p_values, strict=True)
@@ -189,7 +194,7 @@ def decide_paired(
     ]
     # A noisy host matters only when a finalist could still be a win within its own band.
     plausible = any(
-        f.values and f.gain + _median_band(r) >= 1 + MIN_GAIN
+        f.values and f.gain + median_band(r) >= 1 + MIN_GAIN
         for f, r in zip(figures, ratios, strict=True)
     )
     unsteady = not twin_known or abs(noise.twin_ratio - 1) + _half(noise) > NOISY
@@ -235,8 +240,7 @@ def decide_paired(
             + "; keeping the defaults. Re-run with --reconfirm on a quieter machine (no other "
             "work, a dedicated or larger VM) or with more --rounds"
         )
-        return Confirmation(cycles, base, tuple(figures), base.trial_number, threshold, verdict,
-                            method="paired blocks", noise=noise, kind="too noisy")  # fmt: skip
+        return verdict_of(base.trial_number, "too noisy", verdict)
     ranked = sorted((f for f in figures if f.values), key=lambda f: f.gain, reverse=True)
     detail = (
         f"the best finalist, #{ranked[0].trial_number}, measured {ranked[0].gain:.2f}x and won "
@@ -248,8 +252,7 @@ def decide_paired(
         f"no finalist beat ONNX Runtime's defaults on {objective.name} beyond the noise "
         f"({detail}; {where}); keeping the defaults"
     )
-    return Confirmation(cycles, base, tuple(figures), base.trial_number, threshold, verdict,
-                        method="paired blocks", noise=noise, kind="no gain")  # fmt: skip
+    return verdict_of(base.trial_number, "no gain", verdict)
 
 
 def _times(shift: float, objective: Objective) -> str:
@@ -297,6 +300,10 @@ def confirm_paired(
     others = [Contender(f"#{n}", job_for(c)) for n, c in finalists]
     steal0 = cpu_times()
     state: dict[str, Confirmation] = {}
+    gains = [  # each finalist's own search figure against the baseline's
+        objective.gain(searched[n], base_search) if searched and n in searched else None
+        for n, _ in finalists
+    ]
 
     def verdict(cycles: int) -> Confirmation:
         noise = host_noise(
@@ -308,10 +315,6 @@ def confirm_paired(
             for (n, _), c in zip(finalists, others, strict=True)
         ]
         ratios = [_ratios(objective, c.blocks, base.blocks) for c in others]
-        gains = [
-            objective.gain(searched[n], base_search) if searched and n in searched else None
-            for n, _ in finalists
-        ]
         return decide_paired(
             base_figures,
             figures,
@@ -340,7 +343,8 @@ def confirm_paired(
         decided=decided,
         on_cycle=(lambda done: on_cycle(done, plan.max_cycles)) if on_cycle else None,
     )
-    result = verdict(cycles)
+    last = state.get("last")
+    result = last if last is not None and last.rounds == cycles else verdict(cycles)
     overall = {c.name: _overall(c) for c in (base, *others)}
     base_figures = replace(result.baseline, measurement=overall["baseline"])
     figures = tuple(

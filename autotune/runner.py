@@ -44,7 +44,8 @@ def minimal_env(source: Mapping[str, str] | None = None) -> dict[str, str]:
     return {k: v for k, v in source.items() if k in ENV_KEEP or k.startswith(ENV_KEEP_PREFIXES)}
 
 
-def _tail(path: Path) -> str:
+def log_tail(path: Path) -> str:
+    """The last lines of a worker's log, on one line (for failure messages)."""
     try:
         text = path.read_text(errors="replace")
     except OSError:
@@ -53,7 +54,8 @@ def _tail(path: Path) -> str:
     return " | ".join(lines[-5:])[-LOG_TAIL_CHARS:]
 
 
-def _kill_group(pid: int) -> None:
+def kill_group(pid: int) -> None:
+    """SIGKILL a worker's whole process group (it runs in a session of its own)."""
     try:
         os.killpg(pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
@@ -118,7 +120,7 @@ def run_trial(
                 proc.pid, start + timeout_s, max_memory_mb, gpu, max_gpu_memory_mb
             )
         finally:
-            _kill_group(proc.pid)  # on Ctrl-C too: never leave a worker behind
+            kill_group(proc.pid)  # on Ctrl-C too: never leave a worker behind
             if gpu is not None:
                 gpu.close()
         peak_gpu_mb = gpu.peak_mb if gpu is not None else None
@@ -147,7 +149,7 @@ def run_trial(
         return _classify(
             status=status,
             payload=b"".join(chunks),
-            log_tail=_tail(log_file),
+            log_tail=log_tail(log_file),
             peak_rss_mb=peak_rss_mb,
             peak_gpu_mb=peak_gpu_mb,
             wall_s=wall_s,
@@ -192,7 +194,7 @@ def _watch(
         elif max_gpu_memory_mb is not None and gpu_mb is not None and gpu_mb > max_gpu_memory_mb:
             stop = "gpu_memory"
         if stop:
-            _kill_group(pid)
+            kill_group(pid)
             _, status, usage = os.wait4(pid, 0)
             return status, usage, stop
         time.sleep(POLL_S)

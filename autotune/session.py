@@ -151,10 +151,6 @@ class Runner:
         self._last: list[Any] = []
         self._last_binding: Any = None
 
-    @property
-    def feeds(self) -> dict[str, np.ndarray]:
-        return self.pool[self.index]
-
     def _binding(self, slot: int) -> Any:
         import onnxruntime as ort
 

