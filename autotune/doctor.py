@@ -31,9 +31,7 @@ SPACE_FOR_PROVIDER = {
     "CPUExecutionProvider": "cpu",
 }
 PROBE_TIMEOUT_S = 300
-CUDA_FIX = (
-    "pip install 'autotune[cuda]'  (installs onnxruntime-gpu[cuda,cudnn]: CUDA and cuDNN from PyPI)"
-)
+CUDA_FIX = "pip install 'ort-autotune[cuda]'  (installs onnxruntime-gpu[cuda,cudnn]: CUDA and cuDNN from PyPI)"
 
 
 def _tiny_model() -> bytes:

@@ -2,7 +2,7 @@
 
 Optimization history, knob importance, throughput and latency against batch size (the classic
 trade-off), and the baseline against the chosen config. matplotlib is an optional extra
-(``pip install 'autotune[report]'``).
+(``pip install 'ort-autotune[report]'``).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ def _pyplot() -> Any:
         import matplotlib
     except ImportError:
         raise UsageError(
-            "autotune report needs matplotlib: pip install 'autotune[report]'"
+            "autotune report needs matplotlib: pip install 'ort-autotune[report]'"
         ) from None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

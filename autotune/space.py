@@ -29,7 +29,20 @@ from autotune.config import (
 from autotune.errors import UsageError
 
 SPACE_SCHEMA = "autotune.space/v1"
-SPACES_DIR = Path(__file__).parent / "search_spaces"
+
+
+def _spaces_dir() -> Path:
+    """The built-in spaces: the repository's ``search_spaces/``, installed as the package
+    ``autotune.search_spaces`` (a plain folder in a wheel, mapped in an editable install)."""
+    from importlib.util import find_spec
+
+    spec = find_spec("autotune.search_spaces")
+    if spec is not None and spec.submodule_search_locations:
+        return Path(next(iter(spec.submodule_search_locations)))
+    return Path(__file__).resolve().parent.parent / "search_spaces"  # a source tree on sys.path
+
+
+SPACES_DIR = _spaces_dir()
 TARGETS = (
     "session_option",
     "config_entry",

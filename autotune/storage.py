@@ -3,7 +3,7 @@
 Several machines of the same kind can run ``autotune run ... --storage postgresql://...`` against
 one study; each measures its own trials and the study keeps them together. A plain
 ``postgresql://`` URL is bound to whichever PostgreSQL driver is installed (psycopg 3 from
-``autotune[postgres]``, or psycopg2), so users can paste the URL their database gives them.
+``ort-autotune[postgres]``, or psycopg2), so users can paste the URL their database gives them.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ def storage_url(url: str | None, out: Path) -> str:
         if driver is None:
             raise UsageError(
                 f"--storage {shown(url)!r} needs a PostgreSQL driver: "
-                "pip install 'autotune[postgres]'"
+                "pip install 'ort-autotune[postgres]'"
             )
         return f"postgresql+{driver}://{rest}"
     return url
