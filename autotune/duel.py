@@ -52,6 +52,7 @@ class Contender:
     blocks: list[Measurement | None] = field(default_factory=list)
     final: dict[str, Any] = field(default_factory=dict)
     tmp: Any = None
+    retired: bool = False  # settled early (a clear loser): it runs no more blocks
 
 
 def _read_line(contender: Contender, timeout_s: float) -> dict[str, Any] | None:
@@ -146,7 +147,7 @@ def start(contender: Contender, *, timeout_s: float, command: Sequence[str] | No
 
 def block(contender: Contender, *, seconds: float, min_runs: int, timeout_s: float) -> None:
     """Ask for one block of requests; record its figures, or the failure that ended it."""
-    if contender.failure is not None:
+    if contender.failure is not None or contender.retired:
         contender.blocks.append(None)
         return
     try:
@@ -208,8 +209,9 @@ def run_duel(
 ) -> int:
     """Start every contender (one at a time), run cycles of blocks, stop them; cycles run.
 
-    ``decided(cycles_done)`` ends the duel early once every verdict is settled (after
-    ``plan.cycles`` at least). Each cycle runs the contenders in a fresh (seeded) random
+    ``decided(cycles_done)``, asked after every cycle, may retire contenders (they run no
+    more blocks) and ends the duel once every verdict is settled (after ``plan.cycles`` at
+    least). Each cycle runs the contenders in a fresh (seeded) random
     order, so none keeps following the same one (a block can carry over into the next one:
     caches, a thread pool still spinning). A worker that crashes, fails or hangs past
     ``block_timeout_s`` (default: 20 blocks, 30 s at least) is killed and drops out; the
@@ -226,6 +228,9 @@ def run_duel(
             order = list(contenders)
             random.Random(done).shuffle(order)  # every contender follows each of the others
             for contender in order:
+                if contender.retired:
+                    contender.blocks.append(None)
+                    continue
                 time.sleep(SETTLE_S)
                 block(
                     contender, seconds=plan.block_s, min_runs=plan.min_runs, timeout_s=block_timeout
@@ -233,7 +238,8 @@ def run_duel(
             done += 1
             if on_cycle is not None:
                 on_cycle(done)
-            if done >= plan.cycles and (decided is None or decided(done)):
+            settled = decided is None or decided(done)
+            if done >= plan.cycles and settled:
                 break
     finally:
         for contender in contenders:

@@ -266,17 +266,33 @@ def _half(noise: HostNoise) -> float:
 
 
 def plan_for(baseline: Measurement, rounds: int) -> DuelPlan:
-    """Blocks of about 20 requests (0.1 s to 0.5 s), at least 4 cycles per round, 12 at least.
+    """Blocks of about 20 requests (0.1 s to 0.5 s); 12 cycles at least (2 per round beyond
+    6 rounds), up to 3x that while a finalist is undecided.
 
     Measured here (magika, identical configs): 50 ms blocks paired within an IQR of 15-17 %,
     150 ms blocks within 4-10 %; a block's first requests run on caches the previous worker
-    used, so short blocks read slow.
+    used, so short blocks read slow. 12 cycles agreed with a 40-cycle A/B within 10 % in 30 of
+    30 tunings (results/BENCHMARKS.md); 20 (the old 4 per round at ``--rounds 5``) cost 1.7x
+    the time for the same verdicts (benchmarks/tuning_time.py).
     """
     per_request = baseline.latency_ms.p50 / 1e3
     block_s = min(0.5, max(0.1, 20 * per_request))
     callers = max(1, baseline.concurrency)
-    cycles = max(12, 4 * rounds)
+    cycles = max(12, 2 * rounds)
     return DuelPlan(cycles=cycles, max_cycles=3 * cycles, block_s=block_s, min_runs=3 * callers)
+
+
+#: Cycles before a clear loser may be retired: 6 straight losses are a one-sided sign test's
+#: p = 0.016.
+RETIRE_AFTER = 6
+
+
+def clear_loser(f: RoundFigures) -> bool:
+    """A finalist that lost to the baseline in significantly more paired blocks than it won,
+    and whose median is worse: no further cycle can make it the winner worth the time."""
+    return (
+        f.pairs >= RETIRE_AFTER and f.gain < 1 and sign_test_p(f.pairs - f.wins, f.pairs) <= ALPHA
+    )
 
 
 def confirm_paired(
@@ -326,14 +342,25 @@ def confirm_paired(
         )
 
     def decided(cycles: int) -> bool:
-        state["last"] = verdict(cycles)
+        """Retire clear losers; settled once no finalist still running could become a winner."""
+        last = state["last"] = verdict(cycles)
         left = plan.max_cycles - cycles
-        for f in state["last"].finalists:
-            won = f.trial_number == state["last"].winner
-            if not won and f.values and f.gain >= 1 + MIN_GAIN:
+        settled = True
+        leader = [
+            c for f, c in zip(last.finalists, others, strict=True) if f.trial_number == last.winner
+        ]
+        floor = _band_edge(objective, leader[0], base, -1) if leader else None
+        for f, contender in zip(last.finalists, others, strict=True):
+            if contender.retired or f.trial_number == last.winner:
+                continue
+            if clear_loser(f):
+                contender.retired = True
+            elif f.values and f.gain >= 1 + MIN_GAIN:
+                if floor is not None and _band_edge(objective, contender, base, +1) < floor:
+                    continue  # clearly behind the winner: it cannot take its place
                 if sign_test_p(f.wins + left, f.pairs + left) <= ALPHA / len(finalists):
-                    return False  # could still win with the cycles left
-        return True
+                    settled = False  # could still win with the cycles left
+        return settled
 
     cycles = run_duel(
         [base, twin, *others],
@@ -356,8 +383,24 @@ def confirm_paired(
         for c in (base, twin, *others)
         if c.failure
     ]
+    retired = [
+        f"{c.name} after {f.pairs} cycles ({f.wins}/{f.pairs} won)"
+        for f, c in zip(figures, others, strict=True)
+        if c.retired
+    ]
     verdict_text = result.verdict + (f" (failed: {'; '.join(failures)})" if failures else "")
+    if retired:
+        verdict_text += f"; stopped early as clear losers: {', '.join(retired)}"
     return replace(result, baseline=base_figures, finalists=figures, verdict=verdict_text)
+
+
+def _band_edge(objective: Objective, contender: Contender, base: Contender, side: int) -> float:
+    """The upper (``side`` +1) or lower (-1) edge of the band around a contender's median
+    paired ratio to the baseline."""
+    ratios = _ratios(objective, contender.blocks, base.blocks)
+    if not ratios:
+        return math.inf * side
+    return float(np.median(ratios)) + side * median_band(ratios)
 
 
 def _overall(contender: Contender) -> Measurement | None:
