@@ -36,6 +36,7 @@ class Comparison:
     message: str  # empty when ok
     cosine: float | None = None  # lowest over float outputs
     top1_agreement: float | None = None  # lowest over float outputs of rank 2 ([batch, classes])
+    skipped: tuple[str, ...] = ()  # outputs that cannot be compared, with why
 
 
 def tolerance_for(dtype: np.dtype, rtol: float | None, atol: float | None) -> tuple[float, float]:
@@ -46,6 +47,62 @@ def tolerance_for(dtype: np.dtype, rtol: float | None, atol: float | None) -> tu
 #: Pooled samples the guard compares per batch size and shape: every batch covering the first
 #: this many rows of the input pool (one batch for synthetic data).
 ACCURACY_ROWS = 32
+
+
+def as_tensors(outputs: Mapping[str, object]) -> tuple[dict[str, np.ndarray], list[str]]:
+    """Every output of any ONNX type as plain arrays the guard can store and compare, and the
+    outputs it cannot (with why).
+
+    - a tensor stays itself (string tensors become fixed-width unicode, not object arrays);
+    - a sequence of maps with the same keys (scikit-learn's ZipMap: one map of class ->
+      probability per row) becomes one ``[rows, keys]`` array plus ``NAME#keys``;
+    - any other sequence becomes ``NAME[0]``, ``NAME[1]``, ...; a map ``NAME#keys`` and
+      ``NAME#values``;
+    - an optional output that is absent is compared as absent.
+
+    Map values come back as Python floats; they compare as float32, the precision of
+    ``map(*, float)``, by far the usual kind (a double map would be judged a little loosely).
+    """
+    arrays: dict[str, np.ndarray] = {}
+    skipped: list[str] = []
+
+    def values(items: list[object]) -> np.ndarray:
+        array = np.asarray(items)
+        return array.astype(np.float32) if array.dtype == np.float64 else array
+
+    def add(name: str, value: object) -> None:
+        if value is None:
+            arrays[f"{name}#absent"] = np.zeros(0, np.int8)
+        elif isinstance(value, np.ndarray):
+            if value.dtype == object:
+                try:
+                    value = np.asarray(value.tolist(), dtype=str)
+                except (TypeError, ValueError):
+                    skipped.append(f"{name}: an object tensor of non-string values")
+                    return
+            arrays[name] = value
+        elif isinstance(value, dict):
+            keys = sorted(value)
+            arrays[f"{name}#keys"] = np.asarray(keys)
+            arrays[f"{name}#values"] = values([value[k] for k in keys])
+        elif isinstance(value, (list, tuple)):
+            if value and all(isinstance(v, dict) for v in value):
+                keys = sorted(value[0])
+                if all(sorted(v) == keys for v in value):
+                    arrays[f"{name}#keys"] = np.asarray(keys)
+                    arrays[name] = values([[v[k] for k in keys] for v in value])
+                    return
+            arrays[f"{name}#length"] = np.asarray(len(value))
+            for i, item in enumerate(value):
+                add(f"{name}[{i}]", item)
+        elif np.isscalar(value):
+            arrays[name] = np.asarray(value)
+        else:
+            skipped.append(f"{name}: a {type(value).__name__} cannot be compared")
+
+    for name, value in outputs.items():
+        add(name, value)
+    return arrays, skipped
 
 
 def reference_key(batch: int, slot: int = 0, shape: str = "") -> str:
@@ -61,9 +118,9 @@ def save_reference(
     Keys are :func:`reference_key` strings (an int is a batch size's first pool batch).
     """
     arrays = {
-        f"{reference_key(key) if isinstance(key, int) else key}:{name}": np.asarray(array)
+        f"{reference_key(key) if isinstance(key, int) else key}:{name}": array
         for key, outputs in outputs_by_key.items()
-        for name, array in outputs.items()
+        for name, array in as_tensors(outputs)[0].items()
     }
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -99,7 +156,7 @@ def _top1(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def compare(
-    outputs: Mapping[str, np.ndarray],
+    outputs: Mapping[str, object],
     reference: Mapping[str, np.ndarray],
     *,
     rtol: float | None = None,
@@ -113,6 +170,7 @@ def compare(
     integers exactly. With ``metric`` (cosine, top1-agreement, max-abs) and ``threshold``: that
     figure decides, as for quantized or fp16 variants whose values legitimately move.
     """
+    outputs, skipped = as_tensors(outputs)
     worst = (0.0, 0.0, "")
     problems = []
     cosines: list[float] = []
@@ -177,4 +235,5 @@ def compare(
         message="; ".join(problems),
         cosine=cosine,
         top1_agreement=top1,
+        skipped=tuple(skipped),
     )

@@ -26,7 +26,7 @@ from autotune.config import (
     Workload,
 )
 from autotune.errors import AutotuneError, UsageError
-from autotune.model import ModelInfo, file_sha256
+from autotune.model import ModelInfo, copy_external_files, has_external_data, model_sha256
 from autotune.objectives import Objective
 from autotune.storage import shown
 from autotune.study import StudyView, TrialRecord, TuneResult
@@ -38,7 +38,7 @@ def _umask() -> int:
     return mask
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
+def write_text_atomic(path: Path, text: str) -> None:
     """Write to a temporary file in the same folder, then rename: never a truncated file.
 
     The file gets the mode any new file of the user's gets (0666 less the umask), not
@@ -49,12 +49,26 @@ def write_json_atomic(path: Path, data: Any) -> None:
     os.fchmod(fd, 0o666 & ~_umask())
     try:
         with os.fdopen(fd, "w") as handle:
-            json.dump(data, handle, indent=2)
-            handle.write("\n")
+            handle.write(text)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    write_text_atomic(path, json.dumps(data, indent=2) + "\n")
+
+
+def export_path(dest: str | None, folder: Path, default: str) -> Path:
+    """Where an export goes: ``folder/default`` without ``--dest``; ``DIR/default`` for a
+    ``--dest`` that is a folder or ends with a slash; else ``--dest`` itself."""
+    if dest is None:
+        return folder / default
+    path = Path(dest).expanduser()
+    if dest.endswith(("/", os.sep)) or path.is_dir():
+        return path / default
+    return path
 
 
 def _tuned(
@@ -148,7 +162,7 @@ def _model_file(
     path = (variant_paths or {}).get(config.variant)
     if path is None or not Path(path).is_file():
         raise AutotuneError(f"the {config.variant} variant's file is missing; re-run the study")
-    return path, file_sha256(path)
+    return path, model_sha256(path)
 
 
 def write_best(tuned: TunedConfig, out_dir: Path) -> Path:
@@ -156,8 +170,9 @@ def write_best(tuned: TunedConfig, out_dir: Path) -> Path:
     folder = out_dir / tuned.study_name
     if tuned.config.variant != "original":
         copy = folder / f"model.{tuned.config.variant}.onnx"
-        if not copy.is_file() or file_sha256(copy) != tuned.model_sha256:
+        if not copy.is_file() or model_sha256(copy) != tuned.model_sha256:
             folder.mkdir(parents=True, exist_ok=True)
+            copy_external_files(Path(tuned.model_path), copy)  # weights first, then the graph
             partial = copy.with_name(f".{copy.name}.part")
             shutil.copyfile(tuned.model_path, partial)
             os.replace(partial, copy)
@@ -236,12 +251,13 @@ def tuned_for_trial(view: StudyView, number: int | None = None) -> TunedConfig:
     )
 
 
-def python_snippet(tuned: TunedConfig, *, model_path: str | None = None) -> str:
+def python_snippet(tuned: TunedConfig, *, beside: Path | None = None) -> str:
     """Standalone code that serves the tuned workload with plain onnxruntime calls.
 
     It builds the config's sessions (and the global thread pool when the config shares one),
     then, run as a script, sends one request per concurrent caller on sample data and prints
-    the output shapes. Pass the model's path as the first argument to load it from elsewhere.
+    the output shapes. The model is the script's first argument; else, for a script written
+    to ``beside``, the model where it lay relative to the script; else where it was tuned.
     """
     config = tuned.config
     enums = {
@@ -258,11 +274,12 @@ def python_snippet(tuned: TunedConfig, *, model_path: str | None = None) -> str:
         "",
         "import sys",
         "from concurrent.futures import ThreadPoolExecutor",
+        "from pathlib import Path",
         "",
         "import numpy as np",
         "import onnxruntime as ort",
         "",
-        f"MODEL = sys.argv[1] if len(sys.argv) > 1 else {model_path or tuned.model_path!r}",
+        *_model_lines(tuned.model_path, beside),
         f"BATCH_SIZE = {config.batch_size}",
         f"CONCURRENCY = {workload.concurrency}  # requests in flight at once",
         f"SESSIONS = {config.sessions}  # caller i runs on session i % SESSIONS",
@@ -325,6 +342,22 @@ def python_snippet(tuned: TunedConfig, *, model_path: str | None = None) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _model_lines(model_path: str, beside: Path | None) -> list[str]:
+    """The snippet's MODEL: its first argument, the model relative to the script, or the
+    path it was tuned at."""
+    lines = [f"TUNED_AT = {model_path!r}"]
+    if beside is None:
+        return [*lines, "MODEL = sys.argv[1] if len(sys.argv) > 1 else TUNED_AT"]
+    relative = os.path.relpath(Path(model_path).resolve(), beside.resolve().parent)
+    return [
+        *lines,
+        "# The model: the first argument; else where it lay relative to this file; else where",
+        "# it was tuned.",
+        f"BESIDE = Path(__file__).resolve().parent / {relative!r}",
+        "MODEL = sys.argv[1] if len(sys.argv) > 1 else str(BESIDE if BESIDE.exists() else TUNED_AT)",
+    ]
+
+
 #: Session options ONNX Runtime reads from a model's ``ort_config`` metadata, as it numbers them.
 ORT_CONFIG_OPTIONS = {
     "intra_op_num_threads",
@@ -365,7 +398,9 @@ def ort_config_model(tuned: TunedConfig, dest: Path) -> tuple[Path, list[str]]:
         left_out.append(f"the provider list ({tuned.config.providers[0].name} first)")
     if tuned.config.io_binding:
         left_out.append("IO binding")
-    model = onnx.load(tuned.model_path)
+    # The graph only: external weights stay in their files, copied beside the new graph.
+    model = onnx.load(tuned.model_path, load_external_data=False)
+    copy_external_files(Path(tuned.model_path), dest)
     kept = [(p.key, p.value) for p in model.metadata_props if p.key != "ort_config"]
     del model.metadata_props[:]
     for key, value in kept:
@@ -387,6 +422,14 @@ def optimized_model(tuned: TunedConfig, dest: Path) -> tuple[Path, TunedConfig]:
     options = session_options(tuned.config)
     dest.parent.mkdir(parents=True, exist_ok=True)
     options.optimized_model_filepath = str(dest)
+    if has_external_data(tuned.model_path):  # keep the weights out of the graph, beside it
+        weights = f"{dest.name}.data"
+        options.add_session_config_entry(
+            "session.optimized_model_external_initializers_file_name", weights
+        )
+        options.add_session_config_entry(
+            "session.optimized_model_external_initializers_min_size_in_bytes", "1024"
+        )
     options.log_severity_level = 3  # the hardware-specific warning is ours to give, once
     import onnxruntime as ort
 
@@ -396,7 +439,7 @@ def optimized_model(tuned: TunedConfig, dest: Path) -> tuple[Path, TunedConfig]:
     session = {**tuned.config.session_options, "graph_optimization_level": "ORT_DISABLE_ALL"}
     config = replace(tuned.config, session_options=session)
     return dest, replace(
-        tuned, config=config, model_path=str(dest.resolve()), model_sha256=file_sha256(dest)
+        tuned, config=config, model_path=str(dest.resolve()), model_sha256=model_sha256(dest)
     )
 
 

@@ -14,7 +14,7 @@ import itertools
 import math
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -45,6 +45,8 @@ class ModelInfo:
     opsets: Mapping[str, int]
     inputs: tuple[ModelInput, ...]
     outputs: tuple[str, ...]
+    external: tuple[str, ...] = ()  # files holding external weights, beside the graph
+    precision: str = "fp32"  # see precision_of
 
     @property
     def batch_symbol(self) -> Dim | None:
@@ -69,10 +71,130 @@ class ModelInfo:
 
 def file_sha256(path: str | os.PathLike[str]) -> str:
     digest = hashlib.sha256()
+    _feed(digest, Path(path))
+    return digest.hexdigest()
+
+
+def _feed(digest: Any, path: Path) -> None:
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
+
+
+def external_files(proto: Any, folder: Path) -> list[Path]:
+    """The files a model's external tensors (``save_as_external_data``) live in, each once, in
+    a fixed order: initializers, then tensors in node attributes, subgraphs included."""
+    from onnx.external_data_helper import uses_external_data
+
+    found: list[str] = []
+
+    def tensors(graph: Any) -> Iterator[Any]:
+        yield from graph.initializer
+        for node in graph.node:
+            for attribute in node.attribute:
+                if attribute.HasField("t"):
+                    yield attribute.t
+                yield from attribute.tensors
+                if attribute.HasField("g"):
+                    yield from tensors(attribute.g)
+                for sub in attribute.graphs:
+                    yield from tensors(sub)
+
+    for tensor in tensors(proto.graph):
+        if uses_external_data(tensor):
+            location = next((e.value for e in tensor.external_data if e.key == "location"), "")
+            if location and location not in found:
+                found.append(location)
+    return [folder / location for location in found]
+
+
+#: What a model's arithmetic is, from its operators and its weights' types, and the guard's
+#: default tolerances for its float outputs (rtol, atol): an fp16 model with fp32 inputs and
+#: outputs rounds like fp16 inside, and float32's 1e-3 / 1e-5 would reject correct configs.
+PRECISION_TOLERANCES: Mapping[str, tuple[float, float]] = {
+    "fp16": (1e-2, 1e-3),
+    "bf16": (2e-2, 1e-2),
+    "int8": (1e-2, 1e-3),
+    "int8 QDQ": (1e-2, 1e-3),
+    "int4 weights": (1e-2, 1e-3),
+}
+QDQ_OPS = {"QuantizeLinear", "DequantizeLinear"}
+INT8_OPS = {
+    "QLinearConv", "QLinearMatMul", "MatMulInteger", "ConvInteger", "DynamicQuantizeLinear",
+    "DynamicQuantizeMatMul", "QAttention", "QGemm",
+}  # fmt: skip
+
+
+def precision_of(proto: Any) -> str:
+    """fp32, fp16, bf16, fp64, int8 (integer operators), int8 QDQ or int4 weights
+    (MatMulNBits): what the model computes in, read from its graph without its weights."""
+    ops = {node.op_type for node in proto.graph.node}
+    if "MatMulNBits" in ops:
+        return "int4 weights"
+    if ops & INT8_OPS:
+        return "int8"
+    if ops & QDQ_OPS:
+        return "int8 QDQ"
+    names = {1: "fp32", 10: "fp16", 16: "bf16", 11: "fp64"}
+    elements: dict[str, int] = {}
+    for tensor in proto.graph.initializer:
+        if tensor.data_type in names:
+            count = math.prod(tensor.dims) if tensor.dims else 1
+            elements[names[tensor.data_type]] = elements.get(names[tensor.data_type], 0) + count
+    return max(elements, key=lambda k: elements[k]) if elements else "fp32"
+
+
+def has_external_data(path: str | os.PathLike[str]) -> bool:
+    import onnx
+
+    file = Path(path)
+    return bool(external_files(onnx.load(str(file), load_external_data=False), file.parent))
+
+
+def model_sha256(path: str | os.PathLike[str], proto: Any = None) -> str:
+    """The model's identity: the graph file's sha256, or, for a model whose weights live in
+    external files, one sha256 over the graph and every file it references (with their names),
+    so a copy with other weights is another model. Raises UsageError for a missing file."""
+    import onnx
+
+    file = Path(path)
+    if proto is None:
+        proto = onnx.load(str(file), load_external_data=False)
+    externals = external_files(proto, file.parent)
+    if not externals:
+        return file_sha256(file)
+    digest = hashlib.sha256()
+    _feed(digest, file)
+    for external in externals:
+        if not external.is_file():
+            raise UsageError(
+                f"{file} keeps weights in {external.name}, which is not beside it ({external}); "
+                "copy the weights file with the model"
+            )
+        digest.update(b"\0" + os.fsencode(os.path.relpath(external, file.parent)) + b"\0")
+        _feed(digest, external)
     return digest.hexdigest()
+
+
+def copy_external_files(source: Path, dest: Path) -> list[Path]:
+    """Copy the external weight files the model ``source`` references to beside ``dest`` (a
+    new graph file that refers to them by the same relative names); the copies made."""
+    import shutil
+
+    import onnx
+
+    proto = onnx.load(str(source), load_external_data=False)
+    copied = []
+    for external in external_files(proto, source.parent):
+        target = dest.parent / os.path.relpath(external, source.parent)
+        if target.resolve() == external.resolve():
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(f".{target.name}.part")
+        shutil.copyfile(external, partial)
+        os.replace(partial, target)
+        copied.append(target)
+    return copied
 
 
 def read_model(path: str | os.PathLike[str]) -> ModelInfo:
@@ -120,13 +242,16 @@ def read_model(path: str | os.PathLike[str]) -> ModelInfo:
                 dims.append(None)
         inputs.append(ModelInput(name=value.name, dtype=dtype, dims=tuple(dims)))
     _check_operator_domains(proto, file)
+    externals = external_files(proto, file.parent)
     return ModelInfo(
         path=str(file.resolve()),
-        sha256=file_sha256(file),
-        size_bytes=file.stat().st_size,
+        sha256=model_sha256(file, proto),
+        size_bytes=file.stat().st_size + sum(f.stat().st_size for f in externals),
         opsets={op.domain or "ai.onnx": op.version for op in proto.opset_import},
         inputs=tuple(inputs),
         outputs=tuple(o.name for o in graph.output),
+        external=tuple(str(f) for f in externals),
+        precision=precision_of(proto),
     )
 
 

@@ -64,7 +64,7 @@ def check_providers(session: ort.InferenceSession, config: TrialConfig) -> None:
 
 
 def preload_gpu_libraries(config: TrialConfig) -> None:
-    """Load CUDA/cuDNN from the nvidia-* pip packages (``autotune[cuda]``) when a GPU provider
+    """Load CUDA/cuDNN from the nvidia-* pip packages (``ort-autotune[cuda]``) when a GPU provider
     is asked for; onnxruntime finds them there only after this. Quiet when they are absent:
     the provider check then reports the fallback."""
     import onnxruntime as ort
@@ -217,7 +217,10 @@ def read_tuned(path: str | os.PathLike[str]) -> TunedConfig:
 
 
 def load_session(
-    path: str | os.PathLike[str], *, model_path: str | os.PathLike[str] | None = None
+    path: str | os.PathLike[str],
+    *,
+    model_path: str | os.PathLike[str] | None = None,
+    verify: bool = True,
 ) -> ort.InferenceSession:
     """A ready ``InferenceSession`` built from a ``best.json`` written by ``autotune run``.
 
@@ -225,24 +228,44 @@ def load_session(
         path: the tuned config file.
         model_path: the model to load instead of the one recorded in the file (e.g. the same
             model copied to the deployment machine).
+        verify: check that the model (graph and external weight files) is byte for byte the
+            one tuned, by its sha256; a different model raises AutotuneError. ``False`` skips
+            the check (hashing reads the whole model once).
 
     Example:
         >>> session = autotune.load_session("results/magika-3b4f2c1a-cpu-throughput/best.json")
         >>> outputs = session.run(None, feeds)
     """
     tuned = read_tuned(path)
-    return create_session(_model_of(tuned, path, model_path), tuned.config)
+    return create_session(_model_of(tuned, path, model_path, verify), tuned.config)
 
 
 def _model_of(
-    tuned: TunedConfig, path: str | os.PathLike[str], model_path: str | os.PathLike[str] | None
+    tuned: TunedConfig,
+    path: str | os.PathLike[str],
+    model_path: str | os.PathLike[str] | None,
+    verify: bool,
 ) -> Path:
+    from autotune.errors import UsageError
+    from autotune.model import model_sha256
+
     model = Path(model_path) if model_path is not None else Path(tuned.model_path)
     if not model.is_file():
         raise AutotuneError(
             f"model {model} recorded in {path} does not exist here; pass model_path= to load it "
             "from where it is"
         )
+    if verify:
+        try:
+            sha = model_sha256(model)
+        except UsageError as exc:  # an external weights file is missing
+            raise AutotuneError(str(exc)) from None
+        if sha != tuned.model_sha256:
+            raise AutotuneError(
+                f"{model} is not the model {path} was tuned on (sha256 {sha[:12]}, tuned "
+                f"{tuned.model_sha256[:12]}; its graph or weights differ): tune it, or pass "
+                "verify=False to load it anyway"
+            )
     return model
 
 
@@ -279,14 +302,18 @@ class SessionPool:
 
 
 def load_pool(
-    path: str | os.PathLike[str], *, model_path: str | os.PathLike[str] | None = None
+    path: str | os.PathLike[str],
+    *,
+    model_path: str | os.PathLike[str] | None = None,
+    verify: bool = True,
 ) -> SessionPool:
     """Everything a ``best.json`` needs to serve its workload: its sessions (with the global
     thread pool when the config shares one), its concurrency and batch size.
 
     A config with ``global_thread_pool`` creates ONNX Runtime's process-wide pools: after that,
     every session of the process must use them (ONNX Runtime allows one kind per process), so
-    load such a config in the serving process before any other session.
+    load such a config in the serving process before any other session. ``model_path`` and
+    ``verify`` are as for :func:`load_session`.
 
     Example:
         >>> pool = autotune.load_pool("results/magika-3b4f2c1a-cpu-throughput-c4/best.json")
@@ -294,7 +321,7 @@ def load_pool(
         ...     results = list(callers.map(lambda feeds: pool.run(None, feeds), requests))
     """
     tuned = read_tuned(path)
-    model = _model_of(tuned, path, model_path)
+    model = _model_of(tuned, path, model_path, verify)
     return SessionPool(
         [create_session(model, tuned.config) for _ in range(tuned.config.sessions)], tuned
     )

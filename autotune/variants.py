@@ -21,7 +21,14 @@ import numpy as np
 
 from autotune.config import FeedPlan
 from autotune.errors import AutotuneError, UsageError
-from autotune.model import ModelInfo, file_sha256, load_npz, make_feeds
+from autotune.model import (
+    ModelInfo,
+    file_sha256,
+    has_external_data,
+    load_npz,
+    make_feeds,
+    model_sha256,
+)
 
 VARIANTS = ("int8-dynamic", "int8-static", "fp16", "fused")
 #: variant -> (metric, threshold) the accuracy guard applies unless --accuracy says otherwise.
@@ -133,10 +140,13 @@ def calibration_samples(
 
 
 def _build(name: str, source: str, dest: Path, feeds: FeedPlan, calibration: str | None) -> str:
+    external = has_external_data(source)  # a source with external weights: so is the variant
     if name == "int8-dynamic":
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
-        quantize_dynamic(source, str(dest), weight_type=QuantType.QInt8)
+        quantize_dynamic(
+            source, str(dest), weight_type=QuantType.QInt8, use_external_data_format=external
+        )
         return "dynamic int8 (onnxruntime.quantization, QInt8 weights)"
     if name == "int8-static":
         from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
@@ -145,6 +155,7 @@ def _build(name: str, source: str, dest: Path, feeds: FeedPlan, calibration: str
         quantize_static(
             source, str(dest), _Calibration(samples),  # type: ignore[arg-type]
             quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+            use_external_data_format=external,
         )  # fmt: skip
         return f"static int8 QDQ, {note}"
     if name == "fp16":
@@ -152,7 +163,7 @@ def _build(name: str, source: str, dest: Path, feeds: FeedPlan, calibration: str
         from onnxruntime.transformers.float16 import convert_float_to_float16
 
         model = convert_float_to_float16(onnx.load(source), keep_io_types=True)
-        onnx.save(model, str(dest))
+        onnx.save(model, str(dest), save_as_external_data=external, location=f"{dest.name}.data")
         return "fp16 weights and compute, fp32 inputs and outputs kept"
     from onnxruntime.transformers.optimizer import optimize_model
 
@@ -162,7 +173,7 @@ def _build(name: str, source: str, dest: Path, feeds: FeedPlan, calibration: str
         raise AutotuneError(
             "the transformer optimizer found nothing to fuse (not a BERT-like graph)"
         )
-    optimized.save_model_to_file(str(dest))
+    optimized.save_model_to_file(str(dest), use_external_data_format=external)
     return "fused: " + ", ".join(f"{k} x{v}" for k, v in fused.items())
 
 
@@ -203,5 +214,5 @@ def build_variants(
             note_file.write_text(note)
             if say:
                 say(f"variant {name}: made ({note})")
-        made[name] = Variant(name, str(dest), file_sha256(dest), note)
+        made[name] = Variant(name, str(dest), model_sha256(dest), note)
     return made

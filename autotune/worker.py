@@ -118,6 +118,7 @@ def check_accuracy(job: WorkerJob, run: Runner, point: ShapePoint | None) -> dic
         if result.top1_agreement is not None:
             top1s.append(result.top1_agreement)
         figures["top1_agreement"] = sum(top1s) / len(top1s) if top1s else None
+        figures["skipped"] = sorted(set(worst.get("skipped", [])) | set(result.skipped))
         worst = figures
         if not result.ok:
             where = f"pool batch {slot + 1} of {slots}" + (
@@ -169,6 +170,7 @@ class Prepared:
     create_s: float
     accuracy: dict[str, Any]
     started: float
+    notes: list[str]  # what the accuracy guard could not compare
 
 
 def prepare(job: WorkerJob) -> Prepared:
@@ -193,6 +195,7 @@ def prepare(job: WorkerJob) -> Prepared:
         write_reference(job, sessions[0], points)
     batch = config.batch_size
     accuracy: dict[str, Any] = {}
+    notes: list[str] = []
     stages = []
     for point in points:
         dims = point.dims if point else None
@@ -214,13 +217,16 @@ def prepare(job: WorkerJob) -> Prepared:
             runner()
         first = clock() - t0
         for key, value in check_accuracy(job, runners[0], point).items():
+            if key == "skipped":
+                notes += [f"accuracy guard skipped output {why}" for why in value]
+                continue
             if value is None:
                 continue
             lowest = key in ("cosine", "top1_agreement")
             old = accuracy.get(key, value)
             accuracy[key] = min(old, value) if lowest else max(old, value)
         stages.append(Stage(point, runners, first))
-    return Prepared(sessions, stages, create_s, accuracy, started)
+    return Prepared(sessions, stages, create_s, accuracy, started, sorted(set(notes)))
 
 
 def assemble(
@@ -231,7 +237,7 @@ def assemble(
 
     batch = job.config.batch_size
     shapes: list[ShapeFigures] = []
-    notes: list[str] = []
+    notes: list[str] = list(prepared.notes)
     unstable: list[str] = []
     for stage, window in zip(prepared.stages, windows, strict=True):
         point, first = stage.point, stage.first_run_s
