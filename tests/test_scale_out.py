@@ -45,37 +45,56 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+class PgServer:
+    """A throwaway PostgreSQL cluster on a free loopback port: start, stop, restart, remove."""
+
+    def __init__(self) -> None:
+        pytest.importorskip("psycopg", reason="pip install 'ort-autotune[postgres]'")
+        initdb, self.pg_ctl = _pg_bin("initdb"), _pg_bin("pg_ctl")
+        if not (initdb and self.pg_ctl):
+            pytest.skip("PostgreSQL server binaries not found (apt-get install postgresql)")
+        # The server refuses to run as root: run it as the postgres user then.
+        self.as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        self.root = Path(tempfile.mkdtemp(prefix="autotune-pg-"))
+        if self.as_user:
+            shutil.chown(self.root, "postgres")
+        self.data, self.port = self.root / "data", _free_port()
+        subprocess.run(
+            [*self.as_user, initdb, "-D", str(self.data), "-A", "trust", "-U", "autotune",
+             "--no-sync"],
+            check=True, capture_output=True, cwd=self.root,
+        )  # fmt: skip
+        self.start()
+        # A password in the URL (ignored by trust auth) shows that it is never printed or saved.
+        self.url = f"postgresql://autotune:not-shown@127.0.0.1:{self.port}/postgres"
+
+    def _ctl(self, *args: str, check: bool = True) -> None:
+        assert self.pg_ctl is not None
+        subprocess.run(
+            [*self.as_user, self.pg_ctl, "-D", str(self.data), *args],
+            check=check, capture_output=True, cwd=self.root,
+        )  # fmt: skip
+
+    def start(self) -> None:
+        options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off"
+        self._ctl("-o", options, "-l", str(self.root / "log"), "-w", "start")
+
+    def stop(self, mode: str = "fast") -> None:
+        self._ctl("-m", mode, "-w", "stop", check=False)
+
+    def remove(self) -> None:
+        self.stop("immediate")
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
 @pytest.fixture(scope="module")
 def postgres() -> Iterator[str]:
     """A URL to an empty database on a PostgreSQL server of its own."""
-    pytest.importorskip("psycopg", reason="pip install 'autotune[postgres]'")
-    initdb, pg_ctl = _pg_bin("initdb"), _pg_bin("pg_ctl")
-    if not (initdb and pg_ctl):
-        pytest.skip("PostgreSQL server binaries not found (apt-get install postgresql)")
-    # The server refuses to run as root: run it as the postgres user then.
-    as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-    root = Path(tempfile.mkdtemp(prefix="autotune-pg-"))
-    if as_user:
-        shutil.chown(root, "postgres")
-    data, port = root / "data", _free_port()
-    subprocess.run(
-        [*as_user, initdb, "-D", str(data), "-A", "trust", "-U", "autotune", "--no-sync"],
-        check=True, capture_output=True, cwd=root,
-    )  # fmt: skip
-    options = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off"
-    subprocess.run(
-        [*as_user, pg_ctl, "-D", str(data), "-o", options, "-l", str(root / "log"), "-w", "start"],
-        check=True, capture_output=True, cwd=root,
-    )  # fmt: skip
+    server = PgServer()
     try:
-        # A password in the URL (ignored by trust auth) shows that it is never printed or saved.
-        yield f"postgresql://autotune:not-shown@127.0.0.1:{port}/postgres"
+        yield server.url
     finally:
-        subprocess.run(
-            [*as_user, pg_ctl, "-D", str(data), "-m", "immediate", "stop"],
-            capture_output=True, cwd=root,
-        )  # fmt: skip
-        shutil.rmtree(root, ignore_errors=True)
+        server.remove()
 
 
 def _tuner(model: Path, url: str, out: Path, study: str, trials: int) -> subprocess.Popen[str]:
@@ -149,18 +168,34 @@ def test_show_lists_a_postgresql_study(postgres: str, magika: Path, tmp_path: Pa
     assert "listed" in rows, rows
 
 
-def test_an_unreachable_server_is_one_clear_line(magika: Path, tmp_path: Path) -> None:
-    url = f"postgresql://autotune@127.0.0.1:{_free_port()}/postgres"
+def test_an_unreachable_server_is_waited_for_then_one_clear_line(
+    magika: Path, tmp_path: Path
+) -> None:
+    url = f"postgresql://autotune:not-shown@127.0.0.1:{_free_port()}/postgres"
     done = subprocess.run(
         [sys.executable, "-m", "autotune.cli", "run", str(magika), "--storage", url,
-         "--out", str(tmp_path), "--trials", "2", *FAST],
+         "--out", str(tmp_path), "--trials", "2", "--storage-retry-s", "3", *FAST],
         capture_output=True, text=True,
     )  # fmt: skip
     if "PostgreSQL driver" in done.stderr:
         pytest.skip("no PostgreSQL driver installed")
     assert done.returncode == 1, done.stderr
-    assert done.stderr.startswith("Error: cannot reach the study storage"), done.stderr
-    assert "Traceback" not in done.stderr and not list(tmp_path.glob("*/best.json"))
+    lines = done.stderr.strip().splitlines()
+    assert "database unreachable: retrying in 0.5 s (attempt 1, gives up after 3 s)" in lines[0]
+    assert lines[-1].startswith("Error: the study storage 'postgresql+psycopg://autotune:***@")
+    assert "is unreachable (gave up after" in lines[-1]
+    assert "not-shown" not in done.stderr and "Traceback" not in done.stderr
+    assert not list(tmp_path.glob("*/best.json"))
+    for command in (["show"], ["export", "--study", "x"], ["report", "--study", "x"]):
+        read = subprocess.run(
+            [sys.executable, "-m", "autotune.cli", *command, "--storage", url,
+             "--storage-retry-s", "1"],
+            capture_output=True, text=True,
+        )  # fmt: skip
+        assert read.returncode == 1, (command, read.stderr)
+        last = read.stderr.strip().splitlines()[-1]
+        assert last.startswith("Error: the study storage") and "unreachable" in last, command
+        assert "Traceback" not in read.stderr
 
 
 def test_a_tuner_waits_for_the_baseline_another_tuner_is_measuring(tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ from autotune.errors import AutotuneError, UsageError
 from autotune.storage import shown
 from autotune.study._liveness import GRACE_S, HEARTBEAT_S
 from autotune.study._records import optuna_module
+from autotune.study._retry import RetryPolicy, StorageUnavailable, retrying_storage
 
 if TYPE_CHECKING:
     from autotune.study._tune import TuneRequest
@@ -57,8 +58,9 @@ def study_attrs(request: TuneRequest) -> dict[str, Any]:
     }
 
 
-def check_storage(url: str) -> None:
-    """Fail early on a malformed URL or a missing database driver, before anything is written."""
+def check_storage(url: str, retry_s: float | None = None) -> None:
+    """Fail early on a malformed URL or a missing database driver, before anything is written;
+    a server that does not answer is waited for up to ``retry_s`` (the retry policy's bound)."""
     import sqlalchemy
     import sqlalchemy.exc
 
@@ -76,8 +78,14 @@ def check_storage(url: str) -> None:
         ) from None
     try:
         if engine.dialect.name != "sqlite":  # a server: reach it now, not after the model work
-            with engine.connect():
-                pass
+
+            def connect() -> None:
+                with engine.connect():
+                    pass
+
+            RetryPolicy(url, retry_s).call(connect)
+    except StorageUnavailable:
+        raise
     except sqlalchemy.exc.SQLAlchemyError as exc:
         cause = " ".join(str(getattr(exc, "orig", None) or exc).split())[:300]
         raise AutotuneError(
@@ -94,7 +102,15 @@ def open_study(request: TuneRequest) -> Any:
     import sqlalchemy.exc
 
     try:
-        storage = rdb_storage(request.storage, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S)
+        policy = RetryPolicy(request.storage, request.storage_retry_s)
+        storage = retrying_storage(
+            policy.call(
+                lambda: rdb_storage(
+                    request.storage, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S
+                )
+            ),
+            policy,
+        )
         study = optuna.create_study(
             storage=storage,
             study_name=request.study_name,
