@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, TypeVar
@@ -24,6 +25,9 @@ app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    # Plain click help: one option per line and its help wrapped below it, readable at 80
+    # columns (rich's boxed tables cut defaults and help off there).
+    rich_markup_mode=None,
 )
 
 T = TypeVar("T")
@@ -70,10 +74,14 @@ def run(
     ],
     objective: Annotated[
         list[str] | None,
-        typer.Option("--objective", "-o", help=f"{OBJECTIVE_HELP}; repeat for a Pareto front."),
+        typer.Option(
+            "--objective",
+            "-o",
+            help=f"{OBJECTIVE_HELP} [default: throughput]; repeat for a Pareto front.",
+        ),
     ] = None,
     space: Annotated[
-        str, typer.Option(help="Search space: a name from autotune/search_spaces or a .yaml path.")
+        str, typer.Option(help="Search space: a name from search_spaces/ or a .yaml path.")
     ] = "cpu",
     trials: Annotated[
         int, typer.Option(min=1, help="Total trials in the study; re-running resumes up to this.")
@@ -148,7 +156,14 @@ def run(
     finalists: Annotated[
         int, typer.Option(min=0, help="Top configs re-measured against the baseline (0: none).")
     ] = 3,
-    rounds: Annotated[int, typer.Option(min=1, help="Interleaved confirmation rounds.")] = 5,
+    rounds: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Confirmation length: max(12, 2 x ROUNDS) cycles of paired blocks at least "
+            "(ROUNDS fresh-process rounds for memory and startup).",
+        ),
+    ] = 5,
     wait: Annotated[
         bool,
         typer.Option(
@@ -210,6 +225,7 @@ def run(
             "is reported); a changed verdict is shown and the previous best.json kept.",
         ),
     ] = False,
+    storage_retry_s: RetryOption = 120.0,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress lines.")] = False,
     json_output: Annotated[
         bool, typer.Option("--json", help="Print best.json (and its path) instead of the table.")
@@ -235,6 +251,7 @@ def run(
         concurrency=concurrency,
         sweep=sweep,
         reconfirm=reconfirm,
+        storage_retry_s=storage_retry_s,
         batch_sizes=batch_sizes,
         seed=seed,
         min_time_s=min_time,
@@ -310,11 +327,21 @@ StorageOption = Annotated[
     str | None, typer.Option(help="Optuna storage URL (default: sqlite:///OUT/autotune.db).")
 ]
 OutOption = Annotated[Path, typer.Option(help="Results folder of `autotune run`.")]
+RetryOption = Annotated[
+    float,
+    typer.Option(
+        "--storage-retry-s",
+        min=0,
+        help="How long to wait out an unreachable or locked study database before giving up.",
+    ),
+]
 
 
-def _storage(storage: str | None, out: Path) -> str:
+def _storage(storage: str | None, out: Path, retry_s: float = 120.0) -> str:
     from autotune.storage import storage_url
+    from autotune.study._retry import BOUND
 
+    BOUND["s"] = retry_s
     return storage_url(storage, out)
 
 
@@ -323,6 +350,7 @@ def show(
     study: Annotated[str | None, typer.Option(help="A study to show trial by trial.")] = None,
     storage: StorageOption = None,
     out: OutOption = Path("results"),
+    storage_retry_s: RetryOption = 120.0,
     json_output: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     debug: DebugOption = False,
 ) -> None:
@@ -330,7 +358,7 @@ def show(
     from autotune.show import studies_table, trial_row, trials_table
     from autotune.study import list_studies, load_study_view
 
-    url = _storage(storage, out)
+    url = _storage(storage, out, storage_retry_s)
     if study is None:
         rows = _guarded(debug, lambda: list_studies(url))
         typer.echo(json.dumps(rows, indent=2) if json_output else studies_table(rows))
@@ -360,19 +388,26 @@ def export(
     ] = None,
     storage: StorageOption = None,
     out: OutOption = Path("results"),
+    storage_retry_s: RetryOption = 120.0,
     dest: Annotated[
-        Path | None, typer.Option(help="Where to write (default: OUT/STUDY/<file>).")
+        str | None,
+        typer.Option(
+            help="A file, a folder (DIR/) for the default file name, or - for stdout "
+            "(json, python). Default: OUT/STUDY/<file>."
+        ),
     ] = None,
     debug: DebugOption = False,
 ) -> None:
     """Write a trial's configuration in the form a deployment takes."""
     from autotune.export import (
         compare_startup,
+        export_path,
         optimized_model,
         ort_config_model,
         python_snippet,
         tuned_for_trial,
         write_json_atomic,
+        write_text_atomic,
     )
     from autotune.study import load_study_view
 
@@ -380,27 +415,46 @@ def export(
         typer.echo(f"Error: unknown --format {format!r}; use one of {', '.join(FORMATS)}", err=True)
         raise typer.Exit(code=2)
 
+    if dest == "-" and format not in ("json", "python"):
+        typer.echo(
+            f"Error: --format {format} writes an .onnx file, not text: give --dest a file or "
+            "folder, not -",
+            err=True,
+        )
+        raise typer.Exit(code=2)
+
     def do() -> None:
-        view = load_study_view(_storage(storage, out), study)
+        view = load_study_view(_storage(storage, out, storage_retry_s), study)
         tuned = tuned_for_trial(view, trial)
-        folder = out.resolve() / view.name
         stem = Path(tuned.model_path).stem
+        default = {
+            "json": f"trial-{tuned.trial_number}.json",
+            "python": "session.py",
+            "ort-config": f"{stem}.ort-config.onnx",
+            "optimized-model": f"{stem}.optimized.onnx",
+        }[format]
+        if dest == "-":
+            text = (
+                json.dumps(tuned.to_dict(), indent=2) + "\n"
+                if format == "json"
+                else python_snippet(tuned)
+            )
+            sys.stdout.write(text)
+            return
+        path = export_path(dest, out.resolve() / view.name, default)
         if format == "json":
-            path = dest or folder / f"trial-{tuned.trial_number}.json"
             write_json_atomic(path, tuned.to_dict())
             typer.echo(f"wrote {path}")
         elif format == "python":
-            path = dest or folder / "session.py"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(python_snippet(tuned))
-            typer.echo(f"wrote {path}")
+            write_text_atomic(path, python_snippet(tuned, beside=path))
+            typer.echo(f"wrote {path}; run it: python {path} [MODEL]")
         elif format == "ort-config":
-            path, left_out = ort_config_model(tuned, dest or folder / f"{stem}.ort-config.onnx")
+            path, left_out = ort_config_model(tuned, path)
             typer.echo(f"wrote {path}; load it with ORT_LOAD_CONFIG_FROM_MODEL=1")
             for item in left_out:
                 typer.echo(f"warning: ort_config cannot carry {item}; set it in code", err=True)
         else:
-            path, optimized = optimized_model(tuned, dest or folder / f"{stem}.optimized.onnx")
+            path, optimized = optimized_model(tuned, path)
             config_path = path.with_suffix(".json")
             write_json_atomic(config_path, optimized.to_dict())
             typer.echo(f"wrote {path} and {config_path} (graph optimizations off at load)")
@@ -453,6 +507,7 @@ def report(
     study: Annotated[str, typer.Option(help="The study to report on.")],
     storage: StorageOption = None,
     out: OutOption = Path("results"),
+    storage_retry_s: RetryOption = 120.0,
     dest: Annotated[
         Path | None, typer.Option(help="Report folder (default: OUT/STUDY/report).")
     ] = None,
@@ -463,7 +518,7 @@ def report(
     from autotune.study import load_study_view, param_importances
 
     def do() -> Path:
-        url = _storage(storage, out)
+        url = _storage(storage, out, storage_retry_s)
         view = load_study_view(url, study)
         return write_report(
             view, param_importances(url, study), dest or out.resolve() / study / "report"
@@ -477,18 +532,19 @@ def report(
 def dashboard(
     storage: StorageOption = None,
     out: OutOption = Path("results"),
+    storage_retry_s: RetryOption = 120.0,
     port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 8080,
     debug: DebugOption = False,
 ) -> None:
     """Serve optuna-dashboard for the study storage on 127.0.0.1 (pip install optuna-dashboard)."""
-    url = _storage(storage, out)
+    url = _storage(storage, out, storage_retry_s)
 
     def serve() -> None:
         try:
             from optuna_dashboard import run_server
         except ImportError:
             raise UsageError(
-                "the dashboard needs optuna-dashboard: pip install 'autotune[dashboard]'"
+                "the dashboard needs optuna-dashboard: pip install 'ort-autotune[dashboard]'"
             ) from None
         from autotune.study import list_studies
 

@@ -12,14 +12,14 @@ from autotune.study import StudyView, TrialRecord
 def studies_table(rows: list[dict[str, Any]]) -> str:
     if not rows:
         return "no studies"
-    header = ("study", "objective", "space", "trials", "started", "model")
+    header = ("study", "objective", "trials", "best", "confirmed", "model")
     cells = [header] + [
         (
             r["name"],
             str(r["objective"]),
-            str(r["space"]),
             str(r["trials"]),
-            str(r["started"]),
+            str(r.get("best", "?")),
+            str(r.get("confirmed", "no")),
             str(r["model"]),
         )
         for r in rows

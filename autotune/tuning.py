@@ -24,6 +24,8 @@ from autotune.export import (
 )
 from autotune.machine import environment, usable_cpus
 from autotune.model import (
+    PRECISION_TOLERANCES,
+    ModelInfo,
     describe_inputs,
     parse_dim_flags,
     parse_shape_flags,
@@ -84,6 +86,8 @@ class RunOptions:
     dim_weights: str | None = None  # weights of a --dim shape mix, e.g. 0.5,0.3,0.2
     sweep: bool | None = None  # the concurrency sweep after the search (default: concurrency > 1)
     reconfirm: bool = False  # measure the confirmation again on a finished study
+    paired: bool = True  # confirm in paired blocks (False: interleaved fresh-process rounds)
+    storage_retry_s: float = 120.0  # waiting out an unreachable or locked study database
 
 
 @dataclass(frozen=True)
@@ -193,6 +197,11 @@ def _available_providers() -> list[str]:
     return list(onnxruntime.get_available_providers())
 
 
+def model_tolerance(model: ModelInfo) -> tuple[float | None, float | None]:
+    """The guard's default tolerances for this model's precision (None: per output dtype)."""
+    return PRECISION_TOLERANCES.get(model.precision, (None, None))
+
+
 def prepare(options: RunOptions) -> TuneRequest:
     """Validate every input and build the study request; nothing is written before this passes."""
     objectives = parse_objectives(options.objective)
@@ -246,7 +255,7 @@ def prepare(options: RunOptions) -> TuneRequest:
     space.check_providers(_available_providers())
     check_provider_works(space.providers[0].name)
     storage = storage_url(options.storage, out)
-    check_storage(storage)
+    check_storage(storage, options.storage_retry_s)
     if not re.fullmatch(r"[A-Za-z0-9_.:-]+", name):
         raise UsageError(f"--study {name!r} may hold only letters, digits and _ . : -")
     return TuneRequest(
@@ -265,10 +274,13 @@ def prepare(options: RunOptions) -> TuneRequest:
         environment=environment(),
         worker_command=options.worker_command,
         reference_path=str(out / name / "reference.npz"),
-        rtol=options.rtol,
-        atol=options.atol,
+        spool_dir=str(out / name / "spool"),
+        rtol=options.rtol if options.rtol is not None else model_tolerance(model)[0],
+        atol=options.atol if options.atol is not None else model_tolerance(model)[1],
         finalists=options.finalists,
         rounds=options.rounds,
+        paired=options.paired,
+        storage_retry_s=options.storage_retry_s,
         wait_for_lock=options.wait,
         max_memory_mb=options.max_memory_mb or default_memory_cap_mb(),
         memory_constraint=options.max_memory_mb is not None,
@@ -300,7 +312,9 @@ def run_tuning(options: RunOptions, *, echo: Callable[[str], None]) -> RunOutcom
     out = options.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     request = with_variants(request, options, echo)
-    echo(f"model:   {request.model.path} (sha256 {request.model.sha256[:12]})")
+    model = request.model
+    weights = f", weights in {len(model.external)} external file(s)" if model.external else ""
+    echo(f"model:   {model.path} (sha256 {model.sha256[:12]}, {model.precision}{weights})")
     echo(f"inputs:  {describe_inputs(request.feeds, request.workload.shapes)}")
     if request.workload.concurrency > 1:
         echo(
@@ -318,10 +332,12 @@ def run_tuning(options: RunOptions, *, echo: Callable[[str], None]) -> RunOutcom
         + f", {request.trials} trials"
     )
     data = "your --inputs" if options.inputs else "synthetic inputs (pass --inputs for real data)"
-    rtol = "per dtype" if options.rtol is None else f"{options.rtol:g}"
-    atol = "per dtype" if options.atol is None else f"{options.atol:g}"
+    why = f" (the defaults for {model.precision})" if model.precision in PRECISION_TOLERANCES else ""
+    rtol = "per dtype" if request.rtol is None else f"{request.rtol:g}"
+    atol = "per dtype" if request.atol is None else f"{request.atol:g}"
     echo(
-        f"accuracy guard: outputs compared with the baseline's on {data}; rtol {rtol}, atol {atol}"
+        f"accuracy guard: outputs compared with the baseline's on {data}; rtol {rtol}, "
+        f"atol {atol}{why if options.rtol is None and options.atol is None else ''}"
     )
     echo(
         f"limits:  {request.max_memory_mb:.0f} MB per trial, stop after {request.max_failures} failures in a row"
@@ -411,6 +427,8 @@ def tune(
     dim_weights: str | None = None,
     sweep: bool | None = None,
     reconfirm: bool = False,
+    paired: bool = True,
+    storage_retry_s: float = 120.0,
     progress: Callable[[str], None] | None = None,
 ) -> TunedConfig:
     """Tune ``model`` and return the tuned config (also written to ``OUT/STUDY/best.json``).
@@ -457,5 +475,7 @@ def tune(
         dim_weights=dim_weights,
         sweep=sweep,
         reconfirm=reconfirm,
+        paired=paired,
+        storage_retry_s=storage_retry_s,
     )
     return run_tuning(options, echo=progress or (lambda line: None)).tuned

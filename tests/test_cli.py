@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -246,14 +249,16 @@ def test_custom_op_domain_is_refused_up_front(custom_op_model: Path, tmp_path: P
     ("url", "code", "message"),
     [
         ("mysql://autotune@127.0.0.1:1/none", 2, "database driver that is not installed"),
-        ("postgresql://autotune:secret@127.0.0.1:1/none", 1, "cannot reach the study storage"),
+        ("postgresql://autotune:secret@127.0.0.1:1/none", 1, "is unreachable (gave up after"),
         ("sqlite:////nonexistent-dir/sub/autotune.db", 1, "cannot open the study storage"),
     ],
 )
 def test_unusable_storage(url: str, code: int, message: str, magika: Path, tmp_path: Path) -> None:
     result = runner.invoke(
-        app, ["run", str(magika), "--storage", url, "--out", str(tmp_path / "o"), *FAST]
-    )
+        app,
+        ["run", str(magika), "--storage", url, "--out", str(tmp_path / "o"),
+         "--storage-retry-s", "1", *FAST],
+    )  # fmt: skip
     assert result.exit_code == code, result.output
     assert message in result.stderr and "Traceback" not in result.output
     assert "secret" not in result.output  # a password never reaches the terminal
@@ -274,3 +279,18 @@ def test_a_study_measured_on_another_machine_is_refused(magika: Path, tmp_path: 
     assert (
         "measured on another kind of machine (cpu_model 'Some Other CPU 9000' there" in again.stderr
     )
+
+
+def test_run_help_reads_at_80_columns() -> None:
+    env = {**os.environ, "COLUMNS": "80"}
+    done = subprocess.run(
+        [sys.executable, "-m", "autotune.cli", "run", "--help"],
+        capture_output=True, text=True, env=env,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert max(len(line) for line in lines) <= 80, max(lines, key=len)
+    assert "…" not in done.stdout  # nothing cut off
+    words = " ".join(done.stdout.split())  # help wraps anywhere
+    assert "[default: throughput]" in words
+    assert "MODEL-SHA8-SPACE- OBJECTIVE" in words and "p99" in words

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -47,6 +48,11 @@ def test_show_lists_studies_and_trials(tuned_study: tuple[Path, str]) -> None:
     assert listing.exit_code == 0 and name in listing.stdout and "latency:p50" in listing.stdout
     rows = json.loads(runner.invoke(app, ["show", "--out", str(out), "--json"]).stdout)
     assert [r["name"] for r in rows] == [name] and rows[0]["trials"] == 5
+    # Each study's result at a glance: the verdict and the confirmed gain, and when.
+    [row] = rows
+    assert row["verdict"] in ("winner", "no gain", "too noisy") and row["confirmed"] != "no"
+    assert row["speedup"] > 0 and row["confirmed"][:4].isdigit()
+    assert row["best"] in listing.stdout and row["confirmed"] in listing.stdout
     table = runner.invoke(app, ["show", "--out", str(out), "--study", name])
     assert table.exit_code == 0
     assert "#0 B" in table.stdout and "*" in table.stdout and "ORT defaults" in table.stdout
@@ -88,6 +94,55 @@ def test_export_python_snippet_runs_standalone(
     assert done.returncode == 0, done.stderr
     assert done.stdout.split()[-1] == "1x4"  # one real inference: the output's shape
     assert "import autotune" not in dest.read_text()
+    # The model is the first argument, or found relative to the script: a folder holding both,
+    # moved elsewhere, still runs; a bad argument fails loudly.
+    moved = tmp_path / "moved"
+    written = runner.invoke(
+        app,
+        ["export", "--out", str(out), "--study", name, "-f", "python", "--dest", f"{tmp_path}/"],
+    )
+    assert written.exit_code == 0 and (tmp_path / "session.py").is_file(), written.output
+    model = Path(read_tuned(out / name / "best.json").model_path)
+    rel_dest = model.parent / "session-beside.py"
+    runner.invoke(app, ["export", "--out", str(out), "--study", name, "-f", "python",
+                        "--dest", str(rel_dest)])  # fmt: skip
+    moved.mkdir()
+    shutil.copy(model, moved / model.name)
+    shutil.move(rel_dest, moved / "session.py")
+    done = subprocess.run([sys.executable, "session.py"], capture_output=True, text=True, cwd=moved)
+    assert done.returncode == 0 and done.stdout.split()[-1] == "1x4", done.stderr
+    assert str(moved) in subprocess.run(
+        [sys.executable, "-c", "import runpy; print(runpy.run_path('session.py')['MODEL'])"],
+        capture_output=True, text=True, cwd=moved,
+    ).stdout  # fmt: skip
+    wrong = subprocess.run(
+        [sys.executable, "session.py", str(tmp_path / "nope.onnx")], capture_output=True, cwd=moved
+    )
+    assert wrong.returncode != 0
+
+
+def test_export_to_stdout_and_to_a_folder(tuned_study: tuple[Path, str], tmp_path: Path) -> None:
+    out, name = tuned_study
+    piped = runner.invoke(app, ["export", "--out", str(out), "--study", name, "--dest", "-"])
+    assert piped.exit_code == 0, piped.output
+    document = json.loads(piped.stdout)  # nothing but the document on stdout
+    assert document["schema"] == "autotune.tuned/v1" and document["study"]["name"] == name
+    code = runner.invoke(
+        app, ["export", "--out", str(out), "--study", name, "-f", "python", "--dest", "-"]
+    )
+    assert code.exit_code == 0 and compile(code.stdout, "session.py", "exec")
+    folder = tmp_path / "deploy"
+    into = runner.invoke(
+        app, ["export", "--out", str(out), "--study", name, "--dest", f"{folder}/"]
+    )
+    assert into.exit_code == 0, into.output
+    [written] = folder.glob("trial-*.json")
+    assert read_tuned(written).study_name == name
+    binary = runner.invoke(
+        app, ["export", "--out", str(out), "--study", name, "-f", "ort-config", "--dest", "-"]
+    )
+    assert binary.exit_code == 2 and binary.stderr.count("\n") == 1
+    assert "give --dest a file or folder" in binary.stderr
 
 
 def test_export_ort_config_model_loads_with_the_env_switch(

@@ -79,6 +79,23 @@ def test_consecutive_failures_stop_the_study(vgg19: Path, tmp_path: Path) -> Non
     assert tuned.config.session_options == {}
 
 
+def test_a_study_whose_every_trial_fails_alike_is_an_error(vgg19: Path, tmp_path: Path) -> None:
+    """Not "no trial beat the defaults": the same failure three times over is the tool's
+    setup, so the run stops there, names it with the fix and exits 1."""
+    from typer.testing import CliRunner
+
+    from autotune.cli import app
+
+    result = CliRunner().invoke(
+        app,
+        ["run", str(vgg19), "-o", "latency", "--trials", "10", "--out", str(tmp_path),
+         "--trial-timeout", "1", *FAST_FLAGS],
+    )  # fmt: skip
+    assert result.exit_code == 1, result.output
+    assert "every trial after the baseline failed the same way (3 of 3): timeout" in result.stderr
+    assert "--trial-timeout" in result.stderr and "Traceback" not in result.stderr
+
+
 def _command(model: Path, out: Path, trials: int) -> list[str]:
     return [
         sys.executable, "-m", "autotune.cli", "run", str(model), "--out", str(out),
@@ -112,16 +129,21 @@ def _wait_for_trials(out: Path, count: int, proc: subprocess.Popen[bytes]) -> No
 
 
 def _workers_left(tmp: Path) -> list[psutil.Process]:
-    """Live workers of the tuner that was given ``TMPDIR=tmp``: their job files live there.
+    """Live workers (started or forked) and zygotes of the tuner that was given ``TMPDIR=tmp``:
+    the job files and the zygote's ``--scratch`` name it.
 
     (Workers of other autotune runs on this machine, a benchmark or another test, do not count.)
     """
-    return [
-        p for p in psutil.process_iter(["cmdline"])
-        if "autotune.worker" in " ".join(p.info["cmdline"] or [])
-        and str(tmp) in " ".join(p.info["cmdline"] or [])
-        and p.status() != "zombie"
-    ]  # fmt: skip
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        line = " ".join(proc.info["cmdline"] or [])
+        if ("autotune.worker" in line or "autotune.zygote" in line) and str(tmp) in line:
+            try:
+                if proc.status() != "zombie":
+                    found.append(proc)
+            except psutil.NoSuchProcess:
+                pass
+    return found
 
 
 def _own_tmp(tmp_path: Path) -> tuple[Path, dict[str, str]]:
@@ -135,12 +157,18 @@ def test_sigkill_mid_study_then_resume_loses_and_repeats_nothing(
     magika: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "results"
+    tmp, env = _own_tmp(tmp_path)
     proc = subprocess.Popen(
-        _command(magika, out, 6), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        _command(magika, out, 6), stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env
     )
     _wait_for_trials(out, 3, proc)
+    assert _workers_left(tmp), "the tuner's zygote is not found: the check below is void"
     proc.kill()
     proc.wait()
+    deadline = time.monotonic() + 10
+    while _workers_left(tmp):  # the zygote reads end of input and kills its worker
+        assert time.monotonic() < deadline, "a worker or the zygote outlived the killed tuner"
+        time.sleep(0.1)
     before = {t.number: t.values for t in _finished(out) if t.state.name == "COMPLETE"}
     assert len(before) >= 3
 

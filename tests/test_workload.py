@@ -43,6 +43,7 @@ from autotune.machine import usable_cpus
 from autotune.model import make_feeds, read_model, resolve_inputs
 from autotune.runner import run_trial
 from autotune.session import read_tuned
+from autotune.space import SPACES_DIR
 
 runner = CliRunner()
 QUICK = MeasureSettings(warmup_runs=2, warmup_s=0.01, min_runs=5, min_time_s=0.05)
@@ -414,7 +415,7 @@ def test_a_shape_mix_with_a_pinned_batch_still_changes_the_shape(seq_model: Path
 
 @pytest.fixture(scope="module")
 def big_sessions_space(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    text = (Path(autotune.__file__).parent / "search_spaces" / "cpu.yaml").read_text()
+    text = (SPACES_DIR / "cpu.yaml").read_text()
     assert text.count("high: concurrency") == 1
     path = tmp_path_factory.mktemp("space") / "sessions4.yaml"
     path.write_text(text.replace("high: concurrency", "high: 4"))

@@ -10,6 +10,7 @@ optuna-dashboard shows them.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -56,6 +57,8 @@ from autotune.study._records import (
     pareto_of,
     records_of,
 )
+from autotune.study._retry import StorageUnavailable
+from autotune.study._spool import replay_spool, spool_trial
 from autotune.sweep import run_sweep
 from autotune.variants import DEFAULT_ACCURACY
 
@@ -97,6 +100,8 @@ class TuneRequest:
     workload: Workload = field(default_factory=Workload)  # concurrency and shape mix
     paired: bool = True  # confirm in paired blocks of warm workers (throughput, latency)
     reconfirm: bool = False  # measure the confirmation again even if the study has one
+    storage_retry_s: float = 120.0  # the storage retry policy's bound (--storage-retry-s)
+    spool_dir: str = ""  # measured trials the database could not take wait here (default: none)
     sweep_levels: tuple[int, ...] = ()  # concurrencies to measure chosen and defaults at, after
 
     @property
@@ -217,6 +222,39 @@ class Measurer:
             )
 
 
+#: Trials after the baseline that all failed the same way (and none succeeded) that stop a
+#: study: the cause is the tool's setup or the model, not the configs.
+SAME_FAILURE_STOPS = 3
+FAILURE_FIXES = {
+    "mismatch": "the outputs differ from the defaults' beyond the guard: check the tolerances "
+    "(--rtol/--atol, --accuracy) or the variants",
+    "oom": "raise --max-memory-mb if the host has room",
+    "timeout": "raise --trial-timeout",
+    "fallback": "the provider cannot run this model here: see `autotune doctor`",
+}
+
+
+def one_failure(records: Sequence[TrialRecord], *, at_least: int) -> str | None:
+    """Why the study failed as a whole, if it did: ``at_least`` trials after the baseline,
+    none of them measured, all failed for the same reason (kind and message, numbers aside)."""
+    trials = [r for r in records if not r.baseline]
+    failures = [r.outcome for r in trials if isinstance(r.outcome, TrialFailure)]
+    if len(trials) < at_least or len(failures) != len(trials):
+        return None
+    variants = {r.config.variant for r in trials}
+    if variants != {"original"} and len(variants) == 1:
+        return None  # one model variant failing is that variant's loss; the search goes on
+    reasons = {(f.kind, re.sub(r"[0-9.]+", "N", f.message)[:160]) for f in failures}
+    if len(reasons) != 1 or failures[0].kind == "interrupted":
+        return None
+    first = failures[0]
+    fix = FAILURE_FIXES.get(first.kind, "this is not a config that lost; fix the cause and re-run")
+    return (
+        f"every trial after the baseline failed the same way ({len(failures)} of "
+        f"{len(trials)}): {first.kind}: {first.message[:300]}; {fix}"
+    )
+
+
 def _measure_trial(
     study: Any,
     trial: Any,
@@ -243,30 +281,57 @@ def _measure_trial(
         trial.set_user_attr("failure_message", "interrupted before it finished")
         study.tell(trial, state=optuna.trial.TrialState.FAIL)
         raise
-    if isinstance(outcome, Measurement):
-        for key, value in _metric_attrs(outcome).items():
+    attrs, constraints, values = _outcome_attrs(outcome, request)
+    try:
+        for key, value in attrs.items():
             trial.set_user_attr(key, value)
+        for name, violation in constraints.items():
+            trial.set_constraint(name, violation)  # the sampler learns feasibility
+        if values is None:
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        else:
+            study.tell(trial, values if len(values) > 1 else values[0])
+    except StorageUnavailable as exc:  # measured, but the database is away: keep it
+        path = spool_trial(
+            request.spool_dir,
+            trial,
+            {"config": config.to_dict(), "baseline": baseline, "summary": config.describe(), **attrs},
+            constraints,
+            values,
+        )
+        raise StorageUnavailable(
+            f"{exc}; the trial just measured is kept in {path} and joins the study when it "
+            "resumes: re-run the same command once the database is back"
+        ) from None
+    return TrialRecord(trial.number, config, outcome, baseline=baseline)
+
+
+def _outcome_attrs(
+    outcome: TrialOutcome, request: TuneRequest
+) -> tuple[dict[str, Any], dict[str, float], list[float] | None]:
+    """What a finished trial stores: its user attributes, its constraint values and its
+    objective values (None for a failed trial)."""
+    attrs: dict[str, Any] = {}
+    constraints: dict[str, float] = {}
+    if isinstance(outcome, Measurement):
+        attrs.update(_metric_attrs(outcome))
         if request.limits.bounds:
             violations = request.limits.violations(outcome)
-            for name, violation in zip(request.limits.bounds, violations, strict=True):
-                trial.set_constraint(name, violation)  # the sampler learns feasibility
-            trial.set_user_attr("constraints", violations)
+            constraints = dict(zip(request.limits.bounds, violations, strict=True))
+            attrs["constraints"] = violations
             broken_limits = request.limits.broken(outcome)
             if broken_limits:
-                trial.set_user_attr("infeasible", "; ".join(broken_limits))
-        values = [o.value(outcome) for o in request.all_objectives]
-        study.tell(trial, values if len(values) > 1 else values[0])
-    else:
-        trial.set_user_attr("failure_kind", outcome.kind)
-        trial.set_user_attr("failure_message", outcome.message[:2000])
-        if outcome.details:
-            trial.set_user_attr("failure_details", dict(outcome.details))
-        if outcome.kind == "oom" and "max_gpu_memory_mb" in outcome.details:
-            trial.set_user_attr("constraint_violation", "max_gpu_memory_mb")
-        elif outcome.kind == "oom" and request.memory_constraint:
-            trial.set_user_attr("constraint_violation", "max_memory_mb")
-        study.tell(trial, state=optuna.trial.TrialState.FAIL)
-    return TrialRecord(trial.number, config, outcome, baseline=baseline)
+                attrs["infeasible"] = "; ".join(broken_limits)
+        return attrs, constraints, [o.value(outcome) for o in request.all_objectives]
+    attrs["failure_kind"] = outcome.kind
+    attrs["failure_message"] = outcome.message[:2000]
+    if outcome.details:
+        attrs["failure_details"] = dict(outcome.details)
+    if outcome.kind == "oom" and "max_gpu_memory_mb" in outcome.details:
+        attrs["constraint_violation"] = "max_gpu_memory_mb"
+    elif outcome.kind == "oom" and request.memory_constraint:
+        attrs["constraint_violation"] = "max_memory_mb"
+    return attrs, constraints, None
 
 
 def _since_best(records: Sequence[TrialRecord], request: TuneRequest) -> int:
@@ -455,6 +520,7 @@ def tune(
     orphans = fail_orphaned_trials(study)
     if orphans:
         say(f"{orphans} trial(s) left running by a tuner that died: marked failed, run again")
+    replay_spool(study, request.spool_dir, say)
     records = records_of(study)
     # Offset the seed on resume so the sampler does not replay the first session's proposals.
     seed = None if request.seed is None else request.seed + len(study.trials)
@@ -559,6 +625,13 @@ def tune(
                     f"{record.outcome.message[:200]}); fix the cause or raise --max-failures"
                 )
                 break
+            same = one_failure(records_of(study), at_least=SAME_FAILURE_STOPS)
+            if same is not None:
+                failed_out, stop_reason = True, same
+                break
+        same = None if failed_out else one_failure(records_of(study), at_least=1)
+        if same is not None:  # every trial after the baseline failed alike: an error, not "no gain"
+            failed_out, stop_reason = True, same
         search_s = time.perf_counter() - started
         stored = _stored_confirmation(study, request, done(), ran)
         if stored is not None:  # a finished study is finished: report, measure nothing

@@ -9,10 +9,11 @@ from typing import Any
 
 from autotune.config import Confirmation
 from autotune.errors import AutotuneError, UsageError
-from autotune.objectives import Limits, Objective
+from autotune.objectives import Limits, Objective, parse_objective
 from autotune.storage import shown
 from autotune.study._open import rdb_storage
 from autotune.study._records import TrialRecord, best_of, optuna_module, pareto_of, records_of
+from autotune.study._retry import RetryPolicy, retrying_storage
 
 
 @dataclass(frozen=True)
@@ -64,8 +65,9 @@ def _storage_for_reading(url: str) -> Any:
         raise UsageError(
             f"no study database at {url.removeprefix('sqlite:///')}; pass --storage or --out"
         )
+    policy = RetryPolicy(url)
     try:
-        return rdb_storage(url)
+        return retrying_storage(policy.call(lambda: rdb_storage(url)), policy)
     except (sqlalchemy.exc.SQLAlchemyError, ImportError, ValueError) as exc:
         raise AutotuneError(
             f"cannot open the study storage {shown(url)!r}: {' '.join(str(exc).split())[:300]}"
@@ -88,9 +90,44 @@ def list_studies(storage: str) -> list[dict[str, Any]]:
                 "started": summary.datetime_start.isoformat(timespec="seconds")
                 if summary.datetime_start
                 else None,
+                **_best_of(summary),
             }
         )
     return rows
+
+
+def _best_of(summary: Any) -> dict[str, Any]:
+    """A study's result at a glance: the confirmed verdict and the chosen config's gain over
+    ONNX Runtime's defaults, or the search's best figure while unconfirmed."""
+    data = summary.user_attrs.get("confirmation")
+    if data:
+        confirmation = Confirmation.from_dict(data)
+        gain = next(
+            (f.gain for f in confirmation.finalists if f.trial_number == confirmation.winner), 1.0
+        )
+        return {
+            "best": f"{gain:.2f}x, trial #{confirmation.winner}"
+            if confirmation.kind == "winner"
+            else f"defaults kept ({confirmation.kind})",
+            "speedup": gain,
+            "verdict": confirmation.kind,
+            "confirmed": confirmation.confirmed_at or "yes",
+        }
+    best = None
+    try:
+        best = summary.best_trial if len(summary.directions) == 1 else None
+    except (ValueError, RuntimeError):  # no completed trial yet
+        best = None
+    try:
+        unit = parse_objective(str(summary.user_attrs.get("objective", ""))).unit
+    except (AutotuneError, ValueError):
+        unit = ""
+    figure = (
+        f"search: {best.value:.4g}{' ' + unit if unit else ''}, trial #{best.number}"
+        if best is not None and best.value is not None
+        else "none yet"
+    )
+    return {"best": figure, "speedup": None, "verdict": None, "confirmed": "no"}
 
 
 def load_study_view(storage: str, name: str) -> StudyView:
