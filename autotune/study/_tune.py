@@ -568,11 +568,14 @@ def tune(
                 f"{baseline.outcome.kind}: {baseline.outcome.message[:500]}"
             )
         presets = request.space.serving_presets(request.workload.concurrency)
+        batched = request.space.batch_preset()
+        if batched and any(o.name == "throughput" for o in request.all_objectives):
+            presets.append(batched)
         for params in presets:  # the known serving layouts first; the sampler fills the rest
             study.enqueue_trial(params, skip_if_exists=True)
         if presets:
             say(
-                f"{len(presets)} serving layout(s) queued first: "
+                f"{len(presets)} known layout(s) queued first: "
                 + "; ".join(", ".join(f"{k}={v}" for k, v in p.items()) for p in presets)
             )
     if baseline is None:
