@@ -82,15 +82,19 @@ def _outage(server: PgServer, seconds: float, mode: str = "fast") -> None:
 def test_restarts_mid_study_lose_and_repeat_nothing(
     server: PgServer, magika: Path, tmp_path: Path
 ) -> None:
-    """Two outages of a few seconds each: one in the search (a measurement or a write in
-    flight), one killing the server outright; the tuner waits them out and finishes."""
+    """Three outages of a few seconds each: one in the search (a measurement or a write in
+    flight), one killing the server outright, one in the confirmation after the last trial;
+    the tuner waits them out and finishes."""
     out, trials = tmp_path / "a", 8
     tuner = _tuner(magika, server.url, out, trials)
     _wait_for(server.url, 2, [tuner], out)
     _outage(server, 3)
     _wait_for(server.url, 5, [tuner], out)
     _outage(server, 3, mode="immediate")
+    _wait_for(server.url, trials, [tuner], out)
+    _outage(server, 3)  # the paired confirmation is measuring (it takes 5 s at least)
     assert tuner.wait(timeout=240) == 0, _output(out)
+    assert _study(server.url, "outage").user_attrs["confirmation"]["trials"] == trials
     log = _output(out)
     assert "database unreachable: retrying in" in log and "Traceback" not in log
     assert "not-shown" not in log
