@@ -55,9 +55,24 @@ def records_of(study: Any) -> list[TrialRecord]:
     return [r for r in (record_of(t) for t in study.get_trials(deepcopy=False)) if r is not None]
 
 
+#: Failure kinds that measured nothing and use no budget: a trial stopped before it finished
+#: (run again), and a proposal of a config the study had measured already (asked again).
+NOT_COUNTED = ("interrupted", "repeat")
+
+
 def counts_toward_budget(record: TrialRecord) -> bool:
-    """Whether a finished trial uses up the budget: interrupted ones are run again."""
-    return not (isinstance(record.outcome, TrialFailure) and record.outcome.kind == "interrupted")
+    """Whether a finished trial uses up the budget: interrupted ones are run again, repeated
+    proposals were never measured."""
+    return not (isinstance(record.outcome, TrialFailure) and record.outcome.kind in NOT_COUNTED)
+
+
+def measured_before(records: Sequence[TrialRecord], config: TrialConfig) -> TrialRecord | None:
+    """The finished trial (measured or failed, not interrupted) that ran exactly ``config``."""
+    key = config.to_dict()
+    for record in records:
+        if counts_toward_budget(record) and not record.baseline and record.config.to_dict() == key:
+            return record
+    return None
 
 
 def pareto_of(

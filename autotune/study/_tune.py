@@ -53,6 +53,7 @@ from autotune.study._records import (
     TrialRecord,
     best_of,
     counts_toward_budget,
+    measured_before,
     optuna_module,
     pareto_of,
     records_of,
@@ -237,7 +238,7 @@ FAILURE_FIXES = {
 def one_failure(records: Sequence[TrialRecord], *, at_least: int) -> str | None:
     """Why the study failed as a whole, if it did: ``at_least`` trials after the baseline,
     none of them measured, all failed for the same reason (kind and message, numbers aside)."""
-    trials = [r for r in records if not r.baseline]
+    trials = [r for r in records if not r.baseline and counts_toward_budget(r)]
     failures = [r.outcome for r in trials if isinstance(r.outcome, TrialFailure)]
     if len(trials) < at_least or len(failures) != len(trials):
         return None
@@ -332,6 +333,25 @@ def _outcome_attrs(
     elif outcome.kind == "oom" and request.memory_constraint:
         attrs["constraint_violation"] = "max_memory_mb"
     return attrs, constraints, None
+
+
+#: Proposals in a row of configs already measured that end the search (a small space is
+#: exhausted; the sampler is asked again until then).
+MAX_REPEATS = 20
+
+
+def _tell_repeat(study: Any, trial: Any, config: TrialConfig, earlier: TrialRecord) -> None:
+    """A proposal of a config the study measured already: recorded, not measured, not counted."""
+    optuna = optuna_module()
+    trial.set_user_attr("config", config.to_dict())
+    trial.set_user_attr("baseline", False)
+    trial.set_user_attr("summary", config.describe())
+    trial.set_user_attr("failure_kind", "repeat")
+    trial.set_user_attr(
+        "failure_message", f"the same config as trial #{earlier.number}: its result stands"
+    )
+    trial.set_user_attr("repeat_of", earlier.number)
+    study.tell(trial, state=optuna.trial.TrialState.FAIL)
 
 
 def _since_best(records: Sequence[TrialRecord], request: TuneRequest) -> int:
@@ -591,7 +611,7 @@ def tune(
             raise AutotuneError(f"re-running the baseline failed: {again.kind}: {again.message}")
     stop_reason = "trial budget reached"
     interrupted = failed_out = False
-    streak = 0
+    streak = repeats = 0
     confirmation = None
     sweep = None
     reused = False
@@ -615,6 +635,19 @@ def tune(
                 break
             trial = claim(study.ask())  # before the sampler's suggestions, which take a while
             config = request.space.suggest(trial)
+            earlier = measured_before(records, config)
+            if earlier is not None:  # never spend a trial measuring a config again: ask again
+                _tell_repeat(study, trial, config, earlier)
+                say(f"trial #{trial.number}: the config of #{earlier.number} again; not measured")
+                repeats += 1
+                if repeats >= MAX_REPEATS:
+                    stop_reason = (
+                        f"the sampler proposed {repeats} configs the study had measured already "
+                        "in a row: the space is exhausted"
+                    )
+                    break
+                continue
+            repeats = 0
             record = _measure_trial(study, trial, config, request, measurer, baseline=False)
             ran += 1
             notify(record)
