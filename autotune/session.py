@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from autotune.config import TrialConfig, TunedConfig
+from autotune.config import FeedPlan, ShapePoint, TrialConfig, TunedConfig
 from autotune.errors import AutotuneError
 
 if TYPE_CHECKING:
@@ -27,7 +27,11 @@ class ProviderFallbackError(AutotuneError):
     """A requested execution provider is not among those the session actually uses."""
 
 
-def session_options(config: TrialConfig) -> ort.SessionOptions:
+def session_options(
+    config: TrialConfig, free_dims: Mapping[str, int] | None = None
+) -> ort.SessionOptions:
+    """The SessionOptions of ``config``; ``free_dims`` are the free-dimension overrides
+    (:func:`free_dimension_overrides`) a ``free_dim_overrides`` config adds."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -44,7 +48,139 @@ def session_options(config: TrialConfig) -> ort.SessionOptions:
         setattr(options, name, value)
     for key, value in config.config_entries.items():
         options.add_session_config_entry(key, value)
+    for symbol, size in (free_dims or {}).items():
+        options.add_free_dimension_override_by_name(symbol, int(size))
     return options
+
+
+def free_dimension_overrides(
+    model_path: str | os.PathLike[str],
+    config: TrialConfig,
+    feeds: FeedPlan | None = None,
+    shapes: Sequence[ShapePoint] = (),
+) -> dict[str, int]:
+    """The named dynamic dims of the model's inputs that ``config`` serves at one size, and
+    that size: what a ``free_dim_overrides`` config fixes at session creation (empty when off).
+
+    The batch dim's symbol gets the config's batch size; a symbol the feeds fix (``--dim S=N``,
+    ``--shape``, ``--inputs``) gets its size. A symbol a shape mix varies (``--dim S=32,128``)
+    or the inputs disagree on stays free, and so does every unnamed dynamic dim (ONNX Runtime
+    overrides by name). Without ``feeds`` only the batch dim: axis 0 carrying the same symbol
+    in every input.
+    """
+    if not config.free_dim_overrides:
+        return {}
+    model = model_input_dims(model_path)
+    sizes: dict[str, set[int]] = {}
+    if feeds is None:
+        firsts = {dims[0] for dims in model.values() if dims}
+        batch = next(iter(firsts)) if len(firsts) == 1 else None
+        return {batch: config.batch_size} if isinstance(batch, str) else {}
+    for spec in feeds.inputs:
+        dims = model.get(spec.name)
+        if dims is None:
+            continue
+        for point in shapes or (None,):
+            shape = spec.shape_for(config.batch_size, point.dims if point else None)
+            if len(shape) != len(dims):
+                continue  # not the model's rank: ONNX Runtime refuses the feed itself
+            for dim, size in zip(dims, shape, strict=True):
+                if isinstance(dim, str):
+                    sizes.setdefault(dim, set()).add(int(size))
+    return {symbol: next(iter(s)) for symbol, s in sizes.items() if len(s) == 1}
+
+
+def model_input_dims(path: str | os.PathLike[str]) -> dict[str, tuple[int | str | None, ...]]:
+    """The dims of the model's tensor inputs (initializers left out): a static size, a named
+    symbol, or None for an unnamed dynamic dim.
+
+    Read from the protobuf wire format over a memory map, without importing onnx (most of a
+    second) and without touching the weights, so a worker pays next to nothing for it.
+    """
+    import mmap
+
+    try:
+        with open(path, "rb") as file:
+            with mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+                return _input_dims(buf)
+    except (OSError, ValueError, IndexError) as exc:
+        raise AutotuneError(f"cannot read the inputs of {path} (not ONNX?): {exc}") from exc
+
+
+def _input_dims(buf: Any) -> dict[str, tuple[int | str | None, ...]]:
+    initializers: set[str] = set()
+    inputs: dict[str, tuple[int | str | None, ...]] = {}
+    for graph in _messages(buf, (0, len(buf)), 7):  # ModelProto.graph
+        for tensor in _messages(buf, graph, 5):  # GraphProto.initializer (TensorProto)
+            initializers.update(_text(buf, v) for v in _messages(buf, tensor, 8))  # its name
+        for value in _messages(buf, graph, 11):  # GraphProto.input (ValueInfoProto)
+            names = [_text(buf, v) for v in _messages(buf, value, 1)]
+            types = [_tensor_dims(buf, v) for v in _messages(buf, value, 2)]
+            if names and types and types[-1] is not None:
+                inputs[names[-1]] = types[-1]
+    return {name: dims for name, dims in inputs.items() if name not in initializers}
+
+
+def _tensor_dims(buf: Any, type_: tuple[int, int]) -> tuple[int | str | None, ...] | None:
+    """TypeProto.tensor_type (1) -> shape (2) -> dim (1): dim_value (1) or dim_param (2)."""
+    tensors = list(_messages(buf, type_, 1))
+    if not tensors:
+        return None  # a sequence, map or optional input: nothing to override
+    dims: list[int | str | None] = []
+    for shape in _messages(buf, tensors[-1], 2):
+        for dim in _messages(buf, shape, 1):
+            value: int | str | None = None
+            for number, v in _fields(buf, *dim):
+                if number == 1 and isinstance(v, int) and 0 < v < 1 << 63:  # a static size
+                    value = v
+                elif number == 2 and not isinstance(v, int):
+                    value = _text(buf, v) or None  # a symbol; "" is unnamed
+            dims.append(value)
+    return tuple(dims)
+
+
+def _messages(buf: Any, span: tuple[int, int], number: int) -> Any:
+    """The spans of field ``number``'s length-delimited values in the message at ``span``."""
+    for field, value in _fields(buf, *span):
+        if field == number and not isinstance(value, int):
+            yield value
+
+
+def _fields(buf: Any, start: int, end: int) -> Any:
+    """A protobuf message's fields in ``buf[start:end]``: ``(number, value)``, the value an
+    int for a varint and a ``(start, end)`` span for a length-delimited field."""
+    i = start
+    while i < end:
+        key, i = _varint(buf, i)
+        wire = key & 7
+        if wire == 0:
+            value, i = _varint(buf, i)
+            yield key >> 3, value
+        elif wire == 2:
+            size, i = _varint(buf, i)
+            if i + size > end:
+                raise ValueError("truncated protobuf field")
+            yield key >> 3, (i, i + size)
+            i += size
+        elif wire in (1, 5):
+            i += 8 if wire == 1 else 4
+        else:
+            raise ValueError(f"unexpected protobuf wire type {wire}")
+
+
+def _varint(buf: Any, i: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        byte = buf[i]
+        i += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, i
+        shift += 7
+
+
+def _text(buf: Any, span: tuple[int, int]) -> str:
+    return bytes(buf[span[0] : span[1]]).decode("utf-8", "replace")
 
 
 def provider_arguments(config: TrialConfig) -> list[tuple[str, dict[str, str]]]:
@@ -107,14 +243,24 @@ def set_thread_pools(config: TrialConfig) -> None:
 _GLOBAL_POOL: dict[str, tuple[int, int]] = {}
 
 
-def create_session(model_path: str | os.PathLike[str], config: TrialConfig) -> ort.InferenceSession:
+def create_session(
+    model_path: str | os.PathLike[str],
+    config: TrialConfig,
+    *,
+    feeds: FeedPlan | None = None,
+    shapes: Sequence[ShapePoint] = (),
+) -> ort.InferenceSession:
+    """The session ``config`` describes. ``feeds`` and ``shapes`` (the workload's shape mix)
+    say which dims a ``free_dim_overrides`` config serves at one size; without them it fixes
+    only the batch dim."""
     import onnxruntime as ort
 
     preload_gpu_libraries(config)
     set_thread_pools(config)
+    free_dims = free_dimension_overrides(model_path, config, feeds, shapes)
     session = ort.InferenceSession(
         str(model_path),
-        sess_options=session_options(config),
+        sess_options=session_options(config, free_dims),
         providers=provider_arguments(config),
     )
     check_providers(session, config)
@@ -237,7 +383,8 @@ def load_session(
         >>> outputs = session.run(None, feeds)
     """
     tuned = read_tuned(path)
-    return create_session(_model_of(tuned, path, model_path, verify), tuned.config)
+    model = _model_of(tuned, path, model_path, verify)
+    return create_session(model, tuned.config, feeds=tuned.inputs, shapes=tuned.workload.shapes)
 
 
 def _model_of(
@@ -322,6 +469,11 @@ def load_pool(
     """
     tuned = read_tuned(path)
     model = _model_of(tuned, path, model_path, verify)
+    feeds, shapes = tuned.inputs, tuned.workload.shapes
     return SessionPool(
-        [create_session(model, tuned.config) for _ in range(tuned.config.sessions)], tuned
+        [
+            create_session(model, tuned.config, feeds=feeds, shapes=shapes)
+            for _ in range(tuned.config.sessions)
+        ],
+        tuned,
     )

@@ -52,6 +52,7 @@ TARGETS = (
     "variant",
     "sessions",
     "global_thread_pool",
+    "free_dim_overrides",
 )
 TYPES = ("int", "float", "bool", "categorical")
 #: Bounds resolved per study: the CPUs this process may use, the workload's concurrent callers.
@@ -229,6 +230,7 @@ class SearchSpace:
         variant = "original"
         sessions = 1
         global_pool = False
+        free_dims = False
         for p in self.params:
             if p.name not in values:
                 continue
@@ -249,6 +251,8 @@ class SearchSpace:
                 sessions = int(value)
             elif p.target == "global_thread_pool":
                 global_pool = bool(value)
+            elif p.target == "free_dim_overrides":
+                free_dims = bool(value)
         providers = tuple(ProviderSpec(p.name, options[p.name]) for p in self.providers)
         return TrialConfig(
             providers=providers,
@@ -259,6 +263,7 @@ class SearchSpace:
             variant=variant,
             sessions=sessions,
             global_thread_pool=global_pool,
+            free_dim_overrides=free_dims,
         )
 
     def serving_presets(self, concurrency: int) -> list[dict[str, Any]]:

@@ -36,13 +36,22 @@ def test_suggest_maps_knobs_to_their_targets_and_honours_conditions() -> None:
         "enable_cpu_mem_arena": False,
         "enable_mem_pattern": True,
         "session.intra_op.allow_spinning": "0",
+        "session.set_denormal_as_zero": "1",
+        "session.dynamic_block_base": "4",
+        "session.disable_prepacking": "0",
+        "free_dim_overrides": False,
         "batch_size": 8,
     }
     config = space.suggest(FixedTrial(params))
     assert "inter_op_num_threads" not in config.session_options
     assert config.session_options["intra_op_num_threads"] == 2
     assert config.session_options["enable_cpu_mem_arena"] is False
-    assert config.config_entries == {"session.intra_op.allow_spinning": "0"}
+    assert config.config_entries == {
+        "session.intra_op.allow_spinning": "0",  # so force_spinning_stop is not sampled
+        "session.set_denormal_as_zero": "1",
+        "session.dynamic_block_base": "4",
+        "session.disable_prepacking": "0",
+    }
     assert config.batch_size == 8
     parallel = space.suggest(FixedTrial({**params, "execution_mode": "ORT_PARALLEL"}))
     assert parallel.session_options["inter_op_num_threads"] == 2
@@ -179,8 +188,10 @@ def test_batch_sizes_need_a_dynamic_batch() -> None:
 def test_grid_enumerates_every_allowed_combination() -> None:
     space = load_space("cpu").resolve(batch_sizes=(1,), cpus=2)
     grid = space.grid()
-    # intra 2 x (sequential + parallel x inter 2) x 5 levels x arena x mem pattern x spinning
-    assert len(grid) == 2 * 3 * 5 * 2 * 2 * 2
+    # intra 2 x (sequential + parallel x inter 2) x 5 levels x arena x mem pattern
+    # x (spinning off + spinning on x force_spinning_stop 2) x denormals x block base x prepacking
+    # x free-dimension overrides
+    assert len(grid) == 2 * 3 * 5 * 2 * 2 * (1 + 2) * 2 * 2 * 2 * 2
     assert len({tuple(sorted(p.items())) for p in grid}) == len(grid)
     assert all(
         ("inter_op_num_threads" in p) == (p["execution_mode"] == "ORT_PARALLEL") for p in grid
