@@ -11,8 +11,9 @@ numpy only: this runs inside the measuring worker.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
-from dataclasses import dataclass
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -155,6 +156,33 @@ def _top1(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.mean(np.argmax(a, axis=-1) == np.argmax(b, axis=-1)))
 
 
+def output_of(key: str) -> str:
+    """The model output a stored array belongs to (``probs#keys``, ``seq[0]`` -> its output)."""
+    return re.split(r"[#\[]", key, maxsplit=1)[0]
+
+
+def judged(
+    reference: Mapping[str, np.ndarray], names: Sequence[str] = (), floats_only: bool = False
+) -> dict[str, np.ndarray]:
+    """The part of the reference the guard judges: the outputs named, else (``floats_only``)
+    the float outputs, so integer pass-through outputs and labels do not count; everything
+    when there is no float output."""
+    if names:
+        return {k: v for k, v in reference.items() if output_of(k) in names}
+    if floats_only:
+        floats = {k: v for k, v in reference.items() if np.asarray(v).dtype.kind in "fc"}
+        return floats or dict(reference)
+    return dict(reference)
+
+
+def _masked(out: np.ndarray, ref: np.ndarray, mask: np.ndarray | None) -> tuple[np.ndarray, ...]:
+    """Only the positions the mask keeps, for outputs laid out like the mask ([batch, seq, ...])."""
+    if mask is None or out.shape != ref.shape or ref.shape[: mask.ndim] != mask.shape:
+        return out, ref
+    keep = mask.astype(bool)
+    return out[keep], ref[keep]
+
+
 def compare(
     outputs: Mapping[str, object],
     reference: Mapping[str, np.ndarray],
@@ -163,14 +191,21 @@ def compare(
     atol: float | None = None,
     metric: str | None = None,
     threshold: float | None = None,
+    mask: np.ndarray | None = None,
+    judge: Callable[[dict[str, np.ndarray], dict[str, np.ndarray]], object] | None = None,
 ) -> Comparison:
     """Compare outputs with the reference by name.
 
     Without ``metric``: elementwise, ``|out - ref| <= atol + rtol * |ref|`` (NaN equals NaN),
     integers exactly. With ``metric`` (cosine, top1-agreement, max-abs) and ``threshold``: that
     figure decides, as for quantized or fp16 variants whose values legitimately move.
+    ``mask`` (an input such as ``attention_mask``) leaves padded positions out of outputs laid
+    out like it. ``judge(reference, candidate)`` is the user's own check: it returns a bool, or a
+    score held against ``threshold`` (``--accuracy score>=X``); the figures are still reported.
     """
     outputs, skipped = as_tensors(outputs)
+    if judge is not None:
+        return _judged_by(judge, outputs, reference, skipped, metric, threshold, mask)
     worst = (0.0, 0.0, "")
     problems = []
     cosines: list[float] = []
@@ -179,7 +214,7 @@ def compare(
         if name not in outputs:
             problems.append(f"output {name!r} of the baseline is missing")
             continue
-        out, ref = np.asarray(outputs[name]), np.asarray(ref)
+        out, ref = _masked(np.asarray(outputs[name]), np.asarray(ref), mask)
         if out.shape != ref.shape or (out.dtype != ref.dtype and metric is None):
             problems.append(
                 f"output {name!r} is {out.dtype}{list(out.shape)}, "
@@ -237,3 +272,62 @@ def compare(
         top1_agreement=top1,
         skipped=tuple(skipped),
     )
+
+
+def _judged_by(
+    judge: Callable[[dict[str, np.ndarray], dict[str, np.ndarray]], object],
+    outputs: dict[str, np.ndarray],
+    reference: Mapping[str, np.ndarray],
+    skipped: list[str],
+    metric: str | None,
+    threshold: float | None,
+    mask: np.ndarray | None,
+) -> Comparison:
+    """The user's check decides; the built-in figures come along for the report."""
+    figures = compare(outputs, reference, mask=mask, metric="cosine", threshold=-1.0)
+    answer = judge(dict(reference), dict(outputs))
+    problems = []
+    if isinstance(answer, (bool, np.bool_)):
+        if not answer:
+            problems.append("the --accuracy-fn check returned False")
+    elif isinstance(answer, (int, float, np.number)):
+        score = float(answer)
+        if metric != "score" or threshold is None:
+            problems.append(
+                f"the --accuracy-fn check returned a score ({score:.6g}): give --accuracy "
+                "score>=X to say which scores pass"
+            )
+        elif not score >= threshold:
+            problems.append(f"the --accuracy-fn score {score:.6g} needs >= {threshold:g}")
+    else:
+        problems.append(
+            f"the --accuracy-fn check returned a {type(answer).__name__}; return a bool or a number"
+        )
+    return replace(figures, ok=not problems, message="; ".join(problems), skipped=tuple(skipped))
+
+
+def load_judge(spec: str) -> Callable[[dict[str, np.ndarray], dict[str, np.ndarray]], object]:
+    """The function ``module:function`` or ``path/to/file.py:function`` names.
+
+    Raises ValueError with what is wrong (the tuner checks this before the study starts)."""
+    import importlib
+    import importlib.util
+
+    where, _, name = spec.rpartition(":")
+    if not where or not name:
+        raise ValueError(f"--accuracy-fn {spec!r} is not MODULE:FUNCTION or FILE.py:FUNCTION")
+    try:
+        if where.endswith(".py"):
+            loader = importlib.util.spec_from_file_location(f"accuracy_fn_{abs(hash(where))}", where)
+            if loader is None or loader.loader is None:
+                raise ImportError(f"cannot load {where}")
+            module = importlib.util.module_from_spec(loader)
+            loader.loader.exec_module(module)
+        else:
+            module = importlib.import_module(where)
+    except (ImportError, OSError, SyntaxError) as exc:
+        raise ValueError(f"--accuracy-fn {spec!r}: cannot import {where} ({exc})") from None
+    fn = getattr(module, name, None)
+    if not callable(fn):
+        raise ValueError(f"--accuracy-fn {spec!r}: {where} has no function {name!r}")
+    return fn  # type: ignore[no-any-return]

@@ -198,7 +198,10 @@ def run(
     ] = None,
     variants: Annotated[
         str | None,
-        typer.Option(help="Model variants to search: int8-dynamic,int8-static,fp16,fused or auto."),
+        typer.Option(
+            help="Model variants to search: int8-dynamic, int8-static, int4 (each its grid of "
+            "quantization recipes), fp16, fused, one recipe (int8-dynamic.pc.rr.matmul), or auto."
+        ),
     ] = None,
     calibration: Annotated[
         Path | None, typer.Option(help="Calibration data (.npz) for int8-static.")
@@ -207,7 +210,29 @@ def run(
         str | None,
         typer.Option(
             help="Accuracy a variant needs against the original: cosine>=X, "
-            "top1-agreement>=X or max-abs<=X (default per variant)."
+            "top1-agreement>=X or max-abs<=X (default per variant); score>=X for "
+            "--accuracy-fn's score."
+        ),
+    ] = None,
+    accuracy_outputs: Annotated[
+        str | None,
+        typer.Option(
+            help="The outputs the accuracy guard judges, NAME,... (default: the float outputs)."
+        ),
+    ] = None,
+    accuracy_mask: Annotated[
+        str | None,
+        typer.Option(
+            help="An input whose zeros mark padding (e.g. attention_mask): padded positions "
+            "of outputs shaped like it are not judged."
+        ),
+    ] = None,
+    accuracy_fn: Annotated[
+        str | None,
+        typer.Option(
+            help="Your own accuracy check, MODULE:FUNCTION or FILE.py:FUNCTION, called as "
+            "f(reference, candidate) (dicts of arrays by output name); returns a bool, or a "
+            "score judged by --accuracy score>=X."
         ),
     ] = None,
     max_gpu_memory_mb: Annotated[
@@ -271,6 +296,9 @@ def run(
         variants=variants,
         calibration=calibration,
         accuracy=accuracy,
+        accuracy_outputs=accuracy_outputs,
+        accuracy_mask=accuracy_mask,
+        accuracy_fn=accuracy_fn,
     )
     previous = {sig: signal.signal(sig, _request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:

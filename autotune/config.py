@@ -99,9 +99,13 @@ class TrialConfig:
     # (``use_per_session_threads=False``, sized by ``set_global_thread_pool_sizes``).
     sessions: int = 1
     global_thread_pool: bool = False
+    # Fix the model's named dynamic input dims this config serves at one size (the batch dim at
+    # ``batch_size``, a dim the inputs pin) with ``add_free_dimension_override_by_name`` at
+    # session creation; the session then accepts only those sizes (autotune.session).
+    free_dim_overrides: bool = False
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "schema": CONFIG_SCHEMA,
             "variant": self.variant,
             "providers": [p.to_dict() for p in self.providers],
@@ -112,6 +116,9 @@ class TrialConfig:
             "sessions": self.sessions,
             "global_thread_pool": self.global_thread_pool,
         }
+        if self.free_dim_overrides:  # left out when off: configs from before it compare equal
+            data["free_dim_overrides"] = True
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TrialConfig:
@@ -128,6 +135,7 @@ class TrialConfig:
             variant=str(data.get("variant", "original")),
             sessions=int(data.get("sessions", 1)),
             global_thread_pool=bool(data.get("global_thread_pool", False)),
+            free_dim_overrides=bool(data.get("free_dim_overrides", False)),
         )
 
     def describe(self) -> str:
@@ -154,6 +162,8 @@ class TrialConfig:
             parts.append(f"sessions={self.sessions}")
         if self.global_thread_pool:
             parts.append("global-pool")
+        if self.free_dim_overrides:
+            parts.append("freedims")
         names = [p.name.removesuffix("ExecutionProvider") for p in self.providers]
         if names != ["CPU"]:
             parts.insert(0, "+".join(names))
@@ -298,8 +308,11 @@ class AccuracyCheck:
     write_batches: tuple[int, ...] = ()
     rtol: float | None = None
     atol: float | None = None
-    metric: str | None = None  # cosine | top1-agreement | max-abs instead of elementwise rtol/atol
+    metric: str | None = None  # cosine | top1-agreement | max-abs | score instead of rtol/atol
     threshold: float | None = None
+    outputs: tuple[str, ...] = ()  # the outputs judged (--accuracy-outputs); () = float outputs
+    mask_input: str | None = None  # an input whose zeros mark padded positions (--accuracy-mask)
+    judge: str | None = None  # the user's own check, "module:function" (--accuracy-fn)
 
 
 @dataclass(frozen=True)
@@ -336,7 +349,11 @@ class WorkerJob:
             feeds=FeedPlan.from_dict(data["feeds"]),
             measure=MeasureSettings(**data["measure"]),
             accuracy=AccuracyCheck(
-                **{**data["accuracy"], "write_batches": tuple(data["accuracy"]["write_batches"])}
+                **{
+                    **data["accuracy"],
+                    "write_batches": tuple(data["accuracy"]["write_batches"]),
+                    "outputs": tuple(data["accuracy"].get("outputs", ())),
+                }
             ),
             workload=Workload.from_dict(data.get("workload")),
         )

@@ -39,9 +39,12 @@ from autotune.storage import shown, storage_url
 from autotune.study import TuneRequest, TuneResult, check_storage
 from autotune.study import tune as run_study
 from autotune.sweep import sweep_levels
+from autotune.accuracy import load_judge
+from autotune.recipes import family_of
 from autotune.variants import (
     DEFAULT_ACCURACY,
     METRICS,
+    VariantMaker,
     auto_variants,
     build_variants,
     parse_accuracy,
@@ -81,6 +84,9 @@ class RunOptions:
     variants: str | None = None  # int8-dynamic,int8-static,fp16,fused or auto
     calibration: Path | None = None  # .npz for static quantization
     accuracy: str | None = None  # e.g. cosine>=0.999, for the variants
+    accuracy_outputs: str | None = None  # NAME,... the outputs the guard judges
+    accuracy_mask: str | None = None  # an input whose zeros mark padding (attention_mask)
+    accuracy_fn: str | None = None  # the user's own check, MODULE:FUNCTION or FILE.py:FUNCTION
     worker_command: Sequence[str] | None = None
     concurrency: int = 1  # requests in flight at once
     dim_weights: str | None = None  # weights of a --dim shape mix, e.g. 0.5,0.3,0.2
@@ -141,30 +147,30 @@ def with_gpu_memory_limit(space: SearchSpace, limit_mb: float) -> SearchSpace:
 def with_variants(
     request: TuneRequest, options: RunOptions, echo: Callable[[str], None]
 ) -> TuneRequest:
-    """Make the requested model variants (cached) and add them to the search as one knob."""
+    """Make the requested model variants (cached); the study judges each once and searches those
+    that pass as one knob."""
     names = parse_variants(options.variants)
     if not names:
         return request
     if "auto" in names:
         names = auto_variants(request.model.path, request.space.providers[0].name)
         echo(f"variants: auto picked {', '.join(names) or 'none'} for this model and provider")
+    calibration = str(options.calibration) if options.calibration else None
     made = build_variants(
-        request.model,
-        names,
-        feeds=request.feeds,
-        calibration=str(options.calibration) if options.calibration else None,
-        say=echo,
+        request.model, names, feeds=request.feeds, calibration=calibration, say=echo
     )
-    for name in made:
-        metric = request.accuracy or DEFAULT_ACCURACY[name]
-        data = "your --inputs" if options.inputs else "synthetic inputs"
+    data = "your --inputs" if options.inputs else "synthetic inputs"
+    for family in dict.fromkeys(family_of(name) for name in made):
+        metric = request.accuracy or DEFAULT_ACCURACY[family]
+        count = sum(family_of(name) == family for name in made)
         echo(
-            f"variant {name}: may win only with {metric[0]} {METRICS[metric[0]]} {metric[1]:g} on {data}"
+            f"variants {family} ({count} recipe(s)): each judged once before the search, searched "
+            f"only with {metric[0]} {METRICS[metric[0]]} {metric[1]:g} on {data}"
         )
     return replace(
         request,
-        space=request.space.with_variants(list(made)),
         variant_paths={name: v.path for name, v in made.items()},
+        variant_maker=VariantMaker(request.model, request.feeds, calibration, echo),
     )
 
 
@@ -202,6 +208,37 @@ def model_tolerance(model: ModelInfo) -> tuple[float | None, float | None]:
     return PRECISION_TOLERANCES.get(model.precision, (None, None))
 
 
+def guard_options(
+    options: RunOptions, model: ModelInfo, accuracy: tuple[str, float] | None
+) -> tuple[tuple[str, ...], str | None, str | None]:
+    """--accuracy-outputs, --accuracy-mask and --accuracy-fn, checked against the model."""
+    names = tuple(n.strip() for n in (options.accuracy_outputs or "").split(",") if n.strip())
+    unknown = [n for n in names if n not in model.outputs]
+    if unknown:
+        raise UsageError(
+            f"--accuracy-outputs names {unknown}, not outputs of the model; its outputs: "
+            f"{', '.join(model.outputs)}"
+        )
+    mask = options.accuracy_mask
+    if mask is not None and mask not in [i.name for i in model.inputs]:
+        raise UsageError(
+            f"--accuracy-mask {mask!r} is not an input of the model; its inputs: "
+            f"{', '.join(i.name for i in model.inputs)}"
+        )
+    judge = options.accuracy_fn
+    if judge is not None:
+        where, _, function = judge.rpartition(":")
+        if where.endswith(".py"):  # the workers load it by path, from wherever they run
+            judge = f"{Path(where).resolve()}:{function}"
+        try:
+            load_judge(judge)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+    if accuracy is not None and accuracy[0] == "score" and judge is None:
+        raise UsageError("--accuracy score>=X judges the score of --accuracy-fn; give one")
+    return names, mask, judge
+
+
 def prepare(options: RunOptions) -> TuneRequest:
     """Validate every input and build the study request; nothing is written before this passes."""
     objectives = parse_objectives(options.objective)
@@ -229,6 +266,7 @@ def prepare(options: RunOptions) -> TuneRequest:
         dim_weights=options.dim_weights,
     )
     workload = Workload(concurrency=options.concurrency, shapes=resolved.shapes)
+    guard = guard_options(options, model, accuracy)
     batch_sizes = default_batch_sizes(
         objective="throughput"
         if any(o.name == "throughput" for o in objectives)
@@ -275,6 +313,9 @@ def prepare(options: RunOptions) -> TuneRequest:
         worker_command=options.worker_command,
         reference_path=str(out / name / "reference.npz"),
         spool_dir=str(out / name / "spool"),
+        judged_outputs=guard[0],
+        mask_input=guard[1],
+        judge=guard[2],
         rtol=options.rtol if options.rtol is not None else model_tolerance(model)[0],
         atol=options.atol if options.atol is not None else model_tolerance(model)[1],
         finalists=options.finalists,
@@ -339,6 +380,12 @@ def run_tuning(options: RunOptions, *, echo: Callable[[str], None]) -> RunOutcom
         f"accuracy guard: outputs compared with the baseline's on {data}; rtol {rtol}, "
         f"atol {atol}{why if options.rtol is None and options.atol is None else ''}"
     )
+    judged = ", ".join(request.judged_outputs) or "the float outputs"
+    echo(
+        f"accuracy guard judges: {judged}"
+        + (f"; positions where {request.mask_input} is 0 left out" if request.mask_input else "")
+        + (f"; by your check {request.judge}" if request.judge else "")
+    )
     echo(
         f"limits:  {request.max_memory_mb:.0f} MB per trial, stop after {request.max_failures} failures in a row"
         + (f" or {request.patience} trials without a new best" if request.patience else "")
@@ -358,7 +405,7 @@ def run_tuning(options: RunOptions, *, echo: Callable[[str], None]) -> RunOutcom
         objective=request.objective,
         environment=request.environment,
         feeds=request.feeds,
-        variant_paths=request.variant_paths,
+        variant_paths=result.variant_paths,
         workload=request.workload,
     )
     destination = out / tuned.study_name / "best.json"

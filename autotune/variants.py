@@ -20,6 +20,16 @@ from typing import Any
 import numpy as np
 
 from autotune.config import FeedPlan
+from autotune.recipes import (
+    FAMILIES,
+    RECIPES,
+    Recipe,
+    build,
+    exclusion_candidates,
+    expand,
+    family_of,
+    recipe_for,
+)
 from autotune.errors import AutotuneError, UsageError
 from autotune.model import (
     ModelInfo,
@@ -30,15 +40,16 @@ from autotune.model import (
     model_sha256,
 )
 
-VARIANTS = ("int8-dynamic", "int8-static", "fp16", "fused")
-#: variant -> (metric, threshold) the accuracy guard applies unless --accuracy says otherwise.
+VARIANTS = FAMILIES
+#: family -> (metric, threshold) the accuracy guard applies unless --accuracy says otherwise.
 DEFAULT_ACCURACY: Mapping[str, tuple[str, float]] = {
     "int8-dynamic": ("cosine", 0.99),
     "int8-static": ("cosine", 0.99),
+    "int4": ("cosine", 0.99),
     "fp16": ("cosine", 0.999),
     "fused": ("cosine", 0.9999),
 }
-METRICS = {"cosine": ">=", "top1-agreement": ">=", "max-abs": "<="}
+METRICS = {"cosine": ">=", "top1-agreement": ">=", "max-abs": "<=", "score": ">="}
 CALIBRATION_SAMPLES = 16
 
 
@@ -64,13 +75,24 @@ def parse_accuracy(text: str | None) -> tuple[str, float] | None:
     return match[1], float(match[3])
 
 
+def accuracy_for(name: str) -> tuple[str, float]:
+    """The guard's default metric and threshold for a variant (by its family)."""
+    return DEFAULT_ACCURACY[family_of(name)]
+
+
 def parse_variants(text: str | None) -> tuple[str, ...]:
+    """Families (each its whole recipe grid), single recipes (``int8-dynamic.pc.rr.matmul``)
+    or ``auto``."""
     if not text:
         return ()
     names = tuple(dict.fromkeys(v.strip() for v in text.split(",") if v.strip()))
-    unknown = [n for n in names if n not in (*VARIANTS, "auto")]
+    unknown = [n for n in names if n not in (*VARIANTS, "auto") and recipe_for(n) is None]
     if unknown:
-        raise UsageError(f"unknown --variants {unknown}; use {', '.join(VARIANTS)} or auto")
+        example = RECIPES["int8-dynamic"][-1].name
+        raise UsageError(
+            f"unknown --variants {unknown}; use {', '.join(VARIANTS)}, auto, or one recipe "
+            f"such as {example}"
+        )
     return names
 
 
@@ -89,7 +111,7 @@ def auto_variants(model_path: str, provider: str) -> tuple[str, ...]:
     gpu = provider != "CPUExecutionProvider"
     picked = []
     if transformer:
-        picked += ["fused"] + ([] if gpu else ["int8-dynamic"])
+        picked += ["fused"] + ([] if gpu else ["int8-dynamic", "int4"])
     elif cnn and not gpu:
         picked.append("int8-static")
     if gpu:
@@ -139,26 +161,17 @@ def calibration_samples(
     return samples, "calibrated on synthetic inputs (weaker: pass --calibration data.npz)"
 
 
-def _build(name: str, source: str, dest: Path, feeds: FeedPlan, calibration: str | None) -> str:
+def _build(
+    recipe: Recipe, source: str, dest: Path, feeds: FeedPlan, calibration: str | None
+) -> str:
     external = has_external_data(source)  # a source with external weights: so is the variant
-    if name == "int8-dynamic":
-        from onnxruntime.quantization import QuantType, quantize_dynamic
-
-        quantize_dynamic(
-            source, str(dest), weight_type=QuantType.QInt8, use_external_data_format=external
-        )
-        return "dynamic int8 (onnxruntime.quantization, QInt8 weights)"
-    if name == "int8-static":
-        from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
-
+    if recipe.family == "int8-static":
         samples, note = calibration_samples(feeds, calibration)
-        quantize_static(
-            source, str(dest), _Calibration(samples),  # type: ignore[arg-type]
-            quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-            use_external_data_format=external,
-        )  # fmt: skip
-        return f"static int8 QDQ, {note}"
-    if name == "fp16":
+        how = build(recipe, source, str(dest), external=external, calibration=_Calibration(samples))
+        return f"{how}, {note}"
+    if recipe.family in ("int8-dynamic", "int4"):
+        return build(recipe, source, str(dest), external=external)
+    if recipe.family == "fp16":
         import onnx
         from onnxruntime.transformers.float16 import convert_float_to_float16
 
@@ -177,6 +190,45 @@ def _build(name: str, source: str, dest: Path, feeds: FeedPlan, calibration: str
     return "fused: " + ", ".join(f"{k} x{v}" for k, v in fused.items())
 
 
+def build_variant(
+    model: ModelInfo,
+    recipe: Recipe,
+    *,
+    feeds: FeedPlan,
+    calibration: str | None = None,
+    say: Any = None,
+) -> Variant | None:
+    """Make (or take from the cache) one recipe's model; None, with the reason said, when the
+    tool cannot make it."""
+    folder = cache_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    source = "synthetic" if not calibration or recipe.family != "int8-static" else file_sha256(calibration)
+    options = f"{recipe.name}|{sorted(recipe.options.items())}|{recipe.exclude}|{source}|{feeds.seed}"
+    key = hashlib.sha256(f"{model.sha256}|{options}".encode()).hexdigest()[:16]
+    dest = folder / f"{Path(model.path).stem}-{recipe.name}-{key}.onnx"
+    note_file = dest.with_suffix(".txt")
+    if dest.is_file() and note_file.is_file():
+        note = note_file.read_text()
+        if say:
+            say(f"variant {recipe.name}: cached ({dest})")
+    else:
+        partial = dest.with_name(f".{dest.stem}.{os.getpid()}.part.onnx")
+        try:
+            note = _build(recipe, model.path, partial, feeds, calibration)
+        except Exception as exc:  # a tool's failure leaves the variant out, with its reason
+            for leftover in folder.glob(f"{partial.name}*"):
+                leftover.unlink(missing_ok=True)
+            if say:
+                why = " ".join(str(exc).split())[:200]
+                say(f"variant {recipe.name}: could not be made ({type(exc).__name__}: {why}); left out")
+            return None
+        os.replace(partial, dest)  # external weights keep the name the graph records
+        note_file.write_text(note)
+        if say:
+            say(f"variant {recipe.name}: made ({note})")
+    return Variant(recipe.name, str(dest), model_sha256(dest), note)
+
+
 def build_variants(
     model: ModelInfo,
     names: Sequence[str],
@@ -185,34 +237,38 @@ def build_variants(
     calibration: str | None = None,
     say: Any = None,
 ) -> dict[str, Variant]:
-    """Make (or take from the cache) every requested variant; a variant that cannot be made is
-    reported and left out, never fatal."""
-    folder = cache_dir()
-    folder.mkdir(parents=True, exist_ok=True)
+    """Make (or take from the cache) every requested variant, a family as its whole recipe
+    grid; a variant that cannot be made is reported and left out, never fatal."""
     made: dict[str, Variant] = {}
-    for name in names:
-        options = f"{name}|{file_sha256(calibration) if calibration else 'synthetic'}|{feeds.seed}"
-        key = hashlib.sha256(f"{model.sha256}|{options}".encode()).hexdigest()[:16]
-        dest = folder / f"{Path(model.path).stem}-{name}-{key}.onnx"
-        note_file = dest.with_suffix(".txt")
-        if dest.is_file() and note_file.is_file():
-            note = note_file.read_text()
-            if say:
-                say(f"variant {name}: cached ({dest})")
-        else:
-            partial = dest.with_name(f".{dest.stem}.{os.getpid()}.part.onnx")
-            try:
-                note = _build(name, model.path, partial, feeds, calibration)
-            except Exception as exc:  # a tool's failure leaves the variant out, with its reason
-                partial.unlink(missing_ok=True)
-                if say:
-                    say(
-                        f"variant {name}: could not be made ({type(exc).__name__}: {' '.join(str(exc).split())[:200]}); left out"
-                    )
-                continue
-            os.replace(partial, dest)
-            note_file.write_text(note)
-            if say:
-                say(f"variant {name}: made ({note})")
-        made[name] = Variant(name, str(dest), model_sha256(dest), note)
+    for recipe in expand(names):
+        variant = build_variant(model, recipe, feeds=feeds, calibration=calibration, say=say)
+        if variant is not None:
+            made[recipe.name] = variant
     return made
+
+
+class VariantMaker:
+    """Makes a recipe again with some of its nodes kept in float, for the accuracy screen."""
+
+    def __init__(
+        self, model: ModelInfo, feeds: FeedPlan, calibration: str | None, say: Any = None
+    ) -> None:
+        self.model, self.feeds, self.calibration, self.say = model, feeds, calibration, say
+
+    def candidates(self, name: str) -> list[str]:
+        import onnx
+
+        recipe = recipe_for(name)
+        if recipe is None:
+            return []
+        graph = onnx.load(self.model.path, load_external_data=False)
+        return exclusion_candidates(graph, recipe)
+
+    def make(self, name: str, nodes: Sequence[str]) -> tuple[str, str] | None:
+        recipe = recipe_for(name)
+        if recipe is None:
+            return None
+        variant = build_variant(
+            self.model, recipe.excluding(nodes), feeds=self.feeds, calibration=self.calibration
+        )
+        return None if variant is None else (variant.name, variant.path)

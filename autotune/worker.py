@@ -84,12 +84,16 @@ def check_accuracy(job: WorkerJob, run: Runner, point: ShapePoint | None) -> dic
     The outputs come from runs on this trial's own path (IO binding included). Raises
     OutputMismatch beyond tolerance, naming the pool batch and shape.
     """
-    from autotune.accuracy import compare, load_references, reference_key
+    from autotune.accuracy import compare, judged, load_judge, load_references, reference_key
 
     check = job.accuracy
     if check.reference_path is None or check.write_batches:
         return {}
-    references = load_references(check.reference_path)
+    references = {
+        key: judged(ref, check.outputs, floats_only=not check.judge)
+        for key, ref in load_references(check.reference_path).items()
+    }
+    judge = load_judge(check.judge) if check.judge else None
     names = [o.name for o in run.session.get_outputs()]
     batch = job.config.batch_size
     slots = guarded_slots(job, batch)
@@ -109,6 +113,8 @@ def check_accuracy(job: WorkerJob, run: Runner, point: ShapePoint | None) -> dic
             atol=check.atol,
             metric=check.metric,
             threshold=check.threshold,
+            mask=run.pool[slot].get(check.mask_input) if check.mask_input else None,
+            judge=judge,
         )
         figures = {
             "max_abs_err": max(result.max_abs_err, worst.get("max_abs_err", 0.0)),
@@ -188,7 +194,10 @@ def prepare(job: WorkerJob) -> Prepared:
             f"{callers} concurrent callers"
         )
     t0 = clock()
-    sessions = [create_session(job.model_path, config) for _ in range(config.sessions)]
+    sessions = [
+        create_session(job.model_path, config, feeds=job.feeds, shapes=workload.shapes)
+        for _ in range(config.sessions)
+    ]
     create_s = clock() - t0
     points: Sequence[ShapePoint | None] = workload.shapes or (None,)
     if job.accuracy.reference_path and job.accuracy.write_batches:

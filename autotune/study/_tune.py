@@ -61,7 +61,8 @@ from autotune.study._records import (
 from autotune.study._retry import StorageUnavailable
 from autotune.study._spool import replay_spool, spool_trial
 from autotune.sweep import run_sweep
-from autotune.variants import DEFAULT_ACCURACY
+from autotune.study._screen import SCREEN, screen_variants
+from autotune.variants import accuracy_for
 
 BASELINE_TIMEOUT_S = 600.0
 MIN_TRIAL_TIMEOUT_S = 60.0
@@ -94,7 +95,11 @@ class TuneRequest:
     objectives: tuple[Objective, ...] = ()  # several: a multi-objective study (Pareto front)
     limits: Limits = field(default_factory=Limits)  # constraints a chosen config must meet
     variant_paths: Mapping[str, str] = field(default_factory=dict)  # variant name -> model file
+    variant_maker: Any = None  # makes a recipe again with nodes kept in float (VariantMaker)
     accuracy: tuple[str, float] | None = None  # --accuracy for the variants (else their default)
+    judged_outputs: tuple[str, ...] = ()  # --accuracy-outputs (default: the float outputs)
+    mask_input: str | None = None  # --accuracy-mask: padded positions are not judged
+    judge: str | None = None  # --accuracy-fn, the user's own check (for every trial)
     finalists: int = 3  # configs re-measured against the baseline after the search (0: none)
     rounds: int = 5  # interleaved confirmation rounds
     wait_for_lock: bool = True  # queue behind another autotune measuring here, or fail at once
@@ -148,6 +153,7 @@ class TuneResult:
     failed_out: bool = False  # stopped by --max-failures consecutive failures
     reused: bool = False  # the stored confirmation of a finished study; nothing was measured
     timing: Mapping[str, float] = field(default_factory=dict)  # search_s, confirmation_s, ...
+    variant_paths: Mapping[str, str] = field(default_factory=dict)  # the variants searched
 
 
 def _metric_attrs(m: Measurement) -> dict[str, Any]:
@@ -185,12 +191,14 @@ class Measurer:
         *,
         write_reference: bool = False,
         workload: Workload | None = None,
+        measure: MeasureSettings | None = None,
+        variant_paths: Mapping[str, str] | None = None,
     ) -> WorkerJob:
         """The worker job for ``config`` under the study's inputs, guard and workload."""
         r = self.request
-        metric = None
-        if config.variant != "original":
-            metric = r.accuracy or DEFAULT_ACCURACY.get(config.variant)
+        metric = r.accuracy if r.judge else None  # the user's check judges every trial
+        if config.variant != "original" and not r.judge:
+            metric = r.accuracy or accuracy_for(config.variant)
         accuracy = AccuracyCheck(
             reference_path=r.reference_path,
             write_batches=tuple(r.space.batch_sizes) if write_reference else (),
@@ -198,9 +206,14 @@ class Measurer:
             atol=r.atol,
             metric=metric[0] if metric else None,
             threshold=metric[1] if metric else None,
+            outputs=r.judged_outputs,
+            mask_input=r.mask_input,
+            judge=r.judge,
         )
-        model_path = r.variant_paths.get(config.variant, r.model.path)
-        return WorkerJob(model_path, config, r.feeds, r.measure, accuracy, workload or r.workload)
+        model_path = (variant_paths or r.variant_paths).get(config.variant, r.model.path)
+        return WorkerJob(
+            model_path, config, r.feeds, measure or r.measure, accuracy, workload or r.workload
+        )
 
     def __call__(
         self,
@@ -208,9 +221,17 @@ class Measurer:
         *,
         write_reference: bool = False,
         workload: Workload | None = None,
+        measure: MeasureSettings | None = None,
+        variant_paths: Mapping[str, str] | None = None,
     ) -> TrialOutcome:
         r = self.request
-        job = self.job(config, write_reference=write_reference, workload=workload)
+        job = self.job(
+            config,
+            write_reference=write_reference,
+            workload=workload,
+            measure=measure,
+            variant_paths=variant_paths,
+        )
         if STOP.is_set():
             return TrialFailure("interrupted", "stopped by the user before it started")
         with machine_lock(wait=r.wait_for_lock, on_wait=self.on_wait, stop=STOP):
@@ -609,6 +630,18 @@ def tune(
         again = measurer(baseline.config, write_reference=True)
         if isinstance(again, TrialFailure):
             raise AutotuneError(f"re-running the baseline failed: {again.kind}: {again.message}")
+    if request.variant_paths:  # judged once against the reference, before any trial is spent
+        passed, paths = screen_variants(
+            study,
+            request,
+            lambda config, paths: measurer(config, measure=SCREEN, variant_paths=paths),
+            say,
+            baseline.outcome.latency_ms.p50 if isinstance(baseline.outcome, Measurement) else 0.0,
+        )
+        request = replace(
+            request, space=request.space.with_variants(passed), variant_paths=paths
+        )
+        measurer.request = request
     stop_reason = "trial budget reached"
     interrupted = failed_out = False
     streak = repeats = 0
@@ -724,6 +757,7 @@ def tune(
         failed_out=failed_out,
         reused=reused,
         timing=_timing(records, search_s, confirmation_s),
+        variant_paths=request.variant_paths,
     )
 
 

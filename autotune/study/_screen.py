@@ -1,0 +1,156 @@
+"""Model variants judged for accuracy once, before the search, so no trial rediscovers a mismatch.
+
+A variant's accuracy does not depend on the session options: each one runs once in a worker
+(a short measurement) after the baseline has written its reference outputs, and is compared
+with them over the guard's pool rows. A variant that fails is reported with its figures and
+leaves the space. When every recipe of a family fails, the closest one is made again with a
+small set of its nodes kept in float (found by bisecting the quantized nodes, as the float16
+mixed-precision tool bisects), and that variant is judged the same way.
+
+The verdicts are stored on the study (``variant_screen``), so a resumed study reuses them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import replace
+from typing import Any
+
+from autotune.config import MeasureSettings, Measurement
+from autotune.recipes import family_of
+
+#: A quick look: accuracy is what is judged; the timing is only indicative.
+SCREEN = MeasureSettings(warmup_runs=1, warmup_s=0.0, min_runs=3, min_time_s=0.05)
+#: Bisection steps when a family's every recipe fails (each makes and judges one variant).
+MAX_PROBES = 8
+
+
+def _figures(outcome: Any) -> dict[str, Any]:
+    if isinstance(outcome, Measurement):
+        return {
+            "ok": True,
+            "cosine": outcome.cosine,
+            "max_abs_err": outcome.max_abs_err,
+            "top1_agreement": outcome.top1_agreement,
+            "p50_ms": outcome.latency_ms.p50,
+            "message": "",
+        }
+    details = dict(outcome.details)
+    return {
+        "ok": False,
+        "cosine": details.get("cosine"),
+        "max_abs_err": details.get("max_abs_err"),
+        "top1_agreement": details.get("top1_agreement"),
+        "p50_ms": None,
+        "message": f"{outcome.kind}: {' '.join(outcome.message.split())[:300]}",
+    }
+
+
+def _line(name: str, f: Mapping[str, Any], base_ms: float) -> str:
+    shown = [f"{k} {f[k]:.4g}" for k in ("cosine", "max_abs_err") if f.get(k) is not None]
+    speed = (
+        f"; p50 {f['p50_ms']:.3g} ms against the original's {base_ms:.3g} ms, a quick look"
+        if f.get("p50_ms")
+        else ""
+    )
+    figures = ", ".join(shown) or "no figures"
+    if f["ok"]:
+        return f"variant {name}: passes the accuracy guard ({figures}{speed}); searched"
+    return f"variant {name}: fails the accuracy guard ({figures}; {f['message']}); left out"
+
+
+def screen_variants(
+    study: Any,
+    request: Any,
+    measure: Callable[[Any, Mapping[str, str]], Any],
+    say: Callable[[str], None],
+    base_ms: float,
+) -> tuple[list[str], dict[str, str]]:
+    """Judge every variant of ``request.variant_paths``; return the names that pass and the
+    variant paths (with any made by keeping nodes in float).
+
+    ``measure(config, variant_paths)`` runs one config quickly against the reference;
+    ``base_ms`` is the original model's p50 under the defaults, for the quick look's timing.
+    """
+    paths = dict(request.variant_paths)
+    stored = study.user_attrs.get("variant_screen") or {}
+    if stored.get("built") == paths and all(p in stored.get("paths", {}) for p in paths):
+        say(f"variants: the accuracy verdicts of {len(paths)} stored with the study are reused")
+        return list(stored["passed"]), dict(stored["paths"])
+    base = request.space.baseline()
+    verdicts: dict[str, dict[str, Any]] = {}
+    for name in paths:
+        verdicts[name] = _figures(measure(replace(base, variant=name), paths))
+        say(_line(name, verdicts[name], base_ms))
+    maker = request.variant_maker
+    for family in dict.fromkeys(family_of(n) for n in paths):
+        names = [n for n in paths if family_of(n) == family]
+        if maker is None or any(verdicts[n]["ok"] for n in names):
+            continue
+        closest = max(names, key=lambda n: verdicts[n].get("cosine") or -1.0)
+        kept = _keep_sensitive(closest, paths, base, measure, maker, say, base_ms)
+        if kept is not None:
+            name, path, figures = kept
+            paths[name], verdicts[name] = path, figures
+    passed = [n for n in paths if verdicts[n]["ok"]]
+    study.set_user_attr(
+        "variant_screen",
+        {"built": dict(request.variant_paths), "paths": paths, "passed": passed,
+         "verdicts": verdicts},
+    )  # fmt: skip
+    study.set_user_attr("variants", paths)
+    if paths and not passed:
+        say("variants: none passes the accuracy guard; the search runs on the original model")
+    return passed, paths
+
+
+def _keep_sensitive(
+    name: str,
+    paths: Mapping[str, str],
+    base: Any,
+    measure: Callable[[Any, Mapping[str, str]], Any],
+    maker: Any,
+    say: Callable[[str], None],
+    base_ms: float,
+) -> tuple[str, str, dict[str, Any]] | None:
+    """The recipe ``name`` made again with the fewest of its nodes kept in float that bisection
+    finds to restore accuracy; None when keeping even all of them does not."""
+    candidates = maker.candidates(name)
+    if not candidates:
+        return None
+    say(f"variant {name}: looking for the nodes to keep in float among {len(candidates)}")
+
+    def judge(nodes: list[str]) -> tuple[str, str, dict[str, Any]] | None:
+        made = maker.make(name, nodes)
+        if made is None:
+            return None
+        probe, path = made
+        figures = _figures(measure(replace(base, variant=probe), {**paths, probe: path}))
+        return (probe, path, figures) if figures["ok"] else None
+
+    keep: list[str] = candidates
+    best = None
+    for _ in range(MAX_PROBES):
+        if len(keep) < 2:
+            break
+        half = len(keep) // 2
+        for part in (keep[:half], keep[half:]):
+            found = judge(part)
+            if found is not None:
+                keep, best = part, found
+                break
+        else:
+            break  # neither half alone is enough: the set stays as it is
+    if best is None:
+        say(
+            f"variant {name}: keeping neither half of its {len(candidates)} quantized nodes in "
+            "float restores accuracy; left out"
+        )
+        return None
+    probe, path, figures = best
+    say(
+        f"variant {probe}: {len(keep)} of {len(candidates)} node(s) kept in float "
+        f"({', '.join(keep[:8])}{', ...' if len(keep) > 8 else ''}) restore accuracy"
+    )
+    say(_line(probe, figures, base_ms))
+    return probe, path, figures
