@@ -302,6 +302,13 @@ def python_snippet(tuned: TunedConfig, *, beside: Path | None = None) -> str:
         lines.append(f"options.{name} = {text}")
     for key, value in config.config_entries.items():
         lines.append(f"options.add_session_config_entry({key!r}, {value!r})")
+    from autotune.session import free_dimension_overrides
+
+    fixed = free_dimension_overrides(tuned.model_path, config, tuned.inputs, workload.shapes)
+    if fixed:
+        lines.append("# the served shape, fixed at session creation (other sizes are refused)")
+    for symbol, size in fixed.items():
+        lines.append(f"options.add_free_dimension_override_by_name({symbol!r}, {size})")
     providers = ", ".join(f"({p.name!r}, {dict(p.options)!r})" for p in config.providers)
     lines += [
         f"providers = [{providers}]",
@@ -413,13 +420,20 @@ def ort_config_model(tuned: TunedConfig, dest: Path) -> tuple[Path, list[str]]:
     return dest, left_out
 
 
+def _fixed_dims(tuned: TunedConfig) -> dict[str, int]:
+    from autotune.session import free_dimension_overrides
+
+    shapes = tuned.workload.shapes
+    return free_dimension_overrides(tuned.model_path, tuned.config, tuned.inputs, shapes)
+
+
 def optimized_model(tuned: TunedConfig, dest: Path) -> tuple[Path, TunedConfig]:
     """Save the graph as ONNX Runtime optimized it under the tuned settings, plus the config
     that loads it with optimizations off (the work is done once, not at every startup)."""
     from autotune.session import session_options, set_thread_pools
 
     set_thread_pools(tuned.config)  # a config sharing the global pool needs it first
-    options = session_options(tuned.config)
+    options = session_options(tuned.config, _fixed_dims(tuned))
     dest.parent.mkdir(parents=True, exist_ok=True)
     options.optimized_model_filepath = str(dest)
     if has_external_data(tuned.model_path):  # keep the weights out of the graph, beside it

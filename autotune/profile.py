@@ -46,7 +46,13 @@ def summarize_trace(events: list[dict[str, Any]], runs: int) -> list[OpTime]:
 
 def _child(config_path: str, runs: int, out_dir: str) -> dict[str, Any]:
     from autotune.model import make_feeds
-    from autotune.session import Runner, read_tuned, session_options, set_thread_pools
+    from autotune.session import (
+        Runner,
+        free_dimension_overrides,
+        read_tuned,
+        session_options,
+        set_thread_pools,
+    )
 
     tuned = read_tuned(config_path)
     if tuned.inputs is None:
@@ -54,7 +60,9 @@ def _child(config_path: str, runs: int, out_dir: str) -> dict[str, Any]:
     import onnxruntime as ort
 
     set_thread_pools(tuned.config)  # a config sharing the global pool needs it first
-    options = session_options(tuned.config)
+    shapes = tuned.workload.shapes
+    fixed = free_dimension_overrides(tuned.model_path, tuned.config, tuned.inputs, shapes)
+    options = session_options(tuned.config, fixed)
     options.enable_profiling = True
     options.profile_file_prefix = str(Path(out_dir) / "profile")
     providers = [(p.name, dict(p.options)) for p in tuned.config.providers]

@@ -310,3 +310,31 @@ def test_cpu_space_searches_free_dim_overrides() -> None:
     assert space.config_from_params({"free_dim_overrides": True}).free_dim_overrides
     assert not space.config_from_params({"free_dim_overrides": False}).free_dim_overrides
     assert not space.baseline().free_dim_overrides
+
+
+def test_exports_fix_the_served_shape_as_the_trial_did(magika: Path, tmp_path: Path) -> None:
+    """A tuned config with free-dimension overrides: the python export sets them, and its
+    one real inference at the tuned batch size runs."""
+    from dataclasses import replace
+
+    from typer.testing import CliRunner
+
+    from autotune.cli import app
+    from autotune.export import python_snippet
+    from autotune.session import read_tuned
+
+    result = CliRunner().invoke(
+        app,
+        ["run", str(magika), "--trials", "1", "--batch-sizes", "2", "--out", str(tmp_path),
+         "--min-time", "0.05", "--min-runs", "3", "--finalists", "0", "--quiet"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    [best] = tmp_path.glob("*/best.json")
+    tuned = read_tuned(best)
+    fixed = replace(tuned, config=replace(tuned.config, free_dim_overrides=True))
+    code = python_snippet(fixed)
+    assert "options.add_free_dimension_override_by_name('unk__214', 2)" in code
+    script = tmp_path / "session.py"
+    script.write_text(code)
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
