@@ -21,6 +21,7 @@ import numpy as np
 
 from autotune.config import FeedPlan
 from autotune.recipes import (
+    BUILD_VERSION,
     FAMILIES,
     RECIPES,
     Recipe,
@@ -203,7 +204,10 @@ def build_variant(
     folder = cache_dir()
     folder.mkdir(parents=True, exist_ok=True)
     source = "synthetic" if not calibration or recipe.family != "int8-static" else file_sha256(calibration)
-    options = f"{recipe.name}|{sorted(recipe.options.items())}|{recipe.exclude}|{source}|{feeds.seed}"
+    options = (
+        f"{recipe.name}|{sorted(recipe.options.items())}|{recipe.exclude}|{source}|{feeds.seed}"
+        f"|build {BUILD_VERSION}"  # a change in how recipes are made is a new cache entry
+    )
     key = hashlib.sha256(f"{model.sha256}|{options}".encode()).hexdigest()[:16]
     dest = folder / f"{Path(model.path).stem}-{recipe.name}-{key}.onnx"
     note_file = dest.with_suffix(".txt")
