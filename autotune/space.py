@@ -59,6 +59,7 @@ TYPES = ("int", "float", "bool", "categorical")
 MACHINE_BOUNDS = ("usable_cpus", "concurrency")
 PARAM_KEYS = {
     "target", "type", "low", "high", "step", "log", "choices", "when", "requires", "provider", "help",
+    "default",
 }  # fmt: skip
 #: Facts about the study a knob can require; a knob whose requirement fails is not searched.
 REQUIREMENTS = ("static_shapes", "concurrent")
@@ -95,6 +96,7 @@ class Param:
     requires: tuple[str, ...] = ()
     provider: str | None = None
     help: str = ""
+    default: Any = None  # ONNX Runtime's own value, where the range holds it (None: unstated)
 
     def applies(self, values: Mapping[str, Any]) -> bool:
         return all(values.get(k) == v for k, v in self.when.items())
@@ -184,7 +186,10 @@ class SearchSpace:
                     f"{self.source}: params.{p.name}: range {low}..{high} is empty on this machine "
                     f"({cpus} usable CPUs); lower 'low'"
                 )
-            params.append(replace(p, low=low, high=high))
+            default = bounds.get(p.default, p.default) if isinstance(p.default, str) else p.default
+            if p.type in ("int", "float") and isinstance(default, int | float):
+                default = min(max(default, low), high)  # type: ignore[type-var]
+            params.append(replace(p, low=low, high=high, default=default))
         providers = self.providers
         if study_dir is not None:
             providers = tuple(
@@ -297,14 +302,28 @@ class SearchSpace:
                 layouts.append(params)
         return layouts
 
+    def default_params(self, **fixed: Any) -> dict[str, Any]:
+        """The knob values closest to ONNX Runtime's own defaults (each knob's ``default``),
+        with ``fixed`` knobs set as given, in file order so conditions hold; knobs without a
+        stated default are left to the sampler."""
+        values: dict[str, Any] = {}
+        for p in self.params:
+            if not p.applies(values):
+                continue
+            if p.name in fixed:
+                values[p.name] = fixed[p.name]
+            elif p.default is not None:
+                values[p.name] = p.default
+        return values
+
     def batch_preset(self) -> dict[str, Any] | None:
-        """The largest batch size (the other knobs sampled), for a throughput study to measure
+        """ONNX Runtime's defaults at the largest batch size, for a throughput study to measure
         first: batching is the largest throughput lever (4x to 11x on tree ensembles here), and
         a sampler's few random start-up trials can all miss it. None without a batch choice."""
         knob = next((p for p in self.params if p.target == "batch_size"), None)
         if knob is None or knob.type != "categorical" or len(knob.choices) < 2:
             return None
-        return {knob.name: max(knob.choices)}
+        return self.default_params(**{knob.name: max(knob.choices)})
 
     def with_variants(self, names: Sequence[str]) -> SearchSpace:
         """The model file as the first knob: the original or one of the variants."""
@@ -499,6 +518,17 @@ def _parse_param(
             errors.append(f"{where}.when: {value!r} is not a choice of {other!r}")
         elif known[other].type == "bool" and not isinstance(value, bool):
             errors.append(f"{where}.when: {other!r} is a bool knob, {value!r} is not true/false")
+    default = spec.get("default")
+    if default is not None:
+        allowed = (
+            default in choices
+            if kind == "categorical"
+            else isinstance(default, bool)
+            if kind == "bool"
+            else _is_number(default) or default in MACHINE_BOUNDS
+        )
+        if not allowed:
+            errors.append(f"{where}.default: {default!r} is not a value this knob can take")
     requires = spec.get("requires") or []
     if not isinstance(requires, list) or any(r not in REQUIREMENTS for r in requires):
         errors.append(f"{where}.requires: must be a list of {', '.join(REQUIREMENTS)}")
@@ -518,6 +548,7 @@ def _parse_param(
         requires=tuple(requires),
         provider=provider,
         help=str(spec.get("help", "")),
+        default=spec.get("default"),
     )
 
 

@@ -112,7 +112,10 @@ def _finished(out: Path) -> list[optuna.trial.FrozenTrial]:
         if not summaries:
             return []
         study = optuna.load_study(study_name=summaries[0].study_name, storage=f"sqlite:///{db}")
-        return [t for t in study.trials if t.state.is_finished()]
+        return [
+            t for t in study.trials
+            if t.state.is_finished() and t.user_attrs.get("failure_kind") != "repeat"
+        ]  # fmt: skip  (a repeated proposal is recorded, never measured or counted)
     except Exception:  # the database is being created
         return []
 

@@ -44,7 +44,7 @@ def _tuner(model: Path, storage: str, out: Path, trials: int, *extra: str) -> su
 
 def _finished_count(url: str) -> int:
     try:
-        return sum(t.state.is_finished() for t in _study(url, "outage").trials)
+        return len(_counted(_study(url, "outage").trials))
     except Exception:  # the study does not exist yet, or the server is down
         return 0
 
@@ -58,10 +58,12 @@ def _wait_for(url: str, count: int, procs: list[subprocess.Popen[str]], out: Pat
 
 
 def _counted(trials: list[optuna.trial.FrozenTrial]) -> list[optuna.trial.FrozenTrial]:
-    """Trials that count toward the budget: finished, not a half-written interrupted one."""
+    """Trials that count toward the budget: finished, not a half-written interrupted one, not a
+    repeated proposal (recorded, never measured)."""
     return [
         t for t in trials
-        if t.state.is_finished() and t.user_attrs.get("failure_kind") != "interrupted"
+        if t.state.is_finished()
+        and t.user_attrs.get("failure_kind") not in ("interrupted", "repeat")
     ]  # fmt: skip
 
 

@@ -642,13 +642,16 @@ def tune(
             request, space=request.space.with_variants(passed), variant_paths=paths
         )
         measurer.request = request
-        # Each passing variant measured early: a sampler's few start-up trials can miss the
-        # fastest recipe among a dozen choices.
+        # Each passing variant measured early at ONNX Runtime's defaults: a sampler's few
+        # start-up trials can miss the fastest recipe among a dozen choices, or try it only
+        # with session options that hide it.
         first = passed[: max(1, request.trials // 3)]
         for name in first:
-            study.enqueue_trial({"variant": name}, skip_if_exists=True)
+            study.enqueue_trial(request.space.default_params(variant=name), skip_if_exists=True)
         if first and done() < request.trials:
-            say(f"{len(first)} passing variant(s) queued first: {', '.join(first)}")
+            say(
+                f"{len(first)} passing variant(s) queued first at the defaults: {', '.join(first)}"
+            )
     stop_reason = "trial budget reached"
     interrupted = failed_out = False
     streak = repeats = 0
