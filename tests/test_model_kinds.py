@@ -128,7 +128,10 @@ def test_tree_ensemble_tunes_end_to_end_and_batches(
     assert not failed, failed
     batches = {t.user_attrs["config"]["batch_size"] for t in study.trials}
     assert len(batches) > 1
-    measured = [t.user_attrs["measurement"] for t in study.trials if not t.user_attrs["baseline"]]
+    measured = [
+        t.user_attrs["measurement"] for t in study.trials
+        if not t.user_attrs["baseline"] and t.user_attrs.get("failure_kind") != "repeat"
+    ]  # fmt: skip
     assert all(m["cosine"] is not None and m["cosine"] > 0.999 for m in measured)
     session = autotune.load_session(payload["path"])
     _, probability = session.run(None, {"X": np.load(pool)["X"][:3]})
