@@ -22,6 +22,9 @@ from autotune.recipes import family_of
 
 #: A quick look: accuracy is what is judged; the timing is only indicative.
 SCREEN = MeasureSettings(warmup_runs=1, warmup_s=0.0, min_runs=3, min_time_s=0.05)
+#: A passing variant whose quick look ran slower than this times the original is not queued
+#: first (quick looks of one model disagreed by up to 1.6x here; int8-static CNNs ran 3x slower).
+QUEUE_IF_WITHIN = 1.6
 #: Bisection steps when a family's every recipe fails (each makes and judges one variant).
 MAX_PROBES = 8
 
@@ -158,3 +161,13 @@ def _keep_sensitive(
     )
     say(_line(probe, figures, base_ms))
     return probe, path, figures
+
+
+def promising(study: Any, passed: list[str], base_ms: float) -> list[str]:
+    """The passing variants worth measuring early: those whose quick look was not clearly
+    slower than the original model, fastest first."""
+    verdicts = (study.user_attrs.get("variant_screen") or {}).get("verdicts", {})
+    return [
+        n for n in passed
+        if not base_ms or (verdicts.get(n, {}).get("p50_ms") or 0.0) <= QUEUE_IF_WITHIN * base_ms
+    ]  # fmt: skip

@@ -61,7 +61,7 @@ from autotune.study._records import (
 from autotune.study._retry import StorageUnavailable
 from autotune.study._spool import replay_spool, spool_trial
 from autotune.sweep import run_sweep
-from autotune.study._screen import SCREEN, screen_variants
+from autotune.study._screen import SCREEN, promising, screen_variants
 from autotune.variants import accuracy_for
 
 BASELINE_TIMEOUT_S = 600.0
@@ -631,12 +631,14 @@ def tune(
         if isinstance(again, TrialFailure):
             raise AutotuneError(f"re-running the baseline failed: {again.kind}: {again.message}")
     if request.variant_paths:  # judged once against the reference, before any trial is spent
+        ok = isinstance(baseline.outcome, Measurement)
+        base_ms = baseline.outcome.latency_ms.p50 if ok else 0.0  # type: ignore[union-attr]
         passed, paths = screen_variants(
             study,
             request,
             lambda config, paths: measurer(config, measure=SCREEN, variant_paths=paths),
             say,
-            baseline.outcome.latency_ms.p50 if isinstance(baseline.outcome, Measurement) else 0.0,
+            base_ms,
         )
         request = replace(
             request, space=request.space.with_variants(passed), variant_paths=paths
@@ -645,7 +647,7 @@ def tune(
         # Each passing variant measured early at ONNX Runtime's defaults: a sampler's few
         # start-up trials can miss the fastest recipe among a dozen choices, or try it only
         # with session options that hide it.
-        first = passed[: max(1, request.trials // 3)]
+        first = promising(study, passed, base_ms)[: max(1, request.trials // 3)]
         for name in first:
             study.enqueue_trial(request.space.default_params(variant=name), skip_if_exists=True)
         if first and done() < request.trials:
