@@ -7,6 +7,7 @@ RUNNING; a database gone past the retry bound ends in one line, and the same com
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import subprocess
 import sys
@@ -38,8 +39,27 @@ def _tuner(model: Path, storage: str, out: Path, trials: int, *extra: str) -> su
         sys.executable, "-m", "autotune.cli", "run", str(model), "--storage", storage,
         "--study", "outage", "--out", str(out), "--trials", str(trials), *FAST, *extra,
     ]  # fmt: skip
+    # The test's own measuring lock: another test's trials (pytest -n) must not delay these.
+    env = {**os.environ, "AUTOTUNE_LOCK_FILE": str(out.parent / "measure.lock")}
     with open(f"{out}.log", "w") as log:
-        return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, text=True)
+        return subprocess.Popen(
+            command, stdout=log, stderr=subprocess.STDOUT, text=True, env=env
+        )
+
+
+def _wait_measuring(url: str, procs: list[subprocess.Popen[str]], out: Path) -> None:
+    """Until a trial is being measured: claimed, its config written, not finished."""
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            running = _study(url, "outage").get_trials(states=(optuna.trial.TrialState.RUNNING,))
+        except Exception:  # the study is being created
+            running = []
+        if any("config" in t.user_attrs for t in running):
+            return
+        assert all(p.poll() is None for p in procs), _output(out)
+        assert time.monotonic() < deadline, "no trial was measured"
+        time.sleep(0.05)
 
 
 def _finished_count(url: str) -> int:
@@ -125,6 +145,7 @@ def test_a_database_gone_for_good_ends_in_one_line_and_the_command_resumes(
     slow = ["--storage-retry-s", "3", "--min-time", "2"]
     tuner = _tuner(magika, server.url, out, trials, *slow)
     _wait_for(server.url, 2, [tuner], out)
+    _wait_measuring(server.url, [tuner], out)
     server.stop("immediate")
     assert tuner.wait(timeout=120) == 1, _output(out)
     log = _output(out)
