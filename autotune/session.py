@@ -62,20 +62,19 @@ def free_dimension_overrides(
     """The named dynamic dims of the model's inputs that ``config`` serves at one size, and
     that size: what a ``free_dim_overrides`` config fixes at session creation (empty when off).
 
-    The batch dim's symbol gets the config's batch size; a symbol the feeds fix (``--dim S=N``,
-    ``--shape``, ``--inputs``) gets its size. A symbol a shape mix varies (``--dim S=32,128``)
-    or the inputs disagree on stays free, and so does every unnamed dynamic dim (ONNX Runtime
-    overrides by name). Without ``feeds`` only the batch dim: axis 0 carrying the same symbol
-    in every input.
+    A symbol the feeds fix (``--dim S=N``, ``--shape``, ``--inputs``) gets its size. The batch
+    dim stays free: a deployment sends smaller batches (the last of a stream, a quiet moment),
+    and a session fixed at the tuned batch size refuses them. A symbol a shape mix varies
+    (``--dim S=32,128``) or the inputs disagree on stays free, and so does every unnamed
+    dynamic dim (ONNX Runtime overrides by name). Without ``feeds``: none.
     """
-    if not config.free_dim_overrides:
+    if not config.free_dim_overrides or feeds is None:
         return {}
     model = model_input_dims(model_path)
     sizes: dict[str, set[int]] = {}
-    if feeds is None:
-        firsts = {dims[0] for dims in model.values() if dims}
-        batch = next(iter(firsts)) if len(firsts) == 1 else None
-        return {batch: config.batch_size} if isinstance(batch, str) else {}
+    batch_symbols = {
+        model[spec.name][0] for spec in feeds.inputs if spec.batched and model.get(spec.name)
+    }
     for spec in feeds.inputs:
         dims = model.get(spec.name)
         if dims is None:
@@ -87,7 +86,11 @@ def free_dimension_overrides(
             for dim, size in zip(dims, shape, strict=True):
                 if isinstance(dim, str):
                     sizes.setdefault(dim, set()).add(int(size))
-    return {symbol: next(iter(s)) for symbol, s in sizes.items() if len(s) == 1}
+    return {
+        symbol: next(iter(s))
+        for symbol, s in sizes.items()
+        if len(s) == 1 and symbol not in batch_symbols
+    }
 
 
 def model_input_dims(path: str | os.PathLike[str]) -> dict[str, tuple[int | str | None, ...]]:

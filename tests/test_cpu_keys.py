@@ -199,52 +199,54 @@ ON = TrialConfig(batch_size=4, free_dim_overrides=True)
 OFF = TrialConfig(batch_size=4)
 
 
-def test_overrides_fix_the_batch_and_a_pinned_dim(ns_model: Path) -> None:
+def test_overrides_fix_a_pinned_dim_and_leave_the_batch_free(ns_model: Path) -> None:
     plan = resolve_inputs(read_model(ns_model), dims={"S": 16}).plan  # --dim S=16
-    assert free_dimension_overrides(ns_model, ON, plan) == {"N": 4, "S": 16}
+    assert free_dimension_overrides(ns_model, ON, plan) == {"S": 16}
     session = create_session(ns_model, ON, feeds=plan)
-    assert session.get_inputs()[0].shape == [4, 16, 8]
+    assert session.get_inputs()[0].shape == ["N", 16, 8]
     feeds = make_feeds(plan, 4)
     (y,) = session.run(None, feeds)
     assert y.shape == (4, 16, 8)
+    assert session.run(None, make_feeds(plan, 1))[0].shape == (1, 16, 8)  # a smaller batch
     plain = create_session(ns_model, OFF, feeds=plan)
     assert plain.get_inputs()[0].shape == ["N", "S", 8]
     np.testing.assert_array_equal(y, plain.run(None, feeds)[0])
 
 
 def test_an_overridden_session_refuses_other_sizes(ns_model: Path) -> None:
-    """Why a deployment must serve the tuned batch size with this knob on."""
+    """Why a deployment must serve the tuned shape with this knob on."""
     from onnxruntime.capi.onnxruntime_pybind11_state import InvalidArgument
 
     plan = resolve_inputs(read_model(ns_model), dims={"S": 16}).plan
     session = create_session(ns_model, ON, feeds=plan)
+    other = resolve_inputs(read_model(ns_model), dims={"S": 32}).plan
     with pytest.raises(InvalidArgument, match="invalid dimensions"):
-        session.run(None, make_feeds(plan, 2))
+        session.run(None, make_feeds(other, 4))
 
 
 def test_a_shape_mix_leaves_its_dim_free(ns_model: Path) -> None:
     resolved = resolve_inputs(read_model(ns_model), dims={"S": (16, 32)})  # --dim S=16,32
     plan, shapes = resolved.plan, resolved.shapes
-    assert free_dimension_overrides(ns_model, ON, plan, shapes) == {"N": 4}
+    assert free_dimension_overrides(ns_model, ON, plan, shapes) == {}
     session = create_session(ns_model, ON, feeds=plan, shapes=shapes)
-    assert session.get_inputs()[0].shape == [4, "S", 8]
+    assert session.get_inputs()[0].shape == ["N", "S", 8]
     for point, size in zip(shapes, (16, 32), strict=True):
         (y,) = session.run(None, make_feeds(plan, 4, dims=point.dims))
         assert y.shape == (4, size, 8)
 
 
-def test_without_feeds_only_the_batch_dim_is_fixed(ns_model: Path) -> None:
+def test_without_feeds_nothing_is_fixed(ns_model: Path) -> None:
     session = create_session(ns_model, ON)
-    assert session.get_inputs()[0].shape == [4, "S", 8]
+    assert session.get_inputs()[0].shape == ["N", "S", 8]
     assert create_session(ns_model, OFF).get_inputs()[0].shape == ["N", "S", 8]
 
 
 def test_unnamed_dims_stay_dynamic(tmp_path: Path) -> None:
     model = _save_add(tmp_path / "unnamed.onnx", ["N", None, 8])
     plan = resolve_inputs(read_model(model), shapes={"x": (1, 5, 8)}).plan  # --shape x=1x5x8
-    assert free_dimension_overrides(model, ON, plan) == {"N": 4}
+    assert free_dimension_overrides(model, ON, plan) == {}
     session = create_session(model, ON, feeds=plan)
-    assert session.get_inputs()[0].shape == [4, None, 8]
+    assert session.get_inputs()[0].shape == ["N", None, 8]
     assert session.run(None, make_feeds(plan, 4))[0].shape == (4, 5, 8)
 
 
@@ -253,7 +255,7 @@ def test_the_worker_builds_its_sessions_with_the_overrides(ns_model: Path) -> No
 
     fixed = resolve_inputs(read_model(ns_model), dims={"S": 16})
     job = WorkerJob(model_path=str(ns_model), config=ON, feeds=fixed.plan)
-    assert prepare(job).sessions[0].get_inputs()[0].shape == [4, 16, 8]
+    assert prepare(job).sessions[0].get_inputs()[0].shape == ["N", 16, 8]
     mixed = resolve_inputs(read_model(ns_model), dims={"S": (16, 32)})
     job = WorkerJob(
         model_path=str(ns_model),
@@ -262,7 +264,7 @@ def test_the_worker_builds_its_sessions_with_the_overrides(ns_model: Path) -> No
         workload=Workload(shapes=mixed.shapes),
     )
     prepared = prepare(job)
-    assert prepared.sessions[0].get_inputs()[0].shape == [4, "S", 8]
+    assert prepared.sessions[0].get_inputs()[0].shape == ["N", "S", 8]
     assert len(prepared.stages) == 2  # both shapes of the mix ran their first inference
     off = WorkerJob(model_path=str(ns_model), config=OFF, feeds=fixed.plan)
     assert prepare(off).sessions[0].get_inputs()[0].shape == ["N", "S", 8]
@@ -312,9 +314,9 @@ def test_cpu_space_searches_free_dim_overrides() -> None:
     assert not space.baseline().free_dim_overrides
 
 
-def test_exports_fix_the_served_shape_as_the_trial_did(magika: Path, tmp_path: Path) -> None:
-    """A tuned config with free-dimension overrides: the python export sets them, and its
-    one real inference at the tuned batch size runs."""
+def test_exports_fix_the_served_shape_as_the_trial_did(minilm: Path, tmp_path: Path) -> None:
+    """A tuned config with free-dimension overrides: the python export sets them for the
+    pinned sequence length (not the batch dim), and its one real inference runs."""
     from dataclasses import replace
 
     from typer.testing import CliRunner
@@ -325,15 +327,17 @@ def test_exports_fix_the_served_shape_as_the_trial_did(magika: Path, tmp_path: P
 
     result = CliRunner().invoke(
         app,
-        ["run", str(magika), "--trials", "1", "--batch-sizes", "2", "--out", str(tmp_path),
-         "--min-time", "0.05", "--min-runs", "3", "--finalists", "0", "--quiet"],
+        ["run", str(minilm), "--dim", "sequence_length=16", "-o", "latency", "--trials", "1",
+         "--out", str(tmp_path), "--min-time", "0.05", "--min-runs", "3", "--finalists", "0",
+         "--quiet"],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     [best] = tmp_path.glob("*/best.json")
     tuned = read_tuned(best)
     fixed = replace(tuned, config=replace(tuned.config, free_dim_overrides=True))
     code = python_snippet(fixed)
-    assert "options.add_free_dimension_override_by_name('unk__214', 2)" in code
+    assert "options.add_free_dimension_override_by_name('sequence_length', 16)" in code
+    assert "add_free_dimension_override_by_name('batch_size'" not in code
     script = tmp_path / "session.py"
     script.write_text(code)
     done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True)
