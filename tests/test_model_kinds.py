@@ -14,6 +14,9 @@ import onnx
 import onnxruntime as ort
 import optuna
 import pytest
+import skl2onnx  # the test extra: a missing converter fails here, it does not skip
+import sklearn.datasets as sklearn_datasets
+import sklearn.ensemble as sklearn_ensemble
 from onnx import TensorProto, helper
 from typer.testing import CliRunner
 
@@ -21,9 +24,6 @@ import autotune
 from autotune.accuracy import as_tensors, compare, load_references, save_reference
 from autotune.cli import app
 
-sklearn_datasets = pytest.importorskip("sklearn.datasets")
-sklearn_ensemble = pytest.importorskip("sklearn.ensemble")
-skl2onnx = pytest.importorskip("skl2onnx")
 
 
 @pytest.fixture(scope="module")
