@@ -10,6 +10,7 @@ numpy only: this runs inside the measuring worker.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -306,6 +307,7 @@ def _judged_by(
     return replace(figures, ok=not problems, message="; ".join(problems), skipped=tuple(skipped))
 
 
+@functools.lru_cache(maxsize=4)
 def load_judge(spec: str) -> Callable[[dict[str, np.ndarray], dict[str, np.ndarray]], object]:
     """The function ``module:function`` or ``path/to/file.py:function`` names.
 

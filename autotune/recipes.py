@@ -122,13 +122,11 @@ def expand(names: Sequence[str]) -> list[Recipe]:
 
 def exclusion_candidates(model: Any, recipe: Recipe) -> list[str]:
     """The nodes a recipe quantizes whose exclusion could restore accuracy, in graph order."""
-    ops: Sequence[str] | None = WEIGHTED_OPS
-    if recipe.family == "int8-dynamic":
-        ops = DYNAMIC_OPS[recipe.options["ops"]] or WEIGHTED_OPS
-    elif recipe.family == "int4":
-        ops = ("MatMul",)
-    elif recipe.family not in ("int8-static",):
-        return []
+    ops = {
+        "int8-dynamic": DYNAMIC_OPS.get(recipe.options.get("ops", ""), None) or WEIGHTED_OPS,
+        "int8-static": WEIGHTED_OPS,
+        "int4": ("MatMul",),
+    }.get(recipe.family, ())
     weights = {init.name for init in model.graph.initializer}
     return [
         node.name

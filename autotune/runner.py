@@ -4,8 +4,8 @@ The worker is forked from a zygote that has imported onnxruntime once (:mod:`aut
 or started as ``python -m autotune.worker`` where forking does not apply. Either way it gets a
 minimal environment, its own process group and a wall-clock limit; when the limit is hit the
 whole group is killed, and past the memory cap too. Peak RSS is the worker's own ``VmHWM``, or
-the OS's ``wait4`` figure when it exits without one. Every outcome is returned as data (:class:`Measurement` or :class:`TrialFailure`);
-nothing a trial does makes this module raise.
+the OS's ``wait4`` figure when it exits without one. Every outcome is returned as data
+(:class:`Measurement` or :class:`TrialFailure`); nothing a trial does makes this module raise.
 """
 
 from __future__ import annotations

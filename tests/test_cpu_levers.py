@@ -143,10 +143,6 @@ def test_the_users_check_runs_in_every_trial_and_can_stop_the_study(
 def test_only_variants_not_clearly_slower_are_queued_first() -> None:
     from autotune.study._screen import promising
 
-    study = optuna.create_study()
-    study.set_user_attr(
-        "variant_screen",
-        {"verdicts": {"fast": {"p50_ms": 1.5}, "near": {"p50_ms": 2.9}, "slow": {"p50_ms": 6.0}}},
-    )
-    assert promising(study, ["fast", "near", "slow"], 2.0) == ["fast", "near"]
-    assert promising(study, ["fast", "slow"], 0.0) == ["fast", "slow"]  # no baseline figure
+    verdicts = {"fast": {"p50_ms": 1.5}, "near": {"p50_ms": 2.9}, "slow": {"p50_ms": 6.0}}
+    assert promising(verdicts, ["fast", "near", "slow"], 2.0) == ["fast", "near"]
+    assert promising(verdicts, ["fast", "slow"], 0.0) == ["fast", "slow"]  # no baseline figure

@@ -15,11 +15,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import setuptools
 
 # setuptools >= 70.1 (bdist_wheel built in, so the wheel builds offline) is in the test extra:
 # an older one fails here rather than skipping the packaging check.
-import setuptools  # noqa: E402
-
 assert tuple(int(x) for x in setuptools.__version__.split(".")[:2]) >= (70, 1), (
     f"setuptools {setuptools.__version__} is too old: pip install -e '.[test]'"
 )

@@ -69,9 +69,10 @@ def screen_variants(
     measure: Callable[[Any, Mapping[str, str]], Any],
     say: Callable[[str], None],
     base_ms: float,
-) -> tuple[list[str], dict[str, str]]:
+) -> tuple[list[str], dict[str, str], dict[str, dict[str, Any]]]:
     """Judge every variant of ``request.variant_paths``; return the names that pass (fastest
-    first, by the quick look) and the variant paths (with any made by keeping nodes in float).
+    first, by the quick look), the variant paths (with any made by keeping nodes in float) and
+    each variant's verdict.
 
     ``measure(config, variant_paths)`` runs one config quickly against the reference;
     ``base_ms`` is the original model's p50 under the defaults, for the quick look's timing.
@@ -80,7 +81,7 @@ def screen_variants(
     stored = study.user_attrs.get("variant_screen") or {}
     if stored.get("built") == paths and all(p in stored.get("paths", {}) for p in paths):
         say(f"variants: the accuracy verdicts of {len(paths)} stored with the study are reused")
-        return list(stored["passed"]), dict(stored["paths"])
+        return list(stored["passed"]), dict(stored["paths"]), dict(stored["verdicts"])
     base = request.space.baseline()
     verdicts: dict[str, dict[str, Any]] = {}
     for name in paths:
@@ -108,7 +109,7 @@ def screen_variants(
     study.set_user_attr("variants", paths)
     if paths and not passed:
         say("variants: none passes the accuracy guard; the search runs on the original model")
-    return passed, paths
+    return passed, paths, verdicts
 
 
 def _keep_sensitive(
@@ -163,10 +164,11 @@ def _keep_sensitive(
     return probe, path, figures
 
 
-def promising(study: Any, passed: list[str], base_ms: float) -> list[str]:
+def promising(
+    verdicts: Mapping[str, Mapping[str, Any]], passed: list[str], base_ms: float
+) -> list[str]:
     """The passing variants worth measuring early: those whose quick look was not clearly
     slower than the original model, fastest first."""
-    verdicts = (study.user_attrs.get("variant_screen") or {}).get("verdicts", {})
     return [
         n for n in passed
         if not base_ms or (verdicts.get(n, {}).get("p50_ms") or 0.0) <= QUEUE_IF_WITHIN * base_ms

@@ -277,6 +277,13 @@ def one_failure(records: Sequence[TrialRecord], *, at_least: int) -> str | None:
     )
 
 
+def _label(trial: Any, config: TrialConfig, baseline: bool) -> None:
+    """What a trial is: its config, whether it is the baseline, its one-line summary."""
+    trial.set_user_attr("config", config.to_dict())
+    trial.set_user_attr("baseline", baseline)
+    trial.set_user_attr("summary", config.describe())
+
+
 def _measure_trial(
     study: Any,
     trial: Any,
@@ -287,9 +294,7 @@ def _measure_trial(
     baseline: bool,
 ) -> TrialRecord:
     optuna = optuna_module()
-    trial.set_user_attr("config", config.to_dict())
-    trial.set_user_attr("baseline", baseline)
-    trial.set_user_attr("summary", config.describe())
+    _label(trial, config, baseline)
     broken = broken_rules(config, RuleContext(static_shapes=request.static_shapes))
     try:
         if broken:  # never started: a known-bad combination
@@ -364,9 +369,7 @@ MAX_REPEATS = 20
 def _tell_repeat(study: Any, trial: Any, config: TrialConfig, earlier: TrialRecord) -> None:
     """A proposal of a config the study measured already: recorded, not measured, not counted."""
     optuna = optuna_module()
-    trial.set_user_attr("config", config.to_dict())
-    trial.set_user_attr("baseline", False)
-    trial.set_user_attr("summary", config.describe())
+    _label(trial, config, False)
     trial.set_user_attr("failure_kind", "repeat")
     trial.set_user_attr(
         "failure_message", f"the same config as trial #{earlier.number}: its result stands"
@@ -633,7 +636,7 @@ def tune(
     if request.variant_paths:  # judged once against the reference, before any trial is spent
         ok = isinstance(baseline.outcome, Measurement)
         base_ms = baseline.outcome.latency_ms.p50 if ok else 0.0  # type: ignore[union-attr]
-        passed, paths = screen_variants(
+        passed, paths, verdicts = screen_variants(
             study,
             request,
             lambda config, paths: measurer(config, measure=SCREEN, variant_paths=paths),
@@ -647,7 +650,7 @@ def tune(
         # Each passing variant measured early at ONNX Runtime's defaults: a sampler's few
         # start-up trials can miss the fastest recipe among a dozen choices, or try it only
         # with session options that hide it.
-        first = promising(study, passed, base_ms)[: max(1, request.trials // 3)]
+        first = promising(verdicts, passed, base_ms)[: max(1, request.trials // 3)]
         for name in first:
             study.enqueue_trial(request.space.default_params(variant=name), skip_if_exists=True)
         if first and done() < request.trials:
