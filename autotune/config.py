@@ -544,6 +544,8 @@ class HostNoise:
     # The baseline's objective during the confirmation over its search figure (1: same host
     # mode); a config's ranking can flip between a VM's speed modes.
     search_shift: float | None = None
+    # The twin's median ratio within each set of worker processes (the duel restarts them).
+    twin_legs: tuple[float, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -554,6 +556,7 @@ class HostNoise:
             "steal": _finite(self.steal),
             "mode_switches": self.mode_switches,
             "blocks": self.blocks,
+            "twin_legs": [_finite(v) for v in self.twin_legs],
         }
 
     @classmethod
@@ -570,6 +573,7 @@ class HostNoise:
             mode_switches=int(data.get("mode_switches", 0)),
             blocks=int(data.get("blocks", 0)),
             search_shift=data.get("search_shift"),
+            twin_legs=tuple(float(v) for v in data.get("twin_legs", ()) if v is not None),
         )
 
 

@@ -18,6 +18,7 @@ properties of a process measured alone and keep their fresh-process rounds.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import random
@@ -195,6 +196,15 @@ class DuelPlan:
     max_cycles: int
     block_s: float  # the timed length of one block
     min_runs: int  # requests a block completes at least (all callers together)
+    # After these many cycles every contender still running gets a fresh worker: pairing in
+    # time cancels the host's speed, not a process's own luck (where its threads and pages
+    # landed), so each contender is measured in more than one process.
+    restarts: tuple[int, ...] = ()
+
+    def legs(self, cycles: int) -> list[range]:
+        """The cycles each set of workers ran, for a duel that ran ``cycles``."""
+        edges = [0, *(r for r in self.restarts if r < cycles), cycles]
+        return [range(a, b) for a, b in itertools.pairwise(edges) if b > a]
 
 
 def run_duel(
@@ -204,6 +214,7 @@ def run_duel(
     timeout_s: float,
     command: Sequence[str] | None = None,
     decided: Callable[[int], bool] | None = None,
+    over: Callable[[], bool] | None = None,
     on_cycle: Callable[[int], None] | None = None,
     block_timeout_s: float | None = None,
 ) -> int:
@@ -211,7 +222,9 @@ def run_duel(
 
     ``decided(cycles_done)``, asked after every cycle, may retire contenders (they run no
     more blocks) and ends the duel once every verdict is settled (after ``plan.cycles`` at
-    least). Each cycle runs the contenders in a fresh (seeded) random
+    least); ``over()``, asked after that, ends it at once, whatever the plan's minimum (nothing
+    is left to compare). After each of ``plan.restarts`` cycles every contender still running
+    is stopped and started again (a worker that fails to restart drops out). Each cycle runs the contenders in a fresh (seeded) random
     order, so none keeps following the same one (a block can carry over into the next one:
     caches, a thread pool still spinning). A worker that crashes, fails or hangs past
     ``block_timeout_s`` (default: 20 blocks, 30 s at least) is killed and drops out; the
@@ -239,8 +252,13 @@ def run_duel(
             if on_cycle is not None:
                 on_cycle(done)
             settled = decided is None or decided(done)
-            if done >= plan.cycles and settled:
+            if (done >= plan.cycles and settled) or (over is not None and over()):
                 break
+            if done in plan.restarts:
+                for contender in contenders:
+                    if contender.failure is None and not contender.retired and not STOP.is_set():
+                        finish(contender)
+                        start(contender, timeout_s=timeout_s, command=command)
     finally:
         for contender in contenders:
             finish(contender)

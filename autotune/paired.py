@@ -73,27 +73,50 @@ def holm(p_values: Sequence[float], alpha: float = ALPHA) -> list[bool]:
     return rejected
 
 
+def leg_gains(
+    objective: Objective,
+    own: Sequence[Measurement | None],
+    base: Sequence[Measurement | None],
+    legs: Sequence[range],
+) -> list[float]:
+    """The median paired ratio within each set of workers (legs with a pair at least)."""
+    gains = []
+    for leg in legs:
+        ratios = _ratios(objective, own[leg.start : leg.stop], base[leg.start : leg.stop])
+        if ratios:
+            gains.append(float(np.median(ratios)))
+    return gains
+
+
 def host_noise(
     objective: Objective,
     base: Sequence[Measurement | None],
     twin: Sequence[Measurement | None],
     steal: float | None,
     search: Measurement | None = None,
+    legs: Sequence[range] = (),
 ) -> HostNoise:
+    """The host's noise from the twin; with several sets of workers (``legs``), the set whose
+    twin strayed furthest from 1 sets the margin: a process's own luck is part of the noise."""
     ratios = _ratios(objective, twin, base)
     values = [objective.value(m) for m in base if m is not None]
     median = float(np.median(values)) if values else math.nan
     switches = sum(1 for v in values if median and abs(v - median) / median > SWITCH)
     twin_ratio = float(np.median(ratios)) if ratios else math.nan
+    per_leg = leg_gains(objective, twin, base, legs) if len(legs) > 1 else []
+    strayed = max((abs(g - 1) for g in per_leg), default=abs(twin_ratio - 1))
     return HostNoise(
         twin_ratio=twin_ratio,
         twin_spread=relative_spread(ratios) if ratios else math.nan,
         # Without the twin the host's noise is unknown: assume the limit of "noisy".
-        margin=abs(twin_ratio - 1) + median_band(ratios) if len(ratios) > 1 else NOISY,
+        margin=max(strayed, abs(twin_ratio - 1)) + median_band(ratios)
+        if len(ratios) > 1
+        else NOISY,
         steal=steal,
         mode_switches=switches,
         blocks=len(values),
         search_shift=median / objective.value(search) if search and values else None,
+        twin_legs=tuple(per_leg),
     )
 
 
@@ -145,12 +168,16 @@ def decide_paired(
     cycles: int,
     objective: Objective,
     search_gains: Sequence[float | None] = (),
+    legs: Sequence[Sequence[float]] = (),
 ) -> Confirmation:
     """The verdict; ``search_gains`` are the finalists' own search figures against the
-    baseline's (> 1 better): a paired win that the search contradicts is not a win."""
+    baseline's (> 1 better): a paired win that the search contradicts is not a win.
+    ``legs`` are each finalist's gains within each set of worker processes: a win must hold
+    in every one (a lucky process is not a better config)."""
     p_values = [sign_test_p(f.wins, f.pairs) for f in figures]
     significant = holm(p_values) if figures else []
     gains = list(search_gains) or [None] * len(figures)
+    per_leg = list(legs) or [()] * len(figures)
     paired_ok = [
         sig and _passes(f, noise, r) for f, sig, r in zip(figures, significant, ratios, strict=True)
     ]
@@ -159,10 +186,17 @@ def decide_paired(
         for f, ok, g in zip(figures, paired_ok, gains, strict=True)
         if ok and g is not None and g < 1
     ]
-    passing = [f for f, ok in zip(figures, paired_ok, strict=True) if ok and f not in contradicted]
+    split = [
+        (f, leg)
+        for f, ok, leg in zip(figures, paired_ok, per_leg, strict=True)
+        if ok and f not in contradicted and len(leg) > 1 and min(leg) < 1 + MIN_GAIN
+    ]
+    unsure = contradicted + [f for f, _ in split]
+    passing = [f for f, ok in zip(figures, paired_ok, strict=True) if ok and f not in unsure]
     threshold = 1 + max(MIN_GAIN, noise.margin)
     twin_known = math.isfinite(noise.twin_ratio)
-    where = f"{cycles} cycles of paired blocks; " + (
+    sets = f" in {len(noise.twin_legs)} sets of workers" if len(noise.twin_legs) > 1 else ""
+    where = f"{cycles} cycles of paired blocks{sets}; " + (
         f"identical configs agreed within {abs(noise.twin_ratio - 1):.1%}"
         if twin_known
         else f"the baseline's twin failed, so the host's noise was taken as {NOISY:.0%}"
@@ -198,7 +232,7 @@ def decide_paired(
         for f, r in zip(figures, ratios, strict=True)
     )
     unsteady = not twin_known or abs(noise.twin_ratio - 1) + _half(noise) > NOISY
-    noisy = bool(contradicted) or bool(hopeful) or (unsteady and plausible)
+    noisy = bool(unsure) or bool(hopeful) or (unsteady and plausible)
     if noisy:
         best = max(hopeful or [f for f in figures if f.values] or [base], key=lambda f: f.gain)
         disagreement = (
@@ -231,6 +265,13 @@ def decide_paired(
                 )
                 + ")"
                 for f in contradicted
+            )
+            + "".join(
+                f", #{f.trial_number} won the paired blocks ({f.gain:.2f}x) but measured "
+                + " and ".join(f"{g:.2f}x" for g in leg)
+                + " in its successive worker processes: one process's luck (where its threads "
+                "and memory landed) moved it by more than the gain"
+                for f, leg in split
             )
             + (
                 f"; the best finalist, #{best.trial_number}, measured {best.gain:.2f}x"
@@ -279,7 +320,13 @@ def plan_for(baseline: Measurement, rounds: int) -> DuelPlan:
     block_s = min(0.5, max(0.1, 20 * per_request))
     callers = max(1, baseline.concurrency)
     cycles = max(12, 2 * rounds)
-    return DuelPlan(cycles=cycles, max_cycles=3 * cycles, block_s=block_s, min_runs=3 * callers)
+    return DuelPlan(
+        cycles=cycles,
+        max_cycles=3 * cycles,
+        block_s=block_s,
+        min_runs=3 * callers,
+        restarts=(cycles // 2,),
+    )
 
 
 #: Cycles before a clear loser may be retired: 6 straight losses are a one-sided sign test's
@@ -322,8 +369,9 @@ def confirm_paired(
     ]
 
     def verdict(cycles: int) -> Confirmation:
+        legs = plan.legs(cycles)
         noise = host_noise(
-            objective, base.blocks, twin.blocks, steal_share(since=steal0), base_search
+            objective, base.blocks, twin.blocks, steal_share(since=steal0), base_search, legs
         )
         base_figures = _figures(number, base.blocks, base.blocks, objective, None, also, True)
         figures = [
@@ -339,6 +387,7 @@ def confirm_paired(
             cycles=cycles,
             objective=objective,
             search_gains=gains,
+            legs=[leg_gains(objective, c.blocks, base.blocks, legs) for c in others],
         )
 
     def decided(cycles: int) -> bool:
@@ -361,12 +410,18 @@ def confirm_paired(
                     settled = False  # could still win with the cycles left
         return settled
 
+    def over() -> bool:
+        """Every finalist retired as a clear loser or failed: the baseline and its twin would
+        only be measuring each other."""
+        return all(c.retired or c.failure is not None for c in others)
+
     cycles = run_duel(
         [base, twin, *others],
         plan,
         timeout_s=timeout_s,
         command=command,
         decided=decided,
+        over=over,
         on_cycle=(lambda done: on_cycle(done, plan.max_cycles)) if on_cycle else None,
     )
     last = state.get("last")

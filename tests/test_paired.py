@@ -56,8 +56,9 @@ QUICK = MeasureSettings(warmup_runs=2, warmup_s=0.01, min_runs=5, min_time_s=0.0
 THROUGHPUT = parse_objective("throughput")
 FAULT = "autotune.test.fault"  # config entry the wrapper reads: slow, crash, hang (comma list)
 PID = "autotune.test.pid"  # config entry: where the wrapper writes its worker's pid
-# config entry: a file; the first worker with it creates it, any later one dies at startup
-# (the baseline and its twin share a config and start one after the other: the twin dies)
+# config entry: a file counting the workers started with it; the second one dies at startup
+# (the baseline and its twin share a config and start one after the other: the twin dies; the
+# baseline's restart halfway through the duel is the third and lives)
 ONCE = "autotune.test.once"
 
 WRAPPER = f"""
@@ -70,9 +71,10 @@ faults = set(entries.get({FAULT!r}, "").split(","))
 if {PID!r} in entries:
     Path(entries[{PID!r}]).write_text(str(os.getpid()))
 if {ONCE!r} in entries:
-    try:
-        os.close(os.open(entries[{ONCE!r}], os.O_CREAT | os.O_EXCL))
-    except FileExistsError:
+    counter = Path(entries[{ONCE!r}])  # started one at a time: no race on the count
+    started = int(counter.read_text()) + 1 if counter.exists() else 1
+    counter.write_text(str(started))
+    if started == 2:
         os.kill(os.getpid(), signal.SIGSEGV)
 from autotune import load, session
 
@@ -243,6 +245,34 @@ def test_a_winner_stands_once_no_challenger_can_beat_it_by_a_gain_worth_having(
     assert could_beat(THROUGHPUT, early, young)  # too few cycles to judge
 
 
+def test_a_win_that_one_set_of_workers_does_not_repeat_is_too_noisy() -> None:
+    """Won every block overall, but only in the first set of worker processes: that process's
+    luck (its threads' and pages' placement) is not a better config."""
+    ratios = [1.12] * 10 + [1.005] * 10
+    result = decide_paired(
+        _base(), [_finalist(6, ratios)], [ratios], _steady(), cycles=20, objective=THROUGHPUT,
+        legs=[[1.12, 1.005]],
+    )  # fmt: skip
+    assert result.winner == 0 and result.kind == "too noisy", result.verdict
+    assert "1.12x and 1.00x in its successive worker processes" in result.verdict
+    held = decide_paired(
+        _base(), [_finalist(6, ratios)], [ratios], _steady(), cycles=20, objective=THROUGHPUT,
+        legs=[[1.12, 1.05]],
+    )  # fmt: skip
+    assert held.kind == "winner", held.verdict
+
+
+def test_the_plan_restarts_every_worker_halfway_through_its_minimum(
+    tiny_search: Measurement,
+) -> None:
+    plan = plan_for(tiny_search, 1)
+    assert plan.restarts == (plan.cycles // 2,)
+    half = plan.cycles // 2
+    assert plan.legs(plan.cycles) == [range(0, half), range(half, plan.cycles)]
+    assert plan.legs(half - 1) == [range(0, half - 1)]  # ended before the restart
+    assert plan.legs(30) == [range(0, half), range(half, 30)]  # extensions stay in the last
+
+
 def test_a_gain_within_the_twins_disagreement_is_too_noisy() -> None:
     noisy = HostNoise(twin_ratio=1.12, twin_spread=0.2, margin=0.17, steal=0.03, mode_switches=3,
                       blocks=20)  # fmt: skip
@@ -383,6 +413,7 @@ def test_a_fast_finalist_beats_a_slow_baseline(tiny_model: Path, tiny_search: Me
     assert 12 <= result.rounds <= 36
     assert result.noise is not None and result.noise.blocks >= 12
     assert not math.isnan(result.noise.twin_ratio)  # the twin ran every cycle too
+    assert len(result.noise.twin_legs) == 2  # every worker was started again halfway
     assert fast.measurement is not None and fast.measurement.peak_rss_mb
     assert result.baseline.measurement is not None
 
@@ -391,9 +422,10 @@ def test_a_slow_finalist_does_not_win(tiny_model: Path, tiny_search: Measurement
     result = _confirm(tiny_model, tiny_search, _marked(), _marked("slow"))
     [slow] = result.finalists
     assert result.winner == 0 and result.kind in ("no gain", "too noisy"), result.verdict
-    # A clear loser runs no more blocks once the sign test has settled it; the others go on.
+    # A clear loser runs no more blocks once the sign test has settled it; with no finalist
+    # left, the duel ends there (the baseline and its twin would only measure each other).
     assert slow.gain < 0.5 and slow.wins == 0 and slow.pairs == RETIRE_AFTER, slow
-    assert result.rounds >= 12 and "stopped early as clear losers: #3" in result.verdict
+    assert result.rounds == RETIRE_AFTER and "stopped early as clear losers: #3" in result.verdict
 
 
 def test_a_twin_that_crashes_is_named_in_the_verdict(
