@@ -320,7 +320,9 @@ def load_judge(spec: str) -> Callable[[dict[str, np.ndarray], dict[str, np.ndarr
         raise ValueError(f"--accuracy-fn {spec!r} is not MODULE:FUNCTION or FILE.py:FUNCTION")
     try:
         if where.endswith(".py"):
-            loader = importlib.util.spec_from_file_location(f"accuracy_fn_{abs(hash(where))}", where)
+            loader = importlib.util.spec_from_file_location(
+                f"accuracy_fn_{abs(hash(where))}", where
+            )
             if loader is None or loader.loader is None:
                 raise ImportError(f"cannot load {where}")
             module = importlib.util.module_from_spec(loader)

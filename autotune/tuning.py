@@ -373,7 +373,9 @@ def run_tuning(options: RunOptions, *, echo: Callable[[str], None]) -> RunOutcom
         + f", {request.trials} trials"
     )
     data = "your --inputs" if options.inputs else "synthetic inputs (pass --inputs for real data)"
-    why = f" (the defaults for {model.precision})" if model.precision in PRECISION_TOLERANCES else ""
+    why = (
+        f" (the defaults for {model.precision})" if model.precision in PRECISION_TOLERANCES else ""
+    )
     rtol = "per dtype" if request.rtol is None else f"{request.rtol:g}"
     atol = "per dtype" if request.atol is None else f"{request.atol:g}"
     echo(

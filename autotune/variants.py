@@ -203,7 +203,11 @@ def build_variant(
     tool cannot make it."""
     folder = cache_dir()
     folder.mkdir(parents=True, exist_ok=True)
-    source = "synthetic" if not calibration or recipe.family != "int8-static" else file_sha256(calibration)
+    source = (
+        "synthetic"
+        if not calibration or recipe.family != "int8-static"
+        else file_sha256(calibration)
+    )
     options = (
         f"{recipe.name}|{sorted(recipe.options.items())}|{recipe.exclude}|{source}|{feeds.seed}"
         f"|build {BUILD_VERSION}"  # a change in how recipes are made is a new cache entry
@@ -224,7 +228,9 @@ def build_variant(
                 leftover.unlink(missing_ok=True)
             if say:
                 why = " ".join(str(exc).split())[:200]
-                say(f"variant {recipe.name}: could not be made ({type(exc).__name__}: {why}); left out")
+                say(
+                    f"variant {recipe.name}: could not be made ({type(exc).__name__}: {why}); left out"
+                )
             return None
         os.replace(partial, dest)  # external weights keep the name the graph records
         note_file.write_text(note)

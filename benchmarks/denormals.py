@@ -156,9 +156,9 @@ def main(argv: list[str] | None = None) -> int:
             f"(IQR {q1 * 1000:.2f}-{q3 * 1000:.2f} ms)"
         )
     print(
-        f"  speedup of \"1\" over \"0\": {median['0'] / median['1']:.2f}x (ratio of medians), "
+        f'  speedup of "1" over "0": {median["0"] / median["1"]:.2f}x (ratio of medians), '
         f"{statistics.median(ratios):.2f}x (median of per-block ratios, "
-        f"min {min(ratios):.2f}x, max {max(ratios):.2f}x); \"0\" on denormals vs on normal "
+        f'min {min(ratios):.2f}x, max {max(ratios):.2f}x); "0" on denormals vs on normal '
         f"data: {median['0'] / median['0, normal data']:.2f}x slower"
     )
     print(f"\n{command}")

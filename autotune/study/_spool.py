@@ -94,6 +94,10 @@ def _landed(study: Any, document: Mapping[str, Any]) -> bool:
         return False
     trial = trials[number]
     same = trial.user_attrs.get("config") == document["user_attrs"].get("config")
-    return bool(same and trial.state.is_finished() and "spool_id" not in trial.user_attrs and (
-        "failure_kind" in trial.user_attrs or trial.state.name == "COMPLETE"
-    ) and trial.user_attrs.get("failure_kind") != "interrupted")
+    return bool(
+        same
+        and trial.state.is_finished()
+        and "spool_id" not in trial.user_attrs
+        and ("failure_kind" in trial.user_attrs or trial.state.name == "COMPLETE")
+        and trial.user_attrs.get("failure_kind") != "interrupted"
+    )

@@ -322,7 +322,12 @@ def _measure_trial(
         path = spool_trial(
             request.spool_dir,
             trial,
-            {"config": config.to_dict(), "baseline": baseline, "summary": config.describe(), **attrs},
+            {
+                "config": config.to_dict(),
+                "baseline": baseline,
+                "summary": config.describe(),
+                **attrs,
+            },
             constraints,
             values,
         )
@@ -643,9 +648,7 @@ def tune(
             say,
             base_ms,
         )
-        request = replace(
-            request, space=request.space.with_variants(passed), variant_paths=paths
-        )
+        request = replace(request, space=request.space.with_variants(passed), variant_paths=paths)
         measurer.request = request
         # Each passing variant measured early at ONNX Runtime's defaults: a sampler's few
         # start-up trials can miss the fastest recipe among a dozen choices, or try it only
@@ -654,9 +657,7 @@ def tune(
         for name in first:
             study.enqueue_trial(request.space.default_params(variant=name), skip_if_exists=True)
         if first and done() < request.trials:
-            say(
-                f"{len(first)} passing variant(s) queued first at the defaults: {', '.join(first)}"
-            )
+            say(f"{len(first)} passing variant(s) queued first at the defaults: {', '.join(first)}")
     stop_reason = "trial budget reached"
     interrupted = failed_out = False
     streak = repeats = 0
