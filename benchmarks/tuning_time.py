@@ -41,7 +41,12 @@ HEADING = "Tuning time: per-trial overhead and a confirmation no longer than the
 
 
 def heading(args: argparse.Namespace) -> str:
-    return f"{HEADING} ({args.objective}, batch sizes {args.batch_sizes})"
+    suffix = (
+        ""
+        if (args.min_time, args.finalists) == (0.3, 2)
+        else f", --min-time {args.min_time:g}, {args.finalists} finalists"
+    )
+    return f"{HEADING} ({args.objective}, batch sizes {args.batch_sizes}{suffix})"
 
 
 FRESH_ROUNDS = 15
@@ -74,8 +79,8 @@ def tune(name: str, seed: int, args: argparse.Namespace, out: Path, **extra: obj
         trials=args.trials,
         out=out,
         seed=seed,
-        min_time_s=0.3,
-        finalists=2,
+        min_time_s=args.min_time,
+        finalists=args.finalists,
         dims=DIMS.get(name, ()),
         **extra,  # type: ignore[arg-type]
     )
@@ -121,6 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--trials", type=int, default=12)
     parser.add_argument("--objective", default="latency")
     parser.add_argument("--batch-sizes", default="1", help="e.g. 1,4,16 (throughput)")
+    parser.add_argument("--min-time", type=float, default=0.3, help="timed seconds per trial")
+    parser.add_argument("--finalists", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path("results/BENCHMARKS.md"))
     args = parser.parse_args(argv)
     command = "python benchmarks/tuning_time.py " + shlex.join(
@@ -138,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     lines = [
         f"Each model tuned on `{args.objective}` at batch sizes {args.batch_sizes} "
         f"({args.trials} trials, "
-        "`--min-time 0.3`, 2 finalists), once per seed with trial workers started as fresh "
+        f"`--min-time {args.min_time:g}`, {args.finalists} finalists), once per seed with trial workers started as fresh "
         "interpreters (**exec**, as before) and once forked from the pre-imported zygote "
         "(**fork**, the default, with the paired confirmation). The fork study's finalists "
         f"were then confirmed again by {FRESH_ROUNDS} interleaved rounds of fresh processes "

@@ -148,15 +148,21 @@ def _block_value(objective: Objective, times_s: list[float], elapsed_s: float, b
 
 
 def in_process_ab(
-    tuned: TunedConfig, model: Path, feeds: FeedPlan, objective: Objective
+    model: Path,
+    config: TrialConfig,
+    feeds: FeedPlan,
+    objective: Objective,
+    *,
+    path: str | None = None,
+    plan: DuelPlan = AB_PLAN,
 ) -> tuple[AB, str | None]:
-    """Both sessions in this process, taking turns in blocks of ``AB_PLAN.block_s`` (at least
-    ``AB_PLAN.min_runs`` requests) in a random order each cycle, after a settle pause."""
+    """ONNX Runtime's defaults on ``model`` against ``config`` (on ``path``, a variant, when
+    given): both sessions in this process, taking turns in blocks of ``plan.block_s`` (at
+    least ``plan.min_runs`` requests) in a random order each cycle, after a settle pause."""
     from autotune.model import make_feeds, pool_batches
     from autotune.session import Runner, create_session
 
-    path = tuned.model_path or str(model)
-    configs = {"defaults": (str(model), TrialConfig()), "exported": (path, tuned.config)}
+    configs = {"defaults": (str(model), TrialConfig()), "exported": (path or str(model), config)}
     runners: dict[str, tuple[Runner, int]] = {}
     try:
         for name, (where, config) in configs.items():
@@ -172,7 +178,7 @@ def in_process_ab(
     started = time.perf_counter()
     values: dict[str, list[float]] = {name: [] for name in runners}
     rng = random.Random(0)
-    for _ in range(AB_PLAN.cycles):
+    for _ in range(plan.cycles):
         order = list(runners)
         rng.shuffle(order)
         for name in order:
@@ -185,7 +191,7 @@ def in_process_ab(
                 runner()
                 times.append(time.perf_counter() - t0)
                 elapsed = time.perf_counter() - begin
-                if elapsed >= AB_PLAN.block_s and len(times) >= AB_PLAN.min_runs:
+                if elapsed >= plan.block_s and len(times) >= plan.min_runs:
                     break
             values[name].append(_block_value(objective, times, elapsed, batch))
     ratios = [
@@ -228,7 +234,10 @@ def ab_test(run: Run, model: Path, dims: tuple[str, ...], objective: Objective) 
     # The study's own inputs (its seed) when best.json kept them, else the same recipe.
     feeds = run.tuned.inputs or resolved.plan
     with machine_lock(wait=True):
-        run.judge, why = in_process_ab(run.tuned, model, feeds, objective)
+        tuned = run.tuned
+        run.judge, why = in_process_ab(
+            model, tuned.config, feeds, objective, path=tuned.model_path or None
+        )
         run.duel, failures = duel_ab(run.tuned, model, feeds, objective)
     run.failures += ([why] if why else []) + failures
 
