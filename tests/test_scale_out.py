@@ -28,7 +28,10 @@ from autotune.storage import storage_url
 from autotune.study import _liveness
 from autotune.study._liveness import await_baseline, claim, fail_orphaned_trials, running_trials
 
-FAST = ["--min-time", "0.05", "--min-runs", "5", "--seed", "1", "--finalists", "1", "--rounds", "1"]
+# No confirmation (the outage tests confirm through a restart) and two batch sizes: these tests
+# are about sharing a study, and every second of measuring is a second of the suite.
+FAST = ["--min-time", "0.05", "--min-runs", "5", "--seed", "1", "--finalists", "0",
+        "--batch-sizes", "1,2"]  # fmt: skip
 
 
 def _pg_bin(name: str) -> str | None:

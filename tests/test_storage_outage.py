@@ -23,6 +23,9 @@ from tests.test_scale_out import PgServer, _output, _study
 
 FAST = ["--min-time", "0.05", "--min-runs", "5", "--seed", "1", "--finalists", "1",
         "--rounds", "1", "--batch-sizes", "1,2"]  # fmt: skip
+#: For the tests whose subject is not the confirmation (the first test restarts the server
+#: during one): no finalists, and so no seconds spent confirming.
+UNCONFIRMED = ["--finalists", "0"]
 
 
 @pytest.fixture()
@@ -127,9 +130,9 @@ def test_two_tuners_share_a_study_through_an_outage(
     server: PgServer, magika: Path, tmp_path: Path
 ) -> None:
     trials = 8
-    first = _tuner(magika, server.url, tmp_path / "a", trials)
+    first = _tuner(magika, server.url, tmp_path / "a", trials, *UNCONFIRMED)
     _wait_for(server.url, 1, [first], tmp_path / "a")
-    second = _tuner(magika, server.url, tmp_path / "b", trials)
+    second = _tuner(magika, server.url, tmp_path / "b", trials, *UNCONFIRMED)
     _wait_for(server.url, 3, [first, second], tmp_path / "a")
     _outage(server, 3)
     assert first.wait(timeout=240) == 0, _output(tmp_path / "a")
@@ -142,7 +145,7 @@ def test_a_database_gone_for_good_ends_in_one_line_and_the_command_resumes(
 ) -> None:
     out, trials = tmp_path / "a", 5
     # Trials of 2 s timed each, so the server goes away while one is being measured.
-    slow = ["--storage-retry-s", "3", "--min-time", "2"]
+    slow = ["--storage-retry-s", "3", "--min-time", "2", *UNCONFIRMED]
     tuner = _tuner(magika, server.url, out, trials, *slow)
     _wait_for(server.url, 2, [tuner], out)
     _wait_measuring(server.url, [tuner], out)
@@ -157,7 +160,7 @@ def test_a_database_gone_for_good_ends_in_one_line_and_the_command_resumes(
     assert "joins the study when it resumes: re-run the same command" in last
 
     server.start()
-    again = _tuner(magika, server.url, out, trials, "--storage-retry-s", "3")
+    again = _tuner(magika, server.url, out, trials, "--storage-retry-s", "3", *UNCONFIRMED)
     assert again.wait(timeout=240) == 0, _output(out)
     _check_whole(server.url, trials)
     assert not list(out.glob("*/spool/*.json")), "a spooled trial was left behind"
@@ -168,7 +171,7 @@ def test_a_database_gone_for_good_ends_in_one_line_and_the_command_resumes(
 def test_a_sqlite_file_locked_for_a_while_is_waited_out(magika: Path, tmp_path: Path) -> None:
     out, trials = tmp_path / "results", 6
     storage = f"sqlite:///{out / 'autotune.db'}"
-    tuner = _tuner(magika, storage, out, trials)
+    tuner = _tuner(magika, storage, out, trials, *UNCONFIRMED)
     db = out / "autotune.db"
     deadline = time.monotonic() + 120
     while _finished_count(storage) < 2:
