@@ -217,6 +217,7 @@ def run_duel(
     over: Callable[[], bool] | None = None,
     on_cycle: Callable[[int], None] | None = None,
     block_timeout_s: float | None = None,
+    budget_s: float | None = None,
 ) -> int:
     """Start every contender (one at a time), run cycles of blocks, stop them; cycles run.
 
@@ -224,13 +225,15 @@ def run_duel(
     more blocks) and ends the duel once every verdict is settled (after ``plan.cycles`` at
     least); ``over()``, asked after that, ends it at once, whatever the plan's minimum (nothing
     is left to compare). After each of ``plan.restarts`` cycles every contender still running
-    is stopped and started again (a worker that fails to restart drops out). Each cycle runs the contenders in a fresh (seeded) random
+    is stopped and started again (a worker that fails to restart drops out). Past
+    ``budget_s`` seconds the duel adds no cycles beyond ``plan.cycles``, settled or not. Each cycle runs the contenders in a fresh (seeded) random
     order, so none keeps following the same one (a block can carry over into the next one:
     caches, a thread pool still spinning). A worker that crashes, fails or hangs past
     ``block_timeout_s`` (default: 20 blocks, 30 s at least) is killed and drops out; the
     others go on.
     """
     done = 0
+    began = time.perf_counter()
     try:
         for contender in contenders:
             if STOP.is_set():
@@ -252,7 +255,8 @@ def run_duel(
             if on_cycle is not None:
                 on_cycle(done)
             settled = decided is None or decided(done)
-            if (done >= plan.cycles and settled) or (over is not None and over()):
+            spent = budget_s is not None and time.perf_counter() - began >= budget_s
+            if (done >= plan.cycles and (settled or spent)) or (over is not None and over()):
                 break
             if done in plan.restarts:
                 for contender in contenders:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
+from typing import Any
 
 import numpy as np
 
@@ -38,6 +39,7 @@ from autotune.duel import Contender, DuelPlan, run_duel
 from autotune.finalists import ALPHA, MIN_GAIN, sign_test_p
 from autotune.machine import cpu_times, steal_share
 from autotune.objectives import Objective
+from autotune.runner import STOP
 from autotune.stats import relative_spread
 
 NOISY = 0.08  # identical configs disagreeing by more than this: too noisy to call a small gain
@@ -354,15 +356,19 @@ def confirm_paired(
     command: Sequence[str] | None = None,
     also: Sequence[Objective] = (),
     on_cycle: Callable[[int, int], None] | None = None,
+    budget_s: float | None = None,
 ) -> Confirmation:
-    """Duel the baseline, its twin and the finalists; the verdict with the host's noise."""
+    """Duel the baseline, its twin and the finalists; the verdict with the host's noise.
+
+    ``budget_s`` (the search's own measuring time) bounds the cycles added beyond the plan's
+    minimum while a finalist is undecided: the confirmation should not outlast the search."""
     number, base_config, base_search = baseline
     plan = plan_for(base_search, rounds)
     base = Contender("baseline", job_for(base_config))
     twin = Contender("twin", job_for(base_config))
     others = [Contender(f"#{n}", job_for(c)) for n, c in finalists]
     steal0 = cpu_times()
-    state: dict[str, Confirmation] = {}
+    state: dict[str, Any] = {}
     gains = [  # each finalist's own search figure against the baseline's
         objective.gain(searched[n], base_search) if searched and n in searched else None
         for n, _ in finalists
@@ -393,6 +399,7 @@ def confirm_paired(
     def decided(cycles: int) -> bool:
         """Retire clear losers; settled once no finalist still running could become a winner."""
         last = state["last"] = verdict(cycles)
+        state["settled"] = False
         left = plan.max_cycles - cycles
         settled = True
         leader = [
@@ -408,6 +415,7 @@ def confirm_paired(
                     continue  # the winner stands: this one cannot beat it by a gain worth having
                 if sign_test_p(f.wins + left, f.pairs + left) <= ALPHA / len(finalists):
                     settled = False  # could still win with the cycles left
+        state["settled"] = settled
         return settled
 
     def over() -> bool:
@@ -423,6 +431,7 @@ def confirm_paired(
         decided=decided,
         over=over,
         on_cycle=(lambda done: on_cycle(done, plan.max_cycles)) if on_cycle else None,
+        budget_s=budget_s,
     )
     last = state.get("last")
     result = last if last is not None and last.rounds == cycles else verdict(cycles)
@@ -445,6 +454,11 @@ def confirm_paired(
     verdict_text = result.verdict + (f" (failed: {'; '.join(failures)})" if failures else "")
     if retired:
         verdict_text += f"; stopped early as clear losers: {', '.join(retired)}"
+    if not state.get("settled", True) and cycles < plan.max_cycles and not STOP.is_set():
+        verdict_text += (
+            f"; a finalist was still undecided when the confirmation reached the search's own "
+            f"time ({budget_s:.0f} s): more --rounds (a longer minimum) or --reconfirm can settle it"
+        )
     return replace(result, baseline=base_figures, finalists=figures, verdict=verdict_text)
 
 

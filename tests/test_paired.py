@@ -499,6 +499,14 @@ def test_a_crashing_contender_drops_out_and_the_others_finish(
     assert not _workers_left(own_tmp)
 
 
+def test_an_undecided_duel_adds_no_cycles_past_its_time_budget(tiny_model: Path) -> None:
+    contenders = [Contender(n, _job(tiny_model)) for n in ("a", "b")]
+    plan = DuelPlan(cycles=2, max_cycles=10, block_s=0.05, min_runs=3)
+    never = run_duel(contenders, plan, timeout_s=60, decided=lambda done: False, budget_s=0.0)
+    assert never == plan.cycles  # the minimum still runs; the extension does not
+    assert all(len(c.blocks) == plan.cycles for c in contenders)
+
+
 def test_a_hanging_contender_is_killed_after_the_block_timeout(
     tiny_model: Path, own_tmp: Path
 ) -> None:

@@ -59,9 +59,9 @@ from autotune.study._records import (
     records_of,
 )
 from autotune.study._retry import StorageUnavailable
+from autotune.study._screen import SCREEN, promising, screen_variants
 from autotune.study._spool import replay_spool, spool_trial
 from autotune.sweep import run_sweep
-from autotune.study._screen import SCREEN, promising, screen_variants
 from autotune.variants import accuracy_for
 
 BASELINE_TIMEOUT_S = 600.0
@@ -456,6 +456,7 @@ def _confirm(
                 command=request.worker_command,
                 also=also,
                 on_cycle=on_cycle,
+                budget_s=_measuring_s(records),
             )
         if several:
             confirmation = replace(
@@ -490,6 +491,15 @@ def _confirm(
     confirmation = replace(confirmation, confirmed_at=_now(), trials=_finished(records))
     study.set_user_attr("confirmation", confirmation.to_dict())
     return confirmation
+
+
+def _measuring_s(records: Sequence[TrialRecord]) -> float:
+    """The search's own time: its measured trials' wall time, this run's and earlier ones'."""
+    return sum(
+        r.outcome.wall_s
+        for r in records
+        if isinstance(r.outcome, Measurement) and r.outcome.wall_s is not None
+    )
 
 
 def _finished(records: Sequence[TrialRecord]) -> int:
