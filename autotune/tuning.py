@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from autotune.accuracy import load_judge
 from autotune.config import MeasureSettings, TunedConfig, Workload
 from autotune.errors import UsageError
 from autotune.export import (
@@ -33,14 +34,13 @@ from autotune.model import (
     resolve_inputs,
 )
 from autotune.objectives import Limits, parse_objectives
+from autotune.recipes import family_of
 from autotune.report import progress_line, summary_table
 from autotune.space import SearchSpace, default_batch_sizes, load_space, parse_batch_sizes
 from autotune.storage import shown, storage_url
 from autotune.study import TuneRequest, TuneResult, check_storage
 from autotune.study import tune as run_study
 from autotune.sweep import sweep_levels
-from autotune.accuracy import load_judge
-from autotune.recipes import family_of
 from autotune.variants import (
     DEFAULT_ACCURACY,
     METRICS,

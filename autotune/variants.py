@@ -20,6 +20,15 @@ from typing import Any
 import numpy as np
 
 from autotune.config import FeedPlan
+from autotune.errors import AutotuneError, UsageError
+from autotune.model import (
+    ModelInfo,
+    file_sha256,
+    has_external_data,
+    load_npz,
+    make_feeds,
+    model_sha256,
+)
 from autotune.recipes import (
     BUILD_VERSION,
     FAMILIES,
@@ -30,15 +39,6 @@ from autotune.recipes import (
     expand,
     family_of,
     recipe_for,
-)
-from autotune.errors import AutotuneError, UsageError
-from autotune.model import (
-    ModelInfo,
-    file_sha256,
-    has_external_data,
-    load_npz,
-    make_feeds,
-    model_sha256,
 )
 
 VARIANTS = FAMILIES

@@ -25,7 +25,6 @@ from autotune.accuracy import as_tensors, compare, load_references, save_referen
 from autotune.cli import app
 
 
-
 @pytest.fixture(scope="module")
 def forest(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """A random forest with ZipMap (label + a sequence of class -> probability maps), and a pool

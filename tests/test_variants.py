@@ -14,9 +14,9 @@ from typer.testing import CliRunner
 import autotune
 from autotune.cli import app
 from autotune.errors import UsageError
-from autotune.session import read_tuned
 from autotune.model import read_model, resolve_inputs
 from autotune.recipes import expand
+from autotune.session import read_tuned
 from autotune.variants import build_variant, parse_accuracy, parse_variants
 
 runner = CliRunner()

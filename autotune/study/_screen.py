@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any
 
-from autotune.config import MeasureSettings, Measurement
+from autotune.config import Measurement, MeasureSettings
 from autotune.recipes import family_of
 
 #: A quick look: accuracy is what is judged; the timing is only indicative.
