@@ -47,7 +47,8 @@ def test_show_lists_studies_and_trials(tuned_study: tuple[Path, str]) -> None:
     listing = runner.invoke(app, ["show", "--out", str(out)])
     assert listing.exit_code == 0 and name in listing.stdout and "latency:p50" in listing.stdout
     rows = json.loads(runner.invoke(app, ["show", "--out", str(out), "--json"]).stdout)
-    assert [r["name"] for r in rows] == [name] and rows[0]["trials"] == 5
+    # The budget's trials: not a repeated proposal, nor a queued trial the budget left unrun.
+    assert [r["name"] for r in rows] == [name] and rows[0]["trials"] == 5, rows
     # Each study's result at a glance: the verdict and the confirmed gain, and when.
     [row] = rows
     assert row["verdict"] in ("winner", "no gain", "too noisy") and row["confirmed"] != "no"

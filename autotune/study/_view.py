@@ -12,7 +12,14 @@ from autotune.errors import AutotuneError, UsageError
 from autotune.objectives import Limits, Objective, parse_objective
 from autotune.storage import shown
 from autotune.study._open import rdb_storage
-from autotune.study._records import TrialRecord, best_of, optuna_module, pareto_of, records_of
+from autotune.study._records import (
+    NOT_COUNTED,
+    TrialRecord,
+    best_of,
+    optuna_module,
+    pareto_of,
+    records_of,
+)
 from autotune.study._retry import RetryPolicy, retrying_storage
 
 
@@ -78,7 +85,8 @@ def list_studies(storage: str) -> list[dict[str, Any]]:
     """Every study in the storage: name, objective, model, trial counts, start time."""
     optuna = optuna_module()
     rows = []
-    for summary in optuna.get_all_study_summaries(_storage_for_reading(storage)):
+    reading = _storage_for_reading(storage)
+    for summary in optuna.get_all_study_summaries(reading):
         attrs = summary.user_attrs
         rows.append(
             {
@@ -86,7 +94,7 @@ def list_studies(storage: str) -> list[dict[str, Any]]:
                 "objective": attrs.get("objective", "?"),
                 "model": attrs.get("model_path", "?"),
                 "space": attrs.get("space", "?"),
-                "trials": summary.n_trials,
+                "trials": _counted(optuna, reading, summary.study_name),
                 "started": summary.datetime_start.isoformat(timespec="seconds")
                 if summary.datetime_start
                 else None,
@@ -94,6 +102,17 @@ def list_studies(storage: str) -> list[dict[str, Any]]:
             }
         )
     return rows
+
+
+def _counted(optuna: Any, storage: Any, name: str) -> int:
+    """The finished trials that count toward the budget: not a repeated proposal (recorded,
+    never measured), an interrupted trial (run again), nor a queued one never run."""
+    trials = optuna.load_study(study_name=name, storage=storage).get_trials(deepcopy=False)
+    return sum(
+        1
+        for t in trials
+        if t.state.is_finished() and t.user_attrs.get("failure_kind") not in NOT_COUNTED
+    )
 
 
 def _best_of(summary: Any) -> dict[str, Any]:
