@@ -106,14 +106,12 @@ def host_noise(
     switches = sum(1 for v in values if median and abs(v - median) / median > SWITCH)
     twin_ratio = float(np.median(ratios)) if ratios else math.nan
     per_leg = leg_gains(objective, twin, base, legs) if len(legs) > 1 else []
-    strayed = max((abs(g - 1) for g in per_leg), default=abs(twin_ratio - 1))
+    strayed = max(abs(g - 1) for g in (twin_ratio, *per_leg))
     return HostNoise(
         twin_ratio=twin_ratio,
         twin_spread=relative_spread(ratios) if ratios else math.nan,
         # Without the twin the host's noise is unknown: assume the limit of "noisy".
-        margin=max(strayed, abs(twin_ratio - 1)) + median_band(ratios)
-        if len(ratios) > 1
-        else NOISY,
+        margin=strayed + median_band(ratios) if len(ratios) > 1 else NOISY,
         steal=steal,
         mode_switches=switches,
         blocks=len(values),
@@ -399,7 +397,6 @@ def confirm_paired(
     def decided(cycles: int) -> bool:
         """Retire clear losers; settled once no finalist still running could become a winner."""
         last = state["last"] = verdict(cycles)
-        state["settled"] = False
         left = plan.max_cycles - cycles
         settled = True
         leader = [

@@ -37,11 +37,11 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 
 from _report import DIMS, cpu_flags, footer, write_section  # noqa: E402  (beside this script)
-from verdict_truth import in_process_ab  # noqa: E402
+from verdict_truth import duel_ab, in_process_ab  # noqa: E402
 
 from autotune import zoo  # noqa: E402
 from autotune.config import FeedPlan, Measurement, MeasureSettings, TrialConfig, WorkerJob  # noqa: E402
-from autotune.duel import Contender, DuelPlan, run_duel  # noqa: E402
+from autotune.duel import DuelPlan  # noqa: E402
 from autotune.lock import machine_lock  # noqa: E402
 from autotune.machine import usable_cpus  # noqa: E402
 from autotune.model import parse_dim_flags, read_model, resolve_inputs  # noqa: E402
@@ -144,17 +144,8 @@ def carried(model: Path, configs: list[TrialConfig], feeds: FeedPlan, objective:
     estimates, seconds = [], []
     for config in configs:
         started = time.perf_counter()
-        pair = [
-            Contender(n, WorkerJob(str(model), c, feeds, MeasureSettings()))
-            for n, c in (("defaults", TrialConfig()), ("config", config))
-        ]
-        run_duel(pair, plan, timeout_s=120)
-        ratios = [
-            objective.ratio(objective.value(c), objective.value(d))
-            for d, c in zip(pair[0].blocks, pair[1].blocks, strict=True)
-            if isinstance(d, Measurement) and isinstance(c, Measurement)
-        ]
-        estimates.append(float(np.median(ratios)) if ratios else math.nan)
+        ab, _ = duel_ab(model, config, feeds, objective, plan=plan)
+        estimates.append(ab.ratio)
         seconds.append(time.perf_counter() - started)
     return Pass(estimates, seconds)
 

@@ -49,6 +49,7 @@ from autotune.config import (  # noqa: E402
     TrialConfig,
     TunedConfig,
     WorkerJob,
+    Workload,
 )
 from autotune.duel import SETTLE_S, Contender, DuelPlan, run_duel  # noqa: E402
 from autotune.lock import machine_lock  # noqa: E402
@@ -201,20 +202,26 @@ def in_process_ab(
 
 
 def duel_ab(
-    tuned: TunedConfig, model: Path, feeds: FeedPlan, objective: Objective
+    model: Path,
+    config: TrialConfig,
+    feeds: FeedPlan,
+    objective: Objective,
+    *,
+    path: str | None = None,
+    workload: Workload | None = None,
+    plan: DuelPlan = AB_PLAN,
 ) -> tuple[AB, list[str]]:
-    """The same plan in two warm workers of autotune's duel."""
-    workload = tuned.workload
-    path = tuned.model_path or str(model)
+    """The same comparison as :func:`in_process_ab` in two warm workers of autotune's duel."""
+    load = workload or Workload()
     defaults = Contender(
-        "defaults",
-        WorkerJob(str(model), TrialConfig(), feeds, MeasureSettings(), workload=workload),
+        "defaults", WorkerJob(str(model), TrialConfig(), feeds, MeasureSettings(), workload=load)
     )
     exported = Contender(
-        "exported", WorkerJob(path, tuned.config, feeds, MeasureSettings(), workload=workload)
+        "exported",
+        WorkerJob(path or str(model), config, feeds, MeasureSettings(), workload=load),
     )
     started = time.perf_counter()
-    run_duel([defaults, exported], AB_PLAN, timeout_s=AB_TIMEOUT_S)
+    run_duel([defaults, exported], plan, timeout_s=AB_TIMEOUT_S)
     failures = [
         f"{c.name}: {c.failure.kind}: {c.failure.message[:200]}"
         for c in (defaults, exported)
@@ -238,7 +245,14 @@ def ab_test(run: Run, model: Path, dims: tuple[str, ...], objective: Objective) 
         run.judge, why = in_process_ab(
             model, tuned.config, feeds, objective, path=tuned.model_path or None
         )
-        run.duel, failures = duel_ab(run.tuned, model, feeds, objective)
+        run.duel, failures = duel_ab(
+            model,
+            tuned.config,
+            feeds,
+            objective,
+            path=tuned.model_path or None,
+            workload=tuned.workload,
+        )
     run.failures += ([why] if why else []) + failures
 
 

@@ -277,11 +277,14 @@ def one_failure(records: Sequence[TrialRecord], *, at_least: int) -> str | None:
     )
 
 
-def _label(trial: Any, config: TrialConfig, baseline: bool) -> None:
+def _labels(config: TrialConfig, baseline: bool) -> dict[str, Any]:
     """What a trial is: its config, whether it is the baseline, its one-line summary."""
-    trial.set_user_attr("config", config.to_dict())
-    trial.set_user_attr("baseline", baseline)
-    trial.set_user_attr("summary", config.describe())
+    return {"config": config.to_dict(), "baseline": baseline, "summary": config.describe()}
+
+
+def _label(trial: Any, config: TrialConfig, baseline: bool) -> None:
+    for key, value in _labels(config, baseline).items():
+        trial.set_user_attr(key, value)
 
 
 def _measure_trial(
@@ -322,12 +325,7 @@ def _measure_trial(
         path = spool_trial(
             request.spool_dir,
             trial,
-            {
-                "config": config.to_dict(),
-                "baseline": baseline,
-                "summary": config.describe(),
-                **attrs,
-            },
+            {**_labels(config, baseline), **attrs},
             constraints,
             values,
         )

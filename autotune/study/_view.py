@@ -13,9 +13,9 @@ from autotune.objectives import Limits, Objective, parse_objective
 from autotune.storage import shown
 from autotune.study._open import rdb_storage
 from autotune.study._records import (
-    NOT_COUNTED,
     TrialRecord,
     best_of,
+    counts_toward_budget,
     optuna_module,
     pareto_of,
     records_of,
@@ -105,14 +105,9 @@ def list_studies(storage: str) -> list[dict[str, Any]]:
 
 
 def _counted(optuna: Any, storage: Any, name: str) -> int:
-    """The finished trials that count toward the budget: not a repeated proposal (recorded,
-    never measured), an interrupted trial (run again), nor a queued one never run."""
-    trials = optuna.load_study(study_name=name, storage=storage).get_trials(deepcopy=False)
-    return sum(
-        1
-        for t in trials
-        if t.state.is_finished() and t.user_attrs.get("failure_kind") not in NOT_COUNTED
-    )
+    """The finished trials that count toward the budget, as the tuner counts them."""
+    study = optuna.load_study(study_name=name, storage=storage)
+    return sum(counts_toward_budget(r) for r in records_of(study))
 
 
 def _best_of(summary: Any) -> dict[str, Any]:
