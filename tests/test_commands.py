@@ -60,7 +60,10 @@ def test_show_lists_studies_and_trials(tuned_study: tuple[Path, str]) -> None:
     data = json.loads(
         runner.invoke(app, ["show", "--out", str(out), "--study", name, "--json"]).stdout
     )
-    assert len(data["trials"]) == 5 and data["trials"][0]["baseline"] is True
+    # Every trial is listed; a repeated proposal (recorded, never measured) is one beyond the
+    # budget's 5, and TPE makes one in some runs.
+    budget = [t for t in data["trials"] if t["state"] != "repeat"]
+    assert len(budget) == 5 and data["trials"][0]["baseline"] is True
     assert sum(t["chosen"] for t in data["trials"]) == 1
 
 
