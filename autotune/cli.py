@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -34,19 +33,6 @@ T = TypeVar("T")
 DebugOption = Annotated[
     bool, typer.Option("--debug", help="Show tracebacks instead of one-line errors.")
 ]
-
-
-def _request_stop(signum: int, frame: object) -> None:
-    """Ctrl-C or SIGTERM: the running worker is killed, completed trials are kept and written.
-
-    A second Ctrl-C while stopping raises at once.
-    """
-    from autotune.runner import STOP
-
-    if STOP.is_set():
-        raise KeyboardInterrupt
-    STOP.set()
-    typer.echo("stopping: the running trial is killed, completed trials are kept...", err=True)
 
 
 def _guarded(debug: bool, action: Callable[[], T]) -> T:
@@ -258,55 +244,53 @@ def run(
     debug: DebugOption = False,
 ) -> None:
     """Tune MODEL: measure ONNX Runtime's defaults, search the space, write best.json."""
-    from autotune.tuning import RunOptions, run_tuning
+    from autotune.interrupt import stop_on_signals
 
-    options = RunOptions(
-        model=model,
-        objective=tuple(objective or ["throughput"]),
-        space=space,
-        trials=trials,
-        timeout_s=timeout,
-        storage=storage,
-        study=study,
-        out=out,
-        shapes=tuple(shape or ()),
-        dims=tuple(dim or ()),
-        dim_weights=dim_weights,
-        inputs=inputs,
-        concurrency=concurrency,
-        sweep=sweep,
-        reconfirm=reconfirm,
-        storage_retry_s=storage_retry_s,
-        batch_sizes=batch_sizes,
-        seed=seed,
-        min_time_s=min_time,
-        min_runs=min_runs,
-        trial_timeout_s=trial_timeout,
-        rtol=rtol,
-        atol=atol,
-        finalists=finalists,
-        rounds=rounds,
-        wait=wait,
-        max_memory_mb=max_memory_mb,
-        max_failures=max_failures,
-        patience=patience,
-        max_gpu_memory_mb=max_gpu_memory_mb,
-        max_latency_ms=max_latency_ms,
-        max_startup_s=max_startup_s,
-        variants=variants,
-        calibration=calibration,
-        accuracy=accuracy,
-        accuracy_outputs=accuracy_outputs,
-        accuracy_mask=accuracy_mask,
-        accuracy_fn=accuracy_fn,
-    )
-    previous = {sig: signal.signal(sig, _request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
+    with stop_on_signals(lambda line: typer.echo(line, err=True)):  # before anything else
+        from autotune.tuning import RunOptions, run_tuning
+
+        options = RunOptions(
+            model=model,
+            objective=tuple(objective or ["throughput"]),
+            space=space,
+            trials=trials,
+            timeout_s=timeout,
+            storage=storage,
+            study=study,
+            out=out,
+            shapes=tuple(shape or ()),
+            dims=tuple(dim or ()),
+            dim_weights=dim_weights,
+            inputs=inputs,
+            concurrency=concurrency,
+            sweep=sweep,
+            reconfirm=reconfirm,
+            storage_retry_s=storage_retry_s,
+            batch_sizes=batch_sizes,
+            seed=seed,
+            min_time_s=min_time,
+            min_runs=min_runs,
+            trial_timeout_s=trial_timeout,
+            rtol=rtol,
+            atol=atol,
+            finalists=finalists,
+            rounds=rounds,
+            wait=wait,
+            max_memory_mb=max_memory_mb,
+            max_failures=max_failures,
+            patience=patience,
+            max_gpu_memory_mb=max_gpu_memory_mb,
+            max_latency_ms=max_latency_ms,
+            max_startup_s=max_startup_s,
+            variants=variants,
+            calibration=calibration,
+            accuracy=accuracy,
+            accuracy_outputs=accuracy_outputs,
+            accuracy_mask=accuracy_mask,
+            accuracy_fn=accuracy_fn,
+        )
         echo = (lambda line: None) if quiet else (lambda line: typer.echo(line, err=True))
         outcome = _guarded(debug, lambda: run_tuning(options, echo=echo))
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
     if json_output:
         typer.echo(
             json.dumps({"path": str(outcome.best_path), **outcome.tuned.to_dict()}, indent=2)
@@ -409,7 +393,10 @@ FORMATS = ("json", "python", "ort-config", "optimized-model")
 
 @app.command()
 def export(
-    study: Annotated[str, typer.Option(help="The study to export from.")],
+    study: Annotated[
+        str | None,
+        typer.Option(help="The study to export from (default: the storage's only study)."),
+    ] = None,
     format: Annotated[str, typer.Option("--format", "-f", help=" | ".join(FORMATS))] = "json",
     trial: Annotated[
         int | None, typer.Option(help="Trial number (default: the chosen config).")
@@ -437,7 +424,7 @@ def export(
         write_json_atomic,
         write_text_atomic,
     )
-    from autotune.study import load_study_view
+    from autotune.study import load_study_view, the_study
 
     if format not in FORMATS:
         typer.echo(f"Error: unknown --format {format!r}; use one of {', '.join(FORMATS)}", err=True)
@@ -452,7 +439,8 @@ def export(
         raise typer.Exit(code=2)
 
     def do() -> None:
-        view = load_study_view(_storage(storage, out, storage_retry_s), study)
+        url = _storage(storage, out, storage_retry_s)
+        view = load_study_view(url, the_study(url, study))
         tuned = tuned_for_trial(view, trial)
         stem = Path(tuned.model_path).stem
         default = {
@@ -532,7 +520,10 @@ def profile(
 
 @app.command()
 def report(
-    study: Annotated[str, typer.Option(help="The study to report on.")],
+    study: Annotated[
+        str | None,
+        typer.Option(help="The study to report on (default: the storage's only study)."),
+    ] = None,
     storage: StorageOption = None,
     out: OutOption = Path("results"),
     storage_retry_s: RetryOption = 120.0,
@@ -543,13 +534,14 @@ def report(
 ) -> None:
     """Write PNG plots and an HTML/Markdown page: history, knob importance, batch trade-off."""
     from autotune.plots import write_report
-    from autotune.study import load_study_view, param_importances
+    from autotune.study import load_study_view, param_importances, the_study
 
     def do() -> Path:
         url = _storage(storage, out, storage_retry_s)
-        view = load_study_view(url, study)
+        name = the_study(url, study)
+        view = load_study_view(url, name)
         return write_report(
-            view, param_importances(url, study), dest or out.resolve() / study / "report"
+            view, param_importances(url, name), dest or out.resolve() / name / "report"
         )
 
     index = _guarded(debug, do)

@@ -33,7 +33,8 @@ from pathlib import Path
 from typing import Any
 
 from autotune.config import Measurement, TrialFailure, WorkerJob
-from autotune.runner import STOP, kill_group, log_tail, minimal_env, worker_command
+from autotune.interrupt import STOP
+from autotune.runner import kill_group, log_tail, minimal_env, worker_command
 
 SETTLE_S = 0.05  # quiet before each block: the previous worker's threads spin ~30 ms after it
 READY_TIMEOUT_S = 600.0

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 from autotune.config import RESULT_SCHEMA, Measurement, TrialFailure, TrialOutcome, WorkerJob
 from autotune.gpu import GpuMemoryMonitor
+from autotune.interrupt import STOP  # the running worker is killed at the next poll
 from autotune.rules import GPU_PROVIDERS
 
 if TYPE_CHECKING:
@@ -32,9 +33,6 @@ if TYPE_CHECKING:
 ENV_KEEP = {"PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "PYTHONPATH", "VIRTUAL_ENV", "SYSTEMROOT"}
 ENV_KEEP_PREFIXES = ("LD_", "CUDA", "NVIDIA", "ORT_", "OMP_", "MKL_", "OPENBLAS_", "CUDNN", "TRT_")
 POLL_S = 0.01
-#: Set by a stop request (Ctrl-C, SIGTERM through the CLI): the running worker is killed at the
-#: next poll and its trial ends as ``interrupted``; nothing is raised at an arbitrary point.
-STOP = threading.Event()
 GPU_POLL_EVERY = 5  # NVML is slower than /proc: sample GPU memory every 50 ms
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 LOG_TAIL_CHARS = 2000

@@ -81,3 +81,25 @@ def test_a_stop_request_ends_the_wait(lock_file: Path) -> None:
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_no_wait_with_the_lock_held_leaves_no_study_behind(
+    lock_file: Path, tiny_model: Path, tmp_path: Path
+) -> None:
+    """The refusal comes before the study is made: a later run does not meet an empty study."""
+    import optuna
+
+    from autotune.tuning import RunOptions, run_tuning
+
+    proc = _holder(60)
+    try:
+        with pytest.raises(AutotuneError, match="--no-wait"):
+            run_tuning(
+                RunOptions(model=tiny_model, out=tmp_path, trials=2, wait=False, finalists=0),
+                echo=lambda line: None,
+            )
+    finally:
+        proc.kill()
+        proc.wait()
+    storage = f"sqlite:///{tmp_path / 'autotune.db'}"
+    assert not (tmp_path / "autotune.db").exists() or not optuna.get_all_study_summaries(storage)

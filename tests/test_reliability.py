@@ -207,6 +207,9 @@ def test_interrupt_stops_cleanly_writes_results_and_resumes(
     [best] = out.glob("*/best.json")
     tuned = read_tuned(best)
     assert tuned.metrics.throughput > 0
+    # the search's pick is one measurement, and says so (the defaults need no confirmation)
+    assert tuned.confirmed == (tuned.trial_number == 0)
+    assert (b"UNCONFIRMED: the run was interrupted" in stdout) == (not tuned.confirmed)
     time.sleep(0.5)
     assert not _workers_left(tmp), "a worker outlived the interrupted tuner"
     trials = _finished(out)
@@ -217,6 +220,19 @@ def test_interrupt_stops_cleanly_writes_results_and_resumes(
     trials = _finished(out)
     counted = [t for t in trials if t.user_attrs.get("failure_kind") != "interrupted"]
     assert len(counted) == 8
+    if sig != signal.SIGINT:
+        return
+    # a later run interrupted in its search leaves the best.json a deployment loads as it was
+    before = best.read_bytes()
+    proc = subprocess.Popen(
+        _command(magika, out, 12), stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env
+    )
+    _wait_for_trials(out, len(_finished(out)) + 1, proc)
+    proc.send_signal(sig)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr.decode()
+    assert best.read_bytes() == before
+    assert b"best.json is left as it was" in stdout
 
 
 def test_best_json_is_replaced_atomically(tmp_path: Path) -> None:
@@ -272,3 +288,59 @@ def test_worker_crash_inside_a_study_is_recorded_and_the_study_goes_on(
     assert isinstance(outcome.tuned.metrics, Measurement)
     assert outcome.tuned.config.session_options == {}
     assert "3 failed: crash" in outcome.table
+
+
+def test_a_stop_before_the_study_starts_ends_the_run_with_nothing_written(
+    tiny_model: Path, tmp_path: Path
+) -> None:
+    """A stop requested while the run prepares is not thrown away when the study starts."""
+    from autotune.interrupt import STOP
+    from autotune.tuning import RunOptions, run_tuning
+
+    STOP.set()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run_tuning(RunOptions(model=tiny_model, out=tmp_path, trials=3), echo=lambda _: None)
+    finally:
+        STOP.clear()
+    assert not (tmp_path / "autotune.db").exists()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_stop_in_the_first_seconds_exits_130_promptly(
+    magika: Path, tmp_path: Path, sig: signal.Signals
+) -> None:
+    """Ctrl-C as soon as the header is out (the study not yet measured): exit 130, not a whole
+    study run to the end with exit 0."""
+    out = tmp_path / "results"
+    tmp, env = _own_tmp(tmp_path)
+    proc = subprocess.Popen(
+        _command(magika, out, 6), stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env
+    )
+    assert proc.stderr is not None
+    seen = b""
+    while b"model:" not in seen:
+        line = proc.stderr.readline()
+        assert line, f"the tuner ended before its header: {seen.decode()}"
+        seen += line
+    proc.send_signal(sig)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, (seen + stderr).decode()
+    assert b"Traceback" not in stderr
+    assert not list(out.glob("*/best.json"))
+
+
+def test_overloaded_trials_end_at_their_timeout(vgg19: Path, tmp_path: Path) -> None:
+    """Sixteen callers on a slow model, the most this 2-CPU machine accepts: every trial after
+    the baseline is killed at --trial-timeout, as the README states, and the run says why."""
+    from typer.testing import CliRunner
+
+    from autotune.cli import app
+
+    result = CliRunner().invoke(
+        app,
+        ["run", str(vgg19), "-o", "latency", "--trials", "6", "--out", str(tmp_path),
+         "--concurrency", "16", "--trial-timeout", "1", *FAST_FLAGS],
+    )  # fmt: skip
+    assert result.exit_code == 1, result.output
+    assert "failed the same way (3 of 3): timeout: no result within 1 s" in result.stderr

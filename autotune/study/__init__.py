@@ -13,7 +13,13 @@ from autotune.study._tune import (
     TuneResult,
     tune,
 )
-from autotune.study._view import StudyView, list_studies, load_study_view, param_importances
+from autotune.study._view import (
+    StudyView,
+    list_studies,
+    load_study_view,
+    param_importances,
+    the_study,
+)
 
 __all__ = [
     "Measurer",
@@ -31,5 +37,6 @@ __all__ = [
     "record_of",
     "records_of",
     "study_attrs",
+    "the_study",
     "tune",
 ]

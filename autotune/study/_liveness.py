@@ -10,7 +10,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from autotune.runner import STOP
+from autotune.interrupt import STOP
 from autotune.study._records import optuna_module
 
 WAIT_POLL_S = 1.0  # polling another tuner's running baseline

@@ -3,8 +3,10 @@ study made for another model, objective, space or kind of machine refused."""
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from autotune.errors import AutotuneError, UsageError
@@ -76,6 +78,8 @@ def check_storage(url: str, retry_s: float | None = None) -> None:
             f"--storage {shown(url)!r} needs a database driver that is not installed ({exc.name}); "
             "pip install it"
         ) from None
+    if engine.dialect.name == "sqlite":
+        _check_sqlite_file(url)
     try:
         if engine.dialect.name != "sqlite":  # a server: reach it now, not after the model work
 
@@ -96,11 +100,47 @@ def check_storage(url: str, retry_s: float | None = None) -> None:
         engine.dispose()
 
 
+def sqlite_path(url: str) -> Path | None:
+    """The database file of an SQLite URL (None for memory or a URI filename)."""
+    from sqlalchemy.engine import make_url
+
+    database = make_url(url).database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return None
+    return Path(database).expanduser().resolve()
+
+
+def _check_sqlite_file(url: str) -> None:
+    """SQLite creates the file but not its folder, and fails late with raw text where it cannot
+    write: the folder must exist or be creatable (it is made when the study opens), and be
+    writable; say so now, before anything runs."""
+    path = sqlite_path(url)
+    if path is None:
+        return
+    if path.is_dir():
+        raise UsageError(f"--storage {shown(url)!r}: {path} is a folder, not a database file")
+    existing = next(p for p in path.parents if p.exists())
+    if not existing.is_dir():
+        raise UsageError(
+            f"--storage {shown(url)!r}: {existing} is a file, not a folder; give a path in a folder"
+        )
+    writable = os.access(path, os.R_OK | os.W_OK) if path.exists() else os.access(existing, os.W_OK)
+    if not writable:
+        what = path if path.exists() else existing
+        raise UsageError(
+            f"--storage {shown(url)!r}: {what} is not writable by this user; give a path you "
+            "can write"
+        )
+
+
 def open_study(request: TuneRequest) -> Any:
     """Create the study or load it; refuse one that was made for another model or objective."""
     optuna = optuna_module()
     import sqlalchemy.exc
 
+    database = sqlite_path(request.storage) if request.storage.startswith("sqlite") else None
+    if database is not None:  # SQLite makes the file, not its folder (checked by check_storage)
+        database.parent.mkdir(parents=True, exist_ok=True)
     try:
         policy = RetryPolicy(request.storage, request.storage_retry_s)
         storage = retrying_storage(
@@ -130,9 +170,15 @@ def open_study(request: TuneRequest) -> Any:
         for key, value in study_attrs(request).items():
             study.set_user_attr(key, value)
         return study
-    for key, what in (("model_sha256", "model"), ("objective", "objective"), ("space", "space")):
+    checked = (
+        ("model_sha256", "model"),
+        ("objective", "objective"),
+        ("space", "space"),
+        ("batch_sizes", "set of batch sizes"),  # a model's fixed batch, or --batch-sizes
+    )
+    for key, what in checked:
         theirs, ours = existing.get(key), study_attrs(request)[key]
-        if theirs != ours:
+        if theirs != ours and (key in existing or key != "batch_sizes"):
             raise UsageError(
                 f"study {request.study_name!r} was made for another {what} ({theirs!r}, this run "
                 f"has {ours!r}); pick a new --study name instead of mixing results"

@@ -18,6 +18,7 @@ from dataclasses import replace
 from typing import Any
 
 from autotune.config import Measurement, MeasureSettings
+from autotune.interrupt import check_stop
 from autotune.recipes import family_of
 
 #: A quick look: accuracy is what is judged; the timing is only indicative.
@@ -86,6 +87,7 @@ def screen_variants(
     verdicts: dict[str, dict[str, Any]] = {}
     for name in paths:
         verdicts[name] = _figures(measure(replace(base, variant=name), paths))
+        check_stop()  # an interrupted look is no verdict: nothing is stored
         say(_line(name, verdicts[name], base_ms))
     maker = request.variant_maker
     for family in dict.fromkeys(family_of(n) for n in paths):
@@ -97,6 +99,7 @@ def screen_variants(
         if kept is not None:
             name, path, figures = kept
             paths[name], verdicts[name] = path, figures
+    check_stop()
     # fastest first by the quick look: the order the search measures them in
     passed = sorted(
         (n for n in paths if verdicts[n]["ok"]), key=lambda n: verdicts[n]["p50_ms"] or math.inf

@@ -34,12 +34,14 @@ from autotune.config import (
 )
 from autotune.errors import AutotuneError
 from autotune.finalists import confirm, confirmed_front, pick_finalists, spread_along_front
+from autotune.fmt import fmt_number
+from autotune.interrupt import STOP, check_stop
 from autotune.lock import machine_lock
 from autotune.model import ModelInfo
 from autotune.objectives import Limits, Objective
 from autotune.paired import confirm_paired
 from autotune.rules import RuleContext, broken_rules
-from autotune.runner import STOP, run_trial
+from autotune.runner import run_trial
 from autotune.space import SearchSpace
 from autotune.study._liveness import (
     Heartbeat,
@@ -65,6 +67,7 @@ from autotune.sweep import run_sweep
 from autotune.variants import accuracy_for
 
 BASELINE_TIMEOUT_S = 600.0
+PROGRESS_EVERY_S = 15.0  # the confirmation says where it is at least this often
 MIN_TRIAL_TIMEOUT_S = 60.0
 
 
@@ -438,9 +441,14 @@ def _confirm(
         )
         assert isinstance(baseline.outcome, Measurement)
 
+        began = last = time.monotonic()
+
         def on_cycle(done: int, cap: int) -> None:
-            if done % 10 == 0:
-                say(f"  cycle {done}, up to {cap}")
+            nonlocal last
+            now = time.monotonic()
+            if done % 10 == 0 or now - last >= PROGRESS_EVERY_S:  # slow cycles are not silent
+                last = now
+                say(f"  cycle {done}, up to {cap} ({now - began:.0f} s in)")
 
         with machine_lock(wait=request.wait_for_lock, on_wait=say, stop=STOP):
             confirmation = confirm_paired(
@@ -471,7 +479,7 @@ def _confirm(
 
     def on_run(round_index: int, number: int, outcome: TrialOutcome) -> None:
         if isinstance(outcome, Measurement):
-            text = f"{request.objective.value(outcome):.4g} {request.objective.unit}"
+            text = f"{fmt_number(request.objective.value(outcome))} {request.objective.unit}"
         else:
             text = f"FAILED {outcome.kind}"
         cap = max(request.rounds, 3 * request.rounds)  # confirm()'s adaptive cap
@@ -537,7 +545,7 @@ def _sweep(
     def on_point(point: SweepPoint) -> None:
         m = point.measurement
         text = (
-            f"{m.throughput:.4g} samples/s, p99 {m.latency_ms.p99:.3g} ms"
+            f"{fmt_number(m.throughput)} samples/s, p99 {fmt_number(m.latency_ms.p99)} ms"
             if m
             else f"FAILED {point.failure}"
         )
@@ -572,7 +580,10 @@ def tune(
     optuna = optuna_module()
     say = on_message or (lambda line: None)
     started = time.perf_counter()
-    STOP.clear()  # a stop request belongs to the run it interrupted
+    check_stop()  # a stop that came while the run was preparing: the study is not opened
+    if not request.wait_for_lock:  # --no-wait: fail before the study is made, not after
+        with machine_lock(wait=False):
+            pass
     study = open_study(request)
     orphans = fail_orphaned_trials(study)
     if orphans:

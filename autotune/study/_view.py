@@ -9,6 +9,7 @@ from typing import Any
 
 from autotune.config import Confirmation
 from autotune.errors import AutotuneError, UsageError
+from autotune.fmt import fmt_number
 from autotune.objectives import Limits, Objective, parse_objective
 from autotune.storage import shown
 from autotune.study._open import rdb_storage
@@ -104,6 +105,22 @@ def list_studies(storage: str) -> list[dict[str, Any]]:
     return rows
 
 
+def the_study(storage: str, name: str | None) -> str:
+    """``name``, or the storage's only study when none is given."""
+    if name is not None:
+        return name
+    names = optuna_module().get_all_study_names(_storage_for_reading(storage))
+    if len(names) == 1:
+        return str(names[0])
+    if not names:
+        raise UsageError(f"the storage {shown(storage)!r} holds no study; run `autotune run` first")
+    listed = ", ".join(sorted(names)[:8]) + (", ..." if len(names) > 8 else "")
+    raise UsageError(
+        f"the storage holds {len(names)} studies: pick one with --study ({listed}); "
+        "`autotune show` lists them"
+    )
+
+
 def _counted(optuna: Any, storage: Any, name: str) -> int:
     """The finished trials that count toward the budget, as the tuner counts them."""
     study = optuna.load_study(study_name=name, storage=storage)
@@ -137,7 +154,7 @@ def _best_of(summary: Any) -> dict[str, Any]:
     except (AutotuneError, ValueError):
         unit = ""
     figure = (
-        f"search: {best.value:.4g}{' ' + unit if unit else ''}, trial #{best.number}"
+        f"search: {fmt_number(best.value)}{' ' + unit if unit else ''}, trial #{best.number}"
         if best is not None and best.value is not None
         else "none yet"
     )
