@@ -55,14 +55,18 @@ TARGETS = (
     "free_dim_overrides",
 )
 TYPES = ("int", "float", "bool", "categorical")
-#: Bounds resolved per study: the CPUs this process may use, the workload's concurrent callers.
-MACHINE_BOUNDS = ("usable_cpus", "concurrency")
+#: Bounds resolved per study: the CPUs this process may use, the workload's concurrent callers,
+#: and the most sessions worth searching for them (one per caller, up to the usable CPUs: a
+#: session beyond those has no core to run on).
+MACHINE_BOUNDS = ("usable_cpus", "concurrency", "max_sessions")
 PARAM_KEYS = {
     "target", "type", "low", "high", "step", "log", "choices", "when", "requires", "provider", "help",
     "default",
 }  # fmt: skip
 #: Facts about the study a knob can require; a knob whose requirement fails is not searched.
-REQUIREMENTS = ("static_shapes", "concurrent")
+#: ``fixable_dims``: the inputs pin a named dynamic dim other than the batch to one size, so
+#: free-dimension overrides can change the session.
+REQUIREMENTS = ("static_shapes", "concurrent", "fixable_dims")
 TOP_KEYS = {"schema", "description", "providers", "params"}
 ENUM_CHOICES: Mapping[str, Sequence[str]] = {
     "execution_mode": EXECUTION_MODES,
@@ -143,6 +147,7 @@ class SearchSpace:
     providers: tuple[ProviderSpec, ...]
     params: tuple[Param, ...]
     batch_sizes: tuple[int, ...] = (1,)
+    cpus: int | None = None  # the usable CPUs, once resolved: what several sessions' threads share
 
     def resolve(
         self,
@@ -152,19 +157,26 @@ class SearchSpace:
         static_shapes: bool | None = None,
         study_dir: str | None = None,
         concurrency: int = 1,
+        fixable_dims: bool = True,
     ) -> SearchSpace:
         """Bind machine-relative bounds, the batch sizes and the study's facts.
 
         Drops the batch knob when there is one batch size, and knobs whose ``requires`` fails
         (``static_shapes``: the input shapes never change, i.e. one batch size and no shape
-        mix, by default; ``concurrent``: more than one caller).
+        mix, by default; ``concurrent``: more than one caller; ``fixable_dims``: the inputs pin
+        a named non-batch dim, so free-dimension overrides change something).
         ``{study_dir}`` in provider options becomes the study's folder (TensorRT caches).
         """
         facts = {
             "static_shapes": len(batch_sizes) == 1 if static_shapes is None else static_shapes,
             "concurrent": concurrency > 1,
+            "fixable_dims": fixable_dims,
         }
-        bounds = {"usable_cpus": cpus, "concurrency": concurrency}
+        bounds = {
+            "usable_cpus": cpus,
+            "concurrency": concurrency,
+            "max_sessions": max(1, min(concurrency, cpus)),
+        }
         params = []
         for p in self.params:
             if not all(facts.get(r, False) for r in p.requires):
@@ -200,7 +212,11 @@ class SearchSpace:
                 for pr in self.providers
             )
         return replace(
-            self, params=tuple(params), batch_sizes=tuple(batch_sizes), providers=providers
+            self,
+            params=tuple(params),
+            batch_sizes=tuple(batch_sizes),
+            providers=providers,
+            cpus=cpus,
         )
 
     def grid(self) -> list[dict[str, Any]]:
@@ -258,6 +274,8 @@ class SearchSpace:
                 global_pool = bool(value)
             elif p.target == "free_dim_overrides":
                 free_dims = bool(value)
+        if sessions > 1 and not global_pool and self.cpus:
+            session = self._threads_within_cpus(session, sessions)
         providers = tuple(ProviderSpec(p.name, options[p.name]) for p in self.providers)
         return TrialConfig(
             providers=providers,
@@ -270,6 +288,17 @@ class SearchSpace:
             global_thread_pool=global_pool,
             free_dim_overrides=free_dims,
         )
+
+    def _threads_within_cpus(self, session: dict[str, Any], sessions: int) -> dict[str, Any]:
+        """Several sessions with a pool each: their threads together stay within the usable
+        CPUs (a thread beyond them only waits for a core and steals it from the others)."""
+        share = max(1, (self.cpus or 1) // sessions)
+        return {
+            name: min(int(value), share)
+            if name in ("intra_op_num_threads", "inter_op_num_threads") and int(value) > 0
+            else value
+            for name, value in session.items()
+        }
 
     def serving_presets(self, concurrency: int) -> list[dict[str, Any]]:
         """Known layouts for N concurrent callers, measured before the sampler's own proposals.
@@ -371,8 +400,8 @@ def load_space(name_or_path: str) -> SearchSpace:
         path = SPACES_DIR / f"{name_or_path}.yaml"
         if not path.exists():
             raise UsageError(
-                f"unknown search space {name_or_path!r}; use one of {', '.join(space_names())} "
-                "or a path to a .yaml file"
+                f"unknown search space {name_or_path!r}; use one of {', '.join(space_names())}, "
+                "auto (the best provider that works here) or a path to a .yaml file"
             )
     try:
         data = yaml.safe_load(path.read_text())

@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from autotune.accuracy import load_judge
-from autotune.config import MeasureSettings, TunedConfig, Workload
+from autotune.config import FeedPlan, MeasureSettings, ShapePoint, TunedConfig, Workload
 from autotune.errors import UsageError
 from autotune.export import (
     keep_previous,
@@ -23,6 +23,7 @@ from autotune.export import (
     verdict_change,
     write_best,
 )
+from autotune.interrupt import STOP, check_stop
 from autotune.machine import environment, usable_cpus
 from autotune.model import (
     PRECISION_TOLERANCES,
@@ -239,6 +240,33 @@ def guard_options(
     return names, mask, judge
 
 
+#: Concurrent callers per usable CPU beyond which a run measures the queue, not the model.
+MAX_CALLERS_PER_CPU = 8
+
+
+def check_concurrency(concurrency: int, cpus: int) -> None:
+    """Refuse more callers than the machine can serve at all: every trial would start that many
+    threads, each waiting its turn for a core, and time how long the queue is."""
+    if concurrency > MAX_CALLERS_PER_CPU * cpus:
+        raise UsageError(
+            f"--concurrency {concurrency} is {concurrency / cpus:.0f}x this machine's {cpus} "
+            f"usable CPUs: so many callers measure queueing, not the model; give at most "
+            f"{MAX_CALLERS_PER_CPU * cpus} ({MAX_CALLERS_PER_CPU} per CPU), the requests the "
+            "deployment runs at once on one machine of this size"
+        )
+
+
+def fixed_dims(
+    model: ModelInfo, feeds: FeedPlan, shapes: Sequence[ShapePoint], batch_size: int
+) -> dict[str, int]:
+    """The named dims free-dimension overrides would fix here (none: the knob changes nothing)."""
+    from autotune.config import TrialConfig
+    from autotune.session import free_dimension_overrides
+
+    config = TrialConfig(batch_size=batch_size, free_dim_overrides=True)
+    return free_dimension_overrides(model.path, config, feeds, shapes)
+
+
 def prepare(options: RunOptions) -> TuneRequest:
     """Validate every input and build the study request; nothing is written before this passes."""
     objectives = parse_objectives(options.objective)
@@ -280,12 +308,14 @@ def prepare(options: RunOptions) -> TuneRequest:
     name = options.study or default_study_name(model.path, model.sha256, space.name, slug, workload)
     static_shapes = len(batch_sizes) == 1 and not workload.shapes
     cpus = usable_cpus()
+    check_concurrency(workload.concurrency, cpus)
     space = space.resolve(
         batch_sizes=batch_sizes,
         cpus=cpus,
         static_shapes=static_shapes,
         study_dir=str(out / name),
         concurrency=workload.concurrency,
+        fixable_dims=bool(fixed_dims(model, resolved.plan, resolved.shapes, batch_sizes[0])),
     )
     sweep = options.sweep if options.sweep is not None else workload.concurrency > 1
     if options.max_gpu_memory_mb is not None:
@@ -349,10 +379,14 @@ def prepare(options: RunOptions) -> TuneRequest:
 
 
 def run_tuning(options: RunOptions, *, echo: Callable[[str], None]) -> RunOutcome:
+    """Prepare, run the study and write best.json. A stop request (Ctrl-C, SIGTERM) that came
+    before the study started ends the run there with ``KeyboardInterrupt``, nothing written."""
     request = prepare(options)
+    check_stop()
     out = options.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     request = with_variants(request, options, echo)
+    check_stop()
     model = request.model
     weights = f", weights in {len(model.external)} external file(s)" if model.external else ""
     echo(f"model:   {model.path} (sha256 {model.sha256[:12]}, {model.precision}{weights})")
@@ -413,18 +447,31 @@ def run_tuning(options: RunOptions, *, echo: Callable[[str], None]) -> RunOutcom
     destination = out / tuned.study_name / "best.json"
     old = previous_best(destination)
     change: list[str] = []
+    written = True
     if result.reused and old is not None and old.trial_number == tuned.trial_number:
-        path, tuned = destination, old  # the stored verdict, as deployed: nothing rewritten
+        path, tuned, written = destination, old, False  # the stored verdict, as deployed
+    elif result.interrupted and old is not None and result.confirmation is None:
+        # what a deployment loads is not replaced by a run cut short before its confirmation
+        path, written = destination, False
+        change = [
+            f"best.json is left as it was: this run was interrupted before its confirmation "
+            f"(its pick: #{tuned.trial_number})"
+        ]
     else:
         if old is not None:
             change = verdict_change(old, tuned)
-            kept = keep_previous(destination)
-            change.append(f"the previous best.json is kept as {kept}")
+            if change:  # the same verdict again: new figures, nothing to keep
+                change.append(f"the previous best.json is kept as {keep_previous(destination)}")
         path = write_best(tuned, out)
     table = summary_table(tuned, result, request.objective, request.all_objectives, request.limits)
+    if not tuned.confirmed and written:
+        table += (
+            f"\nUNCONFIRMED: {tuned.unconfirmed}; re-run the same command to confirm it "
+            '(best.json says "confirmed": false)'
+        )
     if change:
         table += "\n" + "\n".join(change)
-    table += f"\n{'unchanged' if result.reused and not change else 'wrote'} {path}\n"
+    table += f"\n{'wrote' if written else 'unchanged'} {path}\n"
     if request.workload.concurrency > 1:
         table += (
             f"serve {request.workload.concurrency} concurrent callers with: "
@@ -527,4 +574,5 @@ def tune(
         paired=paired,
         storage_retry_s=storage_retry_s,
     )
+    STOP.clear()  # a stop request belongs to the run it interrupted
     return run_tuning(options, echo=progress or (lambda line: None)).tuned

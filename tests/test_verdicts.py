@@ -36,7 +36,9 @@ sys.exit(main())
 NEVER = [sys.executable, "-c", "import sys; sys.exit(3)"]  # any worker started would fail
 
 
-def _options(model: Path, out: Path, slow_defaults: bool | None, **extra: object) -> RunOptions:
+def _options(
+    model: Path, out: Path, slow_defaults: bool | None, finalists: int = 1, **extra: object
+) -> RunOptions:
     command = (
         NEVER
         if slow_defaults is None
@@ -44,7 +46,8 @@ def _options(model: Path, out: Path, slow_defaults: bool | None, **extra: object
     )
     return RunOptions(
         model=model, objective=("throughput",), trials=5, out=out, batch_sizes="1",
-        min_time_s=0.05, min_runs=5, finalists=2, rounds=1, seed=4, worker_command=command,
+        min_time_s=0.05, min_runs=5, finalists=finalists, rounds=1, seed=4,
+        worker_command=command,
         **extra,  # type: ignore[arg-type]
     )  # fmt: skip
 
@@ -73,6 +76,23 @@ def test_a_rerun_reports_the_stored_verdict_and_measures_nothing(
     assert stored is not None and stored.verdict in outcome.table
     assert f"unchanged {best}" in outcome.table
     assert (best.read_bytes(), best.stat().st_mtime_ns) == before  # not rewritten
+    assert not best.with_name("best.prev.json").exists()
+
+
+def test_reconfirm_with_the_same_verdict_updates_best_json_and_keeps_no_previous(
+    tiny_model: Path, won: tuple[Path, Path]
+) -> None:
+    """One finalist, still slowed defaults: the same winner again is no change to keep."""
+    out, best = won
+    old = read_tuned(best)
+    outcome = run_tuning(
+        _options(tiny_model, out, slow_defaults=True, reconfirm=True), echo=lambda line: None
+    )
+    new = read_tuned(best)
+    assert new.trial_number == old.trial_number and new.confirmation is not None
+    assert new.confirmation.kind == "winner" and new.confirmed
+    assert new.confirmation.confirmed_at >= old.confirmation.confirmed_at  # type: ignore[union-attr]
+    assert "verdict changed" not in outcome.table and f"wrote {best}" in outcome.table
     assert not best.with_name("best.prev.json").exists()
 
 

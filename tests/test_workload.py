@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -43,7 +44,7 @@ from autotune.machine import usable_cpus
 from autotune.model import make_feeds, read_model, resolve_inputs
 from autotune.runner import run_trial
 from autotune.session import read_tuned
-from autotune.space import SPACES_DIR
+from autotune.space import SPACES_DIR, load_space
 
 runner = CliRunner()
 QUICK = MeasureSettings(warmup_runs=2, warmup_s=0.01, min_runs=5, min_time_s=0.05)
@@ -416,9 +417,9 @@ def test_a_shape_mix_with_a_pinned_batch_still_changes_the_shape(seq_model: Path
 @pytest.fixture(scope="module")
 def big_sessions_space(tmp_path_factory: pytest.TempPathFactory) -> Path:
     text = (SPACES_DIR / "cpu.yaml").read_text()
-    assert text.count("high: concurrency") == 1
+    assert text.count("high: max_sessions") == 1
     path = tmp_path_factory.mktemp("space") / "sessions4.yaml"
-    path.write_text(text.replace("high: concurrency", "high: 4"))
+    path.write_text(text.replace("high: max_sessions", "high: 4"))
     return path
 
 
@@ -438,6 +439,8 @@ def test_magika_batch_symbol_is_what_the_cli_cases_name(magika: Path) -> None:
     [
         (["{tiny}", "--concurrency", "0"], ["--concurrency 0 is below 1"]),
         (["{tiny}", "--concurrency", "-3"], ["--concurrency -3 is below 1"]),
+        (["{tiny}", "--concurrency", "100000"],
+         ["measure queueing, not the model", "(8 per CPU)"]),
         (["{tiny}", "--concurrency", "2", "--space", "{space}"],
          ["up to 4 sessions for 2 concurrent callers", "sessions4.yaml"]),
         (["{magika}", "--dim", "unk__214=1,2"],
@@ -657,6 +660,26 @@ def test_the_sweep_measures_every_level_and_finds_the_limit(
     assert best["sweep"]["highest_ok"] == sweep.highest_ok
 
 
+def test_a_fast_models_tables_print_plain_numbers(
+    c2_study: tuple[Path, str, str], tmp_path: Path
+) -> None:
+    """Issue 20: tiny_model serves tens of thousands of samples/s; the run's table, the sweep,
+    ``show`` and the report print them plainly, never as ``1.206e+04``."""
+    out, name, table = c2_study
+    exponent = re.compile(r"\de[+-]\d")  # as Python prints one; a hex hash has no sign
+    assert "concurrency sweep (one fresh process per point, interleaved):" in table
+    assert "(search, one fresh process)" in table  # --finalists 0: the search's figures
+    shown = runner.invoke(app, ["show", "--out", str(out), "--study", name])
+    report = runner.invoke(
+        app, ["report", "--out", str(out), "--study", name, "--dest", str(tmp_path)]
+    )
+    assert shown.exit_code == 0 and report.exit_code == 0, shown.output + report.output
+    page = (tmp_path / "index.html").read_text()
+    assert "<th>concurrency</th>" in page and "`" not in page
+    for text in (table, shown.stdout, page, (tmp_path / "report.md").read_text()):
+        assert not exponent.search(text), text
+
+
 def test_resuming_under_another_workload_is_refused(
     c2_study: tuple[Path, str, str], tiny_model: Path
 ) -> None:
@@ -742,3 +765,41 @@ def test_the_serving_layouts_are_measured_first(c2_study: tuple[Path, str, str])
     for params in first.values():
         assert params["global_thread_pool"] is False
         assert params["session.intra_op.allow_spinning"] == "0"
+
+
+# --- 8. what a trial may create under load ---------------------------------------------------------
+
+
+def test_sessions_and_their_threads_stay_within_the_usable_cpus() -> None:
+    """Sessions go up to the CPUs, not up to the callers, and a pool each shares them out."""
+    space = load_space("cpu").resolve(batch_sizes=(1,), cpus=4, concurrency=16)
+    sessions = next(p for p in space.params if p.target == "sessions")
+    assert sessions.bounds() == (1, 4)
+    for count in (1, 2, 3, 4):
+        for threads in (1, 2, 4):
+            params = {"sessions": count, "global_thread_pool": False,
+                      "intra_op_num_threads": threads, "execution_mode": "ORT_PARALLEL",
+                      "inter_op_num_threads": threads}  # fmt: skip
+            config = space.config_from_params(params)
+            for key in ("intra_op_num_threads", "inter_op_num_threads"):
+                assert count * config.session_options[key] <= 4, (count, threads, config)
+    shared = space.config_from_params(
+        {"sessions": 4, "global_thread_pool": True, "intra_op_num_threads": 4}
+    )
+    assert shared.session_options["intra_op_num_threads"] == 4  # one pool for all: not divided
+
+
+def test_free_dim_overrides_is_searched_only_where_it_fixes_a_dim(
+    magika: Path, seq_model: Path, tmp_path: Path
+) -> None:
+    """magika's only dynamic dim is the batch, which the overrides leave free: the knob would
+    change nothing, so it is not searched; a pinned sequence dim brings it back."""
+    from autotune.tuning import RunOptions, prepare
+
+    def knobs(model: Path, *dims: str) -> set[str]:
+        request = prepare(RunOptions(model=model, out=tmp_path, dims=dims))
+        return {p.name for p in request.space.params}
+
+    assert "free_dim_overrides" not in knobs(magika)
+    assert "free_dim_overrides" in knobs(seq_model, "seq=8")
+    assert "free_dim_overrides" not in knobs(seq_model, "seq=8,64")  # a mix keeps it free
