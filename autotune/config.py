@@ -202,6 +202,12 @@ class FeedPlan:
     # Samples in the data's pool: rows along the batch axis of the batched inputs in
     # ``data_path`` (1 for synthetic data). Timed runs cycle through them.
     pool_rows: int = 1
+    # N when the model itself fixes the batch (axis 0 static at N > 1 in every input of rank
+    # >= 2): the batch size is N, one run is N samples, and no other size can be served.
+    fixed_batch: int | None = None
+    # Axis 0 is static above 1 but not one batch of every input (they disagree): a run's samples
+    # are unknown, so throughput counts runs (batch size 1) and says so.
+    counts_runs: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -209,6 +215,8 @@ class FeedPlan:
             "seed": self.seed,
             "data_path": self.data_path,
             "pool_rows": self.pool_rows,
+            "fixed_batch": self.fixed_batch,
+            "counts_runs": self.counts_runs,
         }
 
     @classmethod
@@ -228,6 +236,8 @@ class FeedPlan:
             seed=int(data["seed"]),
             data_path=data["data_path"],
             pool_rows=int(data.get("pool_rows", 1)),
+            fixed_batch=int(data["fixed_batch"]) if data.get("fixed_batch") else None,
+            counts_runs=bool(data.get("counts_runs", False)),
         )
 
 
@@ -600,6 +610,9 @@ class Confirmation:
     kind: str = ""  # winner | no gain | too noisy (derived from the winner when not given)
     confirmed_at: str = ""  # ISO time the confirmation ended
     trials: int = 0  # the study's finished trials it covered (a re-run with none new reuses it)
+    # One line each, shown after the verdict: e.g. the search's measurement of the defaults
+    # was an outlier against the confirmation's, so its ratios are not left unexplained.
+    notes: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.kind:  # studies from before the kinds, and the fresh-rounds verdicts
@@ -620,6 +633,7 @@ class Confirmation:
             "kind": self.kind,
             "confirmed_at": self.confirmed_at,
             "trials": self.trials,
+            "notes": list(self.notes),
         }
 
     @classmethod
@@ -637,6 +651,7 @@ class Confirmation:
             kind=str(data.get("kind", "")),
             confirmed_at=str(data.get("confirmed_at", "")),
             trials=int(data.get("trials", 0)),
+            notes=tuple(str(n) for n in data.get("notes", ())),
         )
 
     def figures(self, trial_number: int) -> RoundFigures:
@@ -771,6 +786,13 @@ class TunedConfig:
     sweep: ConcurrencySweep | None = None
     # This run's time: {"search_s": S, "confirmation_s": C, "overhead_s_median": M}.
     tuning: Mapping[str, float] = field(default_factory=dict)
+    # Why the config was not re-measured against the defaults ("" when it was, or when it is
+    # the defaults): its figures are then one search measurement, which a deployment is warned of.
+    unconfirmed: str = ""
+
+    @property
+    def confirmed(self) -> bool:
+        return not self.unconfirmed
 
     def workload_dict(self) -> dict[str, Any]:
         """The workload plus how the config serves it: what a deployment must reproduce."""
@@ -785,6 +807,8 @@ class TunedConfig:
     def to_dict(self) -> dict[str, Any]:
         return {
             "schema": TUNED_SCHEMA,
+            "confirmed": self.confirmed,
+            **({"unconfirmed": self.unconfirmed} if self.unconfirmed else {}),
             "tuning": dict(self.tuning),
             "workload": self.workload_dict(),
             "inputs": self.inputs.to_dict() if self.inputs else None,
@@ -810,6 +834,9 @@ class TunedConfig:
     def from_dict(cls, data: Mapping[str, Any]) -> TunedConfig:
         _check_schema(data, TUNED_SCHEMA, "tuned config")
         confirmation = data.get("confirmation")
+        unconfirmed = data.get("unconfirmed", "")
+        if "confirmed" not in data and not confirmation and data["metrics"] != data["baseline"]:
+            unconfirmed = "written before autotune recorded it, with no confirmation"
         return cls(
             config=TrialConfig.from_dict(data["config"]),
             model_path=data["model"]["path"],
@@ -829,4 +856,5 @@ class TunedConfig:
             workload=Workload.from_dict(data.get("workload")),
             sweep=ConcurrencySweep.from_dict(data["sweep"]) if data.get("sweep") else None,
             tuning={str(k): float(v) for k, v in (data.get("tuning") or {}).items()},
+            unconfirmed=str(unconfirmed or ""),
         )

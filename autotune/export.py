@@ -26,7 +26,13 @@ from autotune.config import (
     Workload,
 )
 from autotune.errors import AutotuneError, UsageError
-from autotune.model import ModelInfo, copy_external_files, has_external_data, model_sha256
+from autotune.model import (
+    STRING_DTYPE,
+    ModelInfo,
+    copy_external_files,
+    has_external_data,
+    model_sha256,
+)
 from autotune.objectives import Objective
 from autotune.storage import shown
 from autotune.study import StudyView, TrialRecord, TuneResult
@@ -86,15 +92,18 @@ def _tuned(
     workload: Workload | None = None,
     sweep: ConcurrencySweep | None = None,
     tuning: Mapping[str, float] | None = None,
+    why_unconfirmed: str = "no confirmation ran",
 ) -> TunedConfig:
     """A TunedConfig for ``record``: its confirmed figures when the confirmation measured it,
-    else its search measurement; ``search`` always says what the search itself saw."""
+    else its search measurement, marked unconfirmed with ``why_unconfirmed`` (the defaults
+    need no confirmation); ``search`` always says what the search itself saw."""
     found, base = search_best.outcome, baseline.outcome
     assert isinstance(found, Measurement) and isinstance(base, Measurement)
     search = SearchFigures(search_best.number, found, base, objective.gain(found, base))
     own = record.outcome
     assert isinstance(own, Measurement)
     metrics, base_metrics, speedup = own, base, objective.gain(own, base)
+    unconfirmed = "" if record.number == baseline.number else why_unconfirmed
     if confirmation is not None:
         measured = {f.trial_number for f in (confirmation.baseline, *confirmation.finalists)}
         if record.number in measured:
@@ -102,6 +111,11 @@ def _tuned(
             base_metrics = confirmation.baseline.measurement or base
             metrics = figures.measurement or own
             speedup = figures.gain
+            unconfirmed = ""
+        elif unconfirmed:
+            unconfirmed = (
+                f"trial #{record.number} was not among the configs the confirmation measured"
+            )
     model_path, model_sha = _model_file(record.config, *source, variant_paths)
     return TunedConfig(
         config=record.config,
@@ -122,6 +136,7 @@ def _tuned(
         workload=workload or Workload(),
         sweep=sweep,
         tuning=dict(tuning or {}),
+        unconfirmed=unconfirmed,
     )
 
 
@@ -136,6 +151,10 @@ def tuned_config(
     workload: Workload | None = None,
 ) -> TunedConfig:
     """best.json's content: the confirmed figures when a confirmation ran, else the search's."""
+    if result.interrupted:
+        why = "the run was interrupted before its confirmation: one search measurement"
+    else:
+        why = "no confirmation ran (--finalists 0, or no finalist): one search measurement"
     return _tuned(
         record=result.best,
         search_best=result.search_best,
@@ -150,6 +169,7 @@ def tuned_config(
         workload=workload,
         sweep=result.sweep,
         tuning=result.timing,
+        why_unconfirmed=why,
     )
 
 
@@ -334,9 +354,14 @@ def python_snippet(tuned: TunedConfig, *, beside: Path | None = None) -> str:
         "",
         "",
         "def sample_feeds():",
-        '    """Zeros of the tuned shapes and dtypes: replace with real requests."""',
+        '    """Zeros (empty texts for string inputs) of the tuned shapes and dtypes: replace with '
+        'real requests."""',
         f"    shapes = {shapes!r}",
-        "    return {name: np.zeros(shape, dtype) for name, (shape, dtype) in shapes.items()}",
+        "    return {",
+        f"        name: np.full(shape, '', object) if dtype == {STRING_DTYPE!r} else "
+        "np.zeros(shape, dtype)",
+        "        for name, (shape, dtype) in shapes.items()",
+        "    }",
         "",
         "",
         'if __name__ == "__main__":',

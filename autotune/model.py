@@ -14,7 +14,7 @@ import itertools
 import math
 import os
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -67,6 +67,33 @@ class ModelInfo:
     @property
     def has_dynamic_batch(self) -> bool:
         return self.batch_symbol is not None
+
+    @property
+    def axis0_sizes(self) -> dict[str, Dim]:
+        """Axis 0 of each input of rank >= 2, the inputs that hold samples along a batch axis
+        (a vector or a scalar input may as well be one sample's features or a parameter)."""
+        return {i.name: i.dims[0] for i in self.inputs if len(i.dims) >= 2}
+
+    @property
+    def fixed_batch(self) -> int | None:
+        """N when the model fixes its batch at N > 1: no dynamic batch, and axis 0 is the same
+        static N in every input of rank >= 2. One run is then N samples."""
+        firsts = set(self.axis0_sizes.values())
+        if self.has_dynamic_batch or len(firsts) != 1:
+            return None
+        [first] = firsts
+        return first if isinstance(first, int) and first > 1 else None
+
+    @property
+    def counts_runs(self) -> bool:
+        """Axis 0 is static above 1 in some input of rank >= 2 but not one batch of them all
+        (sizes or dynamic dims disagree): a run's samples are unknown, so figures count runs."""
+        firsts = self.axis0_sizes.values()
+        return (
+            self.fixed_batch is None
+            and not self.has_dynamic_batch
+            and any(isinstance(d, int) and d > 1 for d in firsts)
+        )
 
 
 def file_sha256(path: str | os.PathLike[str]) -> str:
@@ -350,23 +377,88 @@ def parse_dim_weights(text: str | None, count: int) -> tuple[float, ...]:
     return tuple(w / total for w in weights)
 
 
-def load_npz(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
+#: The dtype ``read_model`` gives an ONNX ``tensor(string)`` input (numpy's name for it).
+STRING_DTYPE = "object"
+
+
+def dtype_text(dtype: str) -> str:
+    """A dtype as the user reads it: ``string`` for text, numpy's name otherwise."""
+    return "string" if dtype == STRING_DTYPE else dtype
+
+
+def text_example(name: str, rank: int, inner: Sequence[Dim] = ()) -> str:
+    """How to save texts for a string input of this rank (``inner``: its dims after axis 0)."""
+    texts = {0: "'text'", 1: "['text', 'more text', ...]"}.get(rank)
+    if rank == 2 and tuple(inner) == (1,):
+        texts = "[['text'], ['more text'], ...]"
+    call = f"numpy.savez('FILE.npz', {name}=numpy.array({texts or 'TEXTS'}))"
+    return call if texts else f"{call}, TEXTS a nested list of str of rank {rank}"
+
+
+def as_strings(
+    name: str, array: np.ndarray, source: str = "--inputs", example: str = ""
+) -> np.ndarray:
+    """A string input's array as onnxruntime takes it: an object array of Python str.
+
+    An .npz holds text without pickle only as numpy unicode (``<U``) or bytes (``S``, read as
+    UTF-8), so those are what a user saves; an object array of str (made in memory) passes.
+    Raises UsageError for anything else, ``example`` saying how to save it instead.
+    """
+    how = example or text_example(name, array.ndim, array.shape[1:])
+    if array.dtype.kind == "U":
+        return array.astype(object)
+    if array.dtype.kind == "S":
+        try:
+            return np.char.decode(array, "utf-8").astype(object)
+        except UnicodeDecodeError as exc:
+            raise UsageError(
+                f"{source} array {name!r} holds bytes that are not UTF-8 text ({exc.reason} at "
+                f"byte {exc.start} of a value); save the texts as str: {how}"
+            ) from None
+    if array.dtype.kind == "O" and all(isinstance(v, str) for v in array.flat):
+        return array
+    raise UsageError(
+        f"{source} array {name!r} has dtype {array.dtype.name}, but input {name!r} takes "
+        f"strings; save the texts as a numpy str array: {how}"
+    )
+
+
+def load_npz(
+    path: str | os.PathLike[str], *, strings: Collection[str] = (), flag: str = "--inputs"
+) -> dict[str, np.ndarray]:
+    """The arrays of a user's .npz, read without pickle; those named in ``strings`` (string
+    inputs) converted by :func:`as_strings`. ``flag`` names the option in errors."""
     try:
         with np.load(path, allow_pickle=False) as data:
-            return {name: data[name] for name in data.files}
+            arrays = {name: data[name] for name in data.files}
     except FileNotFoundError:
-        raise UsageError(f"--inputs file not found: {path}") from None
-    except (OSError, ValueError) as exc:
+        raise UsageError(f"{flag} file not found: {path}") from None
+    except ValueError as exc:
+        if "allow_pickle" in str(exc):
+            raise UsageError(
+                f"{flag} {path} holds an object array, which needs pickle to read; save texts "
+                "as a numpy str array, e.g. numpy.savez('FILE.npz', NAME=numpy.array(['text', "
+                "...])), not dtype=object"
+            ) from None
         raise UsageError(
-            f"--inputs {path} is not a readable .npz file ({exc}); "
+            f"{flag} {path} is not a readable .npz file ({exc}); "
             "write it with numpy.savez(path, input_name=array, ...)"
         ) from None
+    except OSError as exc:
+        raise UsageError(
+            f"{flag} {path} is not a readable .npz file ({exc}); "
+            "write it with numpy.savez(path, input_name=array, ...)"
+        ) from None
+    for name in strings:
+        if name in arrays:
+            arrays[name] = as_strings(name, arrays[name], flag)
+    return arrays
 
 
 @dataclass(frozen=True)
 class ResolvedInputs:
     plan: FeedPlan
-    pinned_batch: int | None  # batch size fixed by --shape/--dim, if any
+    pinned_batch: int | None  # batch size fixed by --shape/--dim or by the model, if any
     shapes: tuple[ShapePoint, ...] = ()  # the shape mix (empty: one shape)
 
     def describe(self) -> str:
@@ -377,23 +469,38 @@ def describe_inputs(plan: FeedPlan, shapes: Sequence[ShapePoint] = ()) -> str:
     """The header's line: each input, where the data comes from, the pool and the shape mix."""
     parts = []
     for spec in plan.inputs:
-        shape = spec.shape_for(0) if spec.batched else spec.shape
-        dims = ["N" if spec.batched and axis == 0 else str(d) for axis, d in enumerate(shape)]
+        batch_axis = spec.batched and not plan.fixed_batch  # a fixed batch shows its size
+        shape = spec.shape_for(0) if batch_axis else spec.shape
+        dims = ["N" if batch_axis and axis == 0 else str(d) for axis, d in enumerate(shape)]
         for axis, symbol in enumerate(spec.symbols):
             if symbol is not None:
                 dims[axis] = symbol
-        parts.append(f"{spec.name} {spec.dtype} {'x'.join(dims)}")
+        parts.append(f"{spec.name} {dtype_text(spec.dtype)} {'x'.join(dims)}")
     text = ", ".join(parts)
     if plan.data_path:
         text += f"; a pool of {plan.pool_rows} samples from {plan.data_path}"
     else:
         text += " (synthetic)"
+    if plan.fixed_batch:
+        text += (
+            f"; batch {plan.fixed_batch} (fixed by the model): one run is "
+            f"{plan.fixed_batch} samples"
+        )
+    elif plan.counts_runs:
+        firsts = ", ".join(f"{s.name} {s.shape[0]}" for s in plan.inputs if len(s.shape) >= 2)
+        text += (
+            f"; axis 0 is not one batch of every input ({firsts}): "
+            "throughput counts runs, not samples"
+        )
     if shapes:
         text += "; shapes " + " | ".join(f"{p.label} (weight {p.weight:.2f})" for p in shapes)
     return text
 
 
-def _check_shape(inp: ModelInput, shape: tuple[int, ...], source: str) -> list[str]:
+def _check_shape(
+    inp: ModelInput, shape: tuple[int, ...], source: str, pooled: bool = False
+) -> list[str]:
+    """What in ``shape`` the model refuses; ``pooled``: axis 0 is a pool of samples, any size."""
     if len(shape) != len(inp.dims):
         return [
             f"{source} for input {inp.name!r} has rank {len(shape)}, "
@@ -402,7 +509,7 @@ def _check_shape(inp: ModelInput, shape: tuple[int, ...], source: str) -> list[s
     return [
         f"{source} for input {inp.name!r} has {got} on axis {axis}, the model fixes it at {want}"
         for axis, (got, want) in enumerate(zip(shape, inp.dims, strict=True))
-        if isinstance(want, int) and got != want
+        if isinstance(want, int) and got != want and not (pooled and axis == 0)
     ]
 
 
@@ -419,6 +526,8 @@ def resolve_inputs(
 
     ``dims`` with several values for a symbol make a shape mix (the first value is the plan's
     own shape). ``data_path``'s batched arrays are a pool of samples along axis 0, not a batch.
+    A model that fixes its batch at N > 1 (:attr:`ModelInfo.fixed_batch`) is served at N: its
+    batch size is pinned there and its pool, too, is cut into batches of N.
     """
     shapes = dict(shapes or {})
     choices = {k: (v,) if isinstance(v, int) else tuple(v) for k, v in (dims or {}).items()}
@@ -439,10 +548,10 @@ def resolve_inputs(
         f"--dim names {s!r}, which is not a dim of any input" for s in dims if s not in symbols
     ]
     if problems:
-        valid = ", ".join(f"{i.name} {i.dtype} {i.dims_text()}" for i in model.inputs)
+        valid = ", ".join(f"{i.name} {dtype_text(i.dtype)} {i.dims_text()}" for i in model.inputs)
         raise UsageError("; ".join(problems) + f" (model inputs: {valid})")
 
-    batch = model.batch_symbol
+    batch, fixed = model.batch_symbol, model.fixed_batch
     if isinstance(batch, str) and batch in mixed:
         raise UsageError(
             f"--dim {batch}= lists several values, but {batch!r} is the batch dim; "
@@ -452,7 +561,8 @@ def resolve_inputs(
     pinned: dict[str, int] = {}
     pool: dict[str, int] = {}
     for inp in model.inputs:
-        batched = batch is not None and bool(inp.dims)
+        # Axis 0 is a batch: the model's dynamic one, or the one it fixes (inputs of rank >= 2).
+        batched = bool(inp.dims) if batch is not None else bool(fixed) and len(inp.dims) > 1
         fixed_by_user = inp.name in data or inp.name in shapes
         listed = [d for d in inp.dims if isinstance(d, str) and d in mixed]
         if fixed_by_user and listed:
@@ -463,12 +573,21 @@ def resolve_inputs(
             )
         if inp.name in data:
             array = data[inp.name]
-            if array.dtype.name != inp.dtype:
+            if inp.dtype == STRING_DTYPE:
+                example = text_example(inp.name, len(inp.dims), inp.dims[1:])
+                try:
+                    as_strings(inp.name, array, example=example)
+                except UsageError as exc:
+                    problems.append(str(exc))
+            elif array.dtype.name != inp.dtype:
                 problems.append(
                     f"--inputs array {inp.name!r} has dtype {array.dtype.name}, "
                     f"the model expects {inp.dtype}"
                 )
-            found = _check_shape(inp, tuple(array.shape), "--inputs array")
+            pooled = batched and fixed is not None
+            found = _check_shape(inp, tuple(array.shape), "--inputs array", pooled)
+            if found and inp.dtype == STRING_DTYPE:
+                found[-1] += f" (save the texts as {example})"
             problems += found
             shape = tuple(array.shape)
             if batched and shape:  # a pool of samples along the batch axis, not a batch
@@ -503,7 +622,13 @@ def resolve_inputs(
                     "cannot be guessed; give it with --inputs FILE.npz "
                     f"(numpy.savez('FILE.npz', {inp.name}=numpy.array(VALUE, '{inp.dtype}')))"
                 )
-            if inp.dtype not in _SYNTHESISABLE:
+            if inp.dtype == STRING_DTYPE:
+                example = text_example(inp.name, len(inp.dims), inp.dims[1:])
+                problems.append(
+                    f"input {inp.name!r} takes strings, which autotune cannot make up; give real "
+                    f"texts with --inputs FILE.npz, saved as {example}"
+                )
+            elif inp.dtype not in _SYNTHESISABLE:
                 problems.append(
                     f"input {inp.name!r} has dtype {inp.dtype}, which autotune cannot "
                     "synthesise; give it with --inputs FILE.npz"
@@ -541,7 +666,7 @@ def resolve_inputs(
         )
     elif dim_weights:
         parse_dim_weights(dim_weights, 1)  # raises: weights without a mix
-    pinned_batch = next(iter(pinned.values()), None)
+    pinned_batch = fixed or next(iter(pinned.values()), None)
     if pinned_batch is not None:
         # Every batched input starts at the pinned size; the trial's batch size replaces it.
         specs = [replace(s, shape=(pinned_batch, *s.shape[1:])) if s.batched else s for s in specs]
@@ -550,6 +675,8 @@ def resolve_inputs(
         seed=seed,
         data_path=str(Path(data_path).resolve()) if data_path else None,
         pool_rows=next(iter(pool.values()), 1),
+        fixed_batch=fixed,
+        counts_runs=model.counts_runs,
     )
     return ResolvedInputs(plan=plan, pinned_batch=pinned_batch, shapes=points)
 
@@ -582,10 +709,14 @@ def pool_batches(plan: FeedPlan, batch_size: int) -> int:
 _DATA_CACHE: dict[str, dict[str, np.ndarray]] = {}
 
 
-def _pool_data(path: str) -> dict[str, np.ndarray]:
+def _pool_data(plan: FeedPlan) -> dict[str, np.ndarray]:
+    """The plan's .npz, read once per process, string inputs as onnxruntime takes them."""
+    path = plan.data_path
+    assert path is not None
     if path not in _DATA_CACHE:
         _DATA_CACHE.clear()  # one pool per process is the rule; never hold two
-        _DATA_CACHE[path] = load_npz(path)
+        strings = [s.name for s in plan.inputs if s.dtype == STRING_DTYPE]
+        _DATA_CACHE[path] = load_npz(path, strings=strings)
     return _DATA_CACHE[path]
 
 
@@ -601,7 +732,7 @@ def make_feeds(
     Pool data: rows ``index * batch_size ...`` (wrapping around), so consecutive indexes walk
     through the pool. Synthetic data is seeded: the same arrays on every call.
     """
-    data = _pool_data(plan.data_path) if plan.data_path else {}
+    data = _pool_data(plan) if plan.data_path else {}
     feeds = {}
     for position, spec in enumerate(plan.inputs):
         shape = spec.shape_for(batch_size, dims)

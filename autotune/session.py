@@ -11,6 +11,7 @@ import io
 import json
 import os
 import threading
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -387,7 +388,22 @@ def load_session(
     """
     tuned = read_tuned(path)
     model = _model_of(tuned, path, model_path, verify)
+    _warn_unconfirmed(tuned, path)
     return create_session(model, tuned.config, feeds=tuned.inputs, shapes=tuned.workload.shapes)
+
+
+class UnconfirmedConfigWarning(UserWarning):
+    """A best.json whose config was never re-measured against ONNX Runtime's defaults."""
+
+
+def _warn_unconfirmed(tuned: TunedConfig, path: str | os.PathLike[str]) -> None:
+    if not tuned.confirmed:
+        warnings.warn(
+            f"{path} is unconfirmed ({tuned.unconfirmed}); its {tuned.speedup:.2f}x may not hold: "
+            "re-run its `autotune run` command (with --finalists above 0) to confirm it",
+            UnconfirmedConfigWarning,
+            stacklevel=3,
+        )
 
 
 def _model_of(
@@ -472,6 +488,7 @@ def load_pool(
     """
     tuned = read_tuned(path)
     model = _model_of(tuned, path, model_path, verify)
+    _warn_unconfirmed(tuned, path)
     feeds, shapes = tuned.inputs, tuned.workload.shapes
     return SessionPool(
         [

@@ -21,7 +21,9 @@ import numpy as np
 
 from autotune.config import FeedPlan
 from autotune.errors import AutotuneError, UsageError
+from autotune.interrupt import check_stop
 from autotune.model import (
+    STRING_DTYPE,
     ModelInfo,
     file_sha256,
     has_external_data,
@@ -138,25 +140,31 @@ class _Calibration:
 def calibration_samples(
     feeds: FeedPlan, data_path: str | None
 ) -> tuple[list[dict[str, np.ndarray]], str]:
-    """Up to 16 single-sample feeds: from --calibration (sliced on axis 0) or synthesised."""
+    """Up to 16 single-sample feeds (batches of N for a model that fixes its batch at N): from
+    --calibration (sliced on axis 0) or synthesised."""
+    batch = feeds.fixed_batch or 1
     if data_path:
-        data = load_npz(data_path)
+        strings = [s.name for s in feeds.inputs if s.dtype == STRING_DTYPE]
+        data = load_npz(data_path, strings=strings, flag="--calibration")
         missing = [s.name for s in feeds.inputs if s.name not in data]
         if missing:
             raise UsageError(f"--calibration {data_path} lacks inputs {missing}")
-        count = min(
-            CALIBRATION_SAMPLES,
-            min(len(data[s.name]) for s in feeds.inputs if s.batched)
-            if any(s.batched for s in feeds.inputs)
-            else 1,
-        )
+        sizes = [len(data[s.name]) for s in feeds.inputs if s.batched]
+        rows = min(sizes) if sizes else 1
+        count = min(CALIBRATION_SAMPLES, -(-rows // batch))  # feeds of `batch` samples each
+        offsets = np.arange(batch)
         samples = [
-            {s.name: (data[s.name][i : i + 1] if s.batched else data[s.name]) for s in feeds.inputs}
+            {
+                s.name: np.take(data[s.name], i * batch + offsets, axis=0, mode="wrap")
+                if s.batched
+                else data[s.name]
+                for s in feeds.inputs
+            }
             for i in range(count)
         ]
-        return samples, f"calibrated on {count} samples of {data_path}"
+        return samples, f"calibrated on {min(count * batch, rows)} samples of {data_path}"
     samples = [
-        make_feeds(FeedPlan(feeds.inputs, seed=feeds.seed + i, data_path=feeds.data_path), 1)
+        make_feeds(FeedPlan(feeds.inputs, seed=feeds.seed + i, data_path=feeds.data_path), batch)
         for i in range(CALIBRATION_SAMPLES)
     ]
     return samples, "calibrated on synthetic inputs (weaker: pass --calibration data.npz)"
@@ -251,6 +259,7 @@ def build_variants(
     grid; a variant that cannot be made is reported and left out, never fatal."""
     made: dict[str, Variant] = {}
     for recipe in expand(names):
+        check_stop()  # quantizing a grid takes a while: a stop ends it between recipes
         variant = build_variant(model, recipe, feeds=feeds, calibration=calibration, say=say)
         if variant is None:
             continue

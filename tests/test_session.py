@@ -80,3 +80,54 @@ def test_cuda_request_without_cuda_libraries_is_a_fallback_error(tiny_model: Pat
         pass
     with pytest.raises(ProviderFallbackError, match="runs on CPUExecutionProvider"):
         create_session(tiny_model, config)
+
+
+def _tuned_file(model: Path, folder: Path, unconfirmed: str) -> Path:
+    """A best.json for ``model`` whose config beat the defaults in one search measurement."""
+    import dataclasses
+    import json
+
+    from autotune.config import SearchFigures, TunedConfig
+    from autotune.model import model_sha256
+    from tests.test_config import MEASUREMENT
+
+    faster = dataclasses.replace(MEASUREMENT, throughput=MEASUREMENT.throughput * 1.3)
+    tuned = TunedConfig(
+        config=TrialConfig(session_options={"intra_op_num_threads": 1}),
+        model_path=str(model), model_sha256=model_sha256(model), objective="throughput",
+        metrics=faster, baseline=MEASUREMENT, speedup=1.3, study_name="s", storage="sqlite://",
+        trial_number=4, environment={}, created="2026-12-02T00:00:00+00:00",
+        search=SearchFigures(4, faster, MEASUREMENT, 1.3), unconfirmed=unconfirmed,
+    )  # fmt: skip
+    path = folder / "best.json"
+    path.write_text(json.dumps(tuned.to_dict()))
+    return path
+
+
+def test_an_unconfirmed_best_json_says_so_and_loading_it_warns(
+    tiny_model: Path, tmp_path: Path
+) -> None:
+    import json
+    import warnings
+
+    from autotune.session import UnconfirmedConfigWarning, load_pool, load_session, read_tuned
+
+    path = _tuned_file(tiny_model, tmp_path, "the run was interrupted before its confirmation")
+    data = json.loads(path.read_text())
+    assert data["confirmed"] is False and "interrupted" in data["unconfirmed"]
+    with pytest.warns(UnconfirmedConfigWarning, match="unconfirmed.*interrupted.*1.30x"):
+        load_session(path)
+    with pytest.warns(UnconfirmedConfigWarning):
+        load_pool(path)
+
+    confirmed = _tuned_file(tiny_model, tmp_path, "")
+    assert json.loads(confirmed.read_text())["confirmed"] is True
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        load_session(confirmed)
+
+    # a best.json written before the field: no confirmation and figures that are not the
+    # defaults' mean one search measurement
+    del data["confirmed"], data["unconfirmed"]
+    path.write_text(json.dumps(data))
+    assert not read_tuned(path).confirmed
