@@ -3,21 +3,36 @@
 Optimization history, knob importance, throughput and latency against batch size (the classic
 trade-off), and the baseline against the chosen config. matplotlib is an optional extra
 (``pip install 'ort-autotune[report]'``).
+
+Every figure says where it comes from: the search (one fresh process per trial) or the
+confirmation (the finalists measured again beside the baseline). The two are different
+measurements, 2-2.6x apart under load, and are never drawn or tabled as if comparable.
 """
 
 from __future__ import annotations
 
 import html
+import re
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from autotune.config import ConcurrencySweep, Measurement, TrialFailure
 from autotune.errors import UsageError
 from autotune.export import tuned_for_trial
-from autotune.report import ROWS, fmt_number, trade
+from autotune.report import (
+    ROWS,
+    SEARCH,
+    SWEEP,
+    confirmed_measurement,
+    fmt_number,
+    source,
+    sweep_table,
+    trade,
+    tuned_sources,
+)
 from autotune.show import confirmed_line
 from autotune.study import StudyView
-from autotune.sweep import sweep_rows, sweep_verdict
+from autotune.sweep import sweep_verdict
 
 
 def _pyplot() -> Any:
@@ -34,6 +49,8 @@ def _pyplot() -> Any:
 
 
 def history_plot(view: StudyView, path: Path) -> None:
+    """The search's figures only: the confirmation measured otherwise, and its figures drawn
+    on this axis would read as comparable with the trials' (they were 2-2.6x apart)."""
     plt = _pyplot()
     objective = view.objective
     fig, ax = plt.subplots(figsize=(8, 4.5))
@@ -57,21 +74,18 @@ def history_plot(view: StudyView, path: Path) -> None:
         ax.axhline(
             objective.value(baseline.outcome), color="gray", ls="--", label="ONNX Runtime defaults"
         )
-    confirmation = view.confirmation
-    if confirmation is not None and confirmation.baseline.values:
-        ax.axhline(confirmation.baseline.median, color="black", ls=":", label="defaults, confirmed")
-        chosen = confirmation.figures(confirmation.winner)
-        if chosen.trial_number != confirmation.baseline.trial_number and chosen.values:
-            ax.scatter(
-                [chosen.trial_number], [chosen.median], marker="*", s=160, color="tab:orange",
-                label=f"chosen #{chosen.trial_number}, confirmed", zorder=3,
-            )  # fmt: skip
+    chosen = view.chosen
+    if chosen is not None and isinstance(chosen.outcome, Measurement):
+        ax.scatter(
+            [chosen.number], [objective.value(chosen.outcome)], marker="*", s=160,
+            color="tab:orange", label=f"chosen #{chosen.number}", zorder=3,
+        )  # fmt: skip
     if failed and ys:
         ax.scatter(failed, [min(ys)] * len(failed), marker="x", color="tab:red", label="failed")
     ax.xaxis.get_major_locator().set_params(integer=True)
     ax.set_xlabel("trial")
-    ax.set_ylabel(f"{objective.name} ({objective.unit})")
-    ax.set_title(f"Optimization history ({objective.direction})")
+    ax.set_ylabel(f"{objective.name} ({objective.unit}), search")
+    ax.set_title(f"Optimization history ({objective.direction}; {SEARCH} per trial)")
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -90,33 +104,80 @@ def importance_plot(importances: dict[str, float], path: Path) -> None:
     plt.close(fig)
 
 
-def batch_table(view: StudyView) -> list[tuple[int, float, float, float]]:
-    """Per batch size: the best throughput seen, with its p50 and p99 latency."""
-    best: dict[int, Measurement] = {}
+class BatchRow(NamedTuple):
+    batch: int
+    source: str  # SEARCH, or the confirmation's label
+    trial: int
+    throughput: float
+    p50: float
+    p99: float
+
+
+def batch_table(view: StudyView) -> list[BatchRow]:
+    """Per batch size: the best throughput the confirmation measured at that size, else the
+    best the search saw (its source says which), with its p50 and p99 latency."""
+    best: dict[int, tuple[str, int, Measurement]] = {}
     for record in view.records:
         m = record.outcome
         if isinstance(m, Measurement) and (
-            m.batch_size not in best or m.throughput > best[m.batch_size].throughput
+            m.batch_size not in best or m.throughput > best[m.batch_size][2].throughput
         ):
-            best[m.batch_size] = m
-    return [(b, m.throughput, m.latency_ms.p50, m.latency_ms.p99) for b, m in sorted(best.items())]
+            best[m.batch_size] = (SEARCH, record.number, m)
+    confirmation = view.confirmation
+    confirmed: dict[int, tuple[str, int, Measurement]] = {}
+    if confirmation is not None:
+        for f in (confirmation.baseline, *confirmation.finalists):
+            again = confirmed_measurement(confirmation, f.trial_number)
+            if again is not None and (
+                again.batch_size not in confirmed
+                or again.throughput > confirmed[again.batch_size][2].throughput
+            ):
+                confirmed[again.batch_size] = (source(confirmation), f.trial_number, again)
+    best.update(confirmed)
+    return [
+        BatchRow(b, label, n, m.throughput, m.latency_ms.p50, m.latency_ms.p99)
+        for b, (label, n, m) in sorted(best.items())
+    ]
 
 
-def batch_plot(rows: list[tuple[int, float, float, float]], path: Path) -> None:
+def batch_plot(rows: list[BatchRow], path: Path) -> None:
+    """Filled markers for confirmed figures, hollow ones for the search's; a line joins only
+    neighbours of one source."""
     plt = _pyplot()
+    from matplotlib.lines import Line2D
+
     fig, ax = plt.subplots(figsize=(8, 4.5))
-    batches = [r[0] for r in rows]
-    ax.plot(batches, [r[1] for r in rows], "o-", color="tab:blue", label="throughput")
+    other = ax.twinx()
+    series = (
+        (ax, "throughput", "o", "-", "tab:blue", [r.throughput for r in rows]),
+        (other, "latency p50", "s", "--", "tab:orange", [r.p50 for r in rows]),
+        (other, "latency p99", "^", ":", "tab:red", [r.p99 for r in rows]),
+    )
+    for axis, _, marker, style, color, values in series:
+        start = 0
+        for end in range(1, len(rows) + 1):
+            if end == len(rows) or rows[end].source != rows[start].source:
+                filled = rows[start].source != SEARCH
+                axis.plot(
+                    [r.batch for r in rows[start:end]], values[start:end], marker=marker,
+                    ls=style, color=color, mfc=color if filled else "white",
+                )  # fmt: skip
+                start = end
+    batches = [r.batch for r in rows]
     ax.set_xscale("log", base=2)
     ax.set_xticks(batches, [str(b) for b in batches])
     ax.set_xlabel("batch size")
     ax.set_ylabel("samples/s", color="tab:blue")
-    other = ax.twinx()
-    other.plot(batches, [r[2] for r in rows], "s--", color="tab:orange", label="latency p50")
-    other.plot(batches, [r[3] for r in rows], "^:", color="tab:red", label="latency p99")
     other.set_ylabel("ms per run", color="tab:orange")
+    handles = [
+        Line2D([], [], marker=marker, ls=style, color=color, label=label)
+        for _, label, marker, style, color, _ in series
+    ]
+    for label in dict.fromkeys(r.source for r in rows):
+        face = "white" if label == SEARCH else "black"
+        handles.append(Line2D([], [], marker="o", ls="", color="black", mfc=face, label=label))
     ax.set_title("Throughput and latency against batch size (best trial per size)")
-    fig.legend(loc="upper left", bbox_to_anchor=(0.1, 0.9))
+    fig.legend(handles=handles, loc="upper left", bbox_to_anchor=(0.1, 0.9))
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -143,7 +204,7 @@ def pareto_plot(view: StudyView, path: Path) -> None:
         ax.annotate(f"#{r.number}", (first.value(r.outcome), second.value(r.outcome)))  # type: ignore[arg-type]
     ax.set_xlabel(f"{first.name} ({first.unit}, {first.direction})")
     ax.set_ylabel(f"{second.name} ({second.unit}, {second.direction})")
-    ax.set_title("Pareto front")
+    ax.set_title(f"Pareto front ({SEARCH} per trial)")
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -173,7 +234,7 @@ def sweep_plot(sweep: ConcurrencySweep, path: Path) -> None:
     ax.set_xlabel("latency p99 (ms)")
     ax.set_ylabel("throughput (samples/s)")
     ax.margins(0.12)  # room for the labels
-    ax.set_title("Throughput against p99 latency by concurrency")
+    ax.set_title(f"Throughput against p99 latency by concurrency ({SWEEP})")
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -184,8 +245,17 @@ def write_report(view: StudyView, importances: dict[str, float], folder: Path) -
     """Write the plots, report.md and index.html into ``folder``; return the HTML page."""
     folder.mkdir(parents=True, exist_ok=True)
     sections: list[tuple[str, str | None, list[str]]] = []
+    confirmed = source(view.confirmation) if view.confirmation else None
     history_plot(view, folder / "history.png")
-    sections.append(("Optimization history", "history.png", []))
+    history = [
+        f"Each point is one trial as the search measured it ({SEARCH} per trial)."
+        + (
+            f" The first table's figures ({confirmed}) are another measurement, not drawn here."
+            if confirmed
+            else ""
+        )
+    ]
+    sections.append(("Optimization history", "history.png", history))
     if importances:
         importance_plot(importances, folder / "importance.png")
         sections.append(("Knob importance", "importance.png", []))
@@ -196,35 +266,57 @@ def write_report(view: StudyView, importances: dict[str, float], folder: Path) -
         for r in view.pareto:
             values = " | ".join(fmt_number(o.value(r.outcome)) for o in view.objectives)  # type: ignore[arg-type]
             table.append(f"| #{r.number} | {values} | {r.config.describe()} |")
+        table += ["", f"Figures: {SEARCH} per trial."]
         sections.append(("Pareto front", "pareto.png", table))
     batches = batch_table(view)
     if len(batches) > 1:
         batch_plot(batches, folder / "batch.png")
         table = [
-            "| batch | throughput (samples/s) | p50 ms | p99 ms |",
-            "| --- | --- | --- | --- |",
+            "| batch | source | trial | throughput (samples/s) | p50 ms | p99 ms |",
+            "| --- | --- | --- | --- | --- | --- |",
         ]
         table += [
-            f"| {b} | {fmt_number(t)} | {fmt_number(p50)} | {fmt_number(p99)} |"
-            for b, t, p50, p99 in batches
+            f"| {r.batch} | {r.source} | #{r.trial} | {fmt_number(r.throughput)} "
+            f"| {fmt_number(r.p50)} | {fmt_number(r.p99)} |"
+            for r in batches
         ]
+        note = (
+            "Each batch size's best trial, as the confirmation measured it where it measured a"
+            " trial of that size, else as the search did."
+        )
+        if len({r.source for r in batches}) > 1:
+            note += " Rows of different sources are different measurements: do not compare them."
+        table += ["", note]
         sections.append(("Throughput and latency against batch size", "batch.png", table))
     tuned = tuned_for_trial(view)
     if tuned.sweep is not None:
         sweep_plot(tuned.sweep, folder / "sweep.png")
-        grid = sweep_rows(tuned.sweep)
+        grid = sweep_table(tuned.sweep)
         table = ["| " + " | ".join(grid[0]) + " |", "|" + " --- |" * len(grid[0])]
         table += ["| " + " | ".join(row) + " |" for row in grid[1:]]
+        table += ["", f"Figures: {SWEEP}."]
         verdict = sweep_verdict(tuned.sweep)
         if verdict:
             table += ["", verdict]
         sections.append(("Concurrency sweep", "sweep.png", table))
-    rows = ["| | baseline | chosen | chosen vs base |", "| --- | --- | --- | --- |"]
+    base_from, best_from = tuned_sources(tuned)
+    same = base_from == best_from  # else no ratio: two kinds of measurement do not compare
+    number = view.baseline.number if view.baseline else "?"
+    rows = [
+        f"| ({base_from}) | baseline #{number} | chosen #{tuned.trial_number} | chosen vs base |"
+        if same
+        else f"| (two sources) | baseline #{number} ({base_from}) "
+        f"| chosen #{tuned.trial_number} ({best_from}) | chosen vs base |",
+        "| --- | --- | --- | --- |",
+    ]
     for label, get, better in ROWS:
         a, b = get(tuned.baseline), get(tuned.metrics)
-        rows.append(f"| {label} | {fmt_number(a)} | {fmt_number(b)} | {trade(a, b, better)} |")
+        ratio = trade(a, b, better) if same else "-"
+        rows.append(f"| {label} | {fmt_number(a)} | {fmt_number(b)} | {ratio} |")
     verdict = confirmed_line(view.confirmation) + (
-        "\n\n" + view.confirmation.verdict if view.confirmation else ""
+        "\n\n" + "\n\n".join([view.confirmation.verdict, *view.confirmation.notes])
+        if view.confirmation
+        else ""
     )
     rows += [
         "",
@@ -245,7 +337,7 @@ def write_report(view: StudyView, importances: dict[str, float], folder: Path) -
     page = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
             "<style>body{font-family:sans-serif;max-width:60em;margin:2em auto}table{border-collapse:collapse}"
             "td,th{border:1px solid #ccc;padding:.2em .6em;text-align:right}</style></head><body>",
-            f"<h1>{html.escape(title)}</h1><p>{html.escape(' '.join(head[2:]))}</p>"]  # fmt: skip
+            f"<h1>{html.escape(title)}</h1><p>{_inline(' '.join(head[2:]))}</p>"]  # fmt: skip
     for name, image, lines in sections:
         page.append(f"<h2>{html.escape(name)}</h2>")
         if image:
@@ -257,8 +349,13 @@ def write_report(view: StudyView, importances: dict[str, float], folder: Path) -
     return index
 
 
+def _inline(text: str) -> str:
+    """Markdown's inline code (`...`) as ``<code>``, the rest escaped."""
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(text))
+
+
 def _markdown_to_html(lines: list[str]) -> str:
-    """The small subset these sections use: pipe tables and paragraphs."""
+    """The small subset these sections use: pipe tables, paragraphs and inline code."""
     out: list[str] = []
     rows: list[list[str]] = []
     for line in [*lines, ""]:
@@ -269,14 +366,10 @@ def _markdown_to_html(lines: list[str]) -> str:
             continue
         if rows:
             header, *body = rows
-            out.append(
-                "<table><tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in header) + "</tr>"
-            )
-            out += [
-                "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in body
-            ]
+            out.append("<table><tr>" + "".join(f"<th>{_inline(c)}</th>" for c in header) + "</tr>")
+            out += ["<tr>" + "".join(f"<td>{_inline(c)}</td>" for c in r) + "</tr>" for r in body]
             out.append("</table>")
             rows = []
         if line:
-            out.append(f"<p>{html.escape(line)}</p>")
+            out += [f"<p>{_inline(part)}</p>" for part in line.split("\n\n")]
     return "\n".join(out)

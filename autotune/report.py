@@ -5,10 +5,26 @@ from __future__ import annotations
 import statistics
 from collections.abc import Callable, Sequence
 
-from autotune.config import Confirmation, Measurement, TrialFailure, TunedConfig
+from autotune.config import (
+    ConcurrencySweep,
+    Confirmation,
+    FeedPlan,
+    Measurement,
+    TrialFailure,
+    TunedConfig,
+)
+from autotune.fmt import fmt_number
 from autotune.objectives import Limits, Objective
 from autotune.study import Progress, TrialRecord, TuneResult
-from autotune.sweep import sweep_rows, sweep_verdict
+from autotune.sweep import sweep_verdict
+
+#: The search measures each trial once, in one fresh process; the confirmation measures the
+#: finalists again beside the baseline, in warm workers taking turns (docs/architecture.md,
+#: "Choosing and confirming"). Under load the two differed 2-2.6x: every figure shown says
+#: which of them it is, and no table compares one with the other.
+SEARCH = "search, one fresh process"
+#: The sweep's points: each one process, the two configs taking turns level by level.
+SWEEP = "one fresh process per point, interleaved"
 
 # (label, getter, which way is better: "higher", "lower" or "" for neither)
 ROWS: list[tuple[str, Callable[[Measurement], float], str]] = [
@@ -36,14 +52,57 @@ def trade(base: float, chosen: float, better: str) -> str:
     return f"{factor:.2f}x better" if factor > 1 else f"{1 / factor:.2f}x worse"
 
 
-def fmt_number(value: float) -> str:
-    if value == int(value) and abs(value) < 1e6:
-        return str(int(value))
-    if abs(value) >= 100:
-        return f"{value:.1f}"
-    if abs(value) >= 1:
-        return f"{value:.2f}"
-    return f"{value:.4f}"
+def source(confirmation: Confirmation | None) -> str:
+    """Where a figure comes from: the confirmation (and how it measured), or the search."""
+    return SEARCH if confirmation is None else f"confirmed, {confirmation.method}"
+
+
+def confirmed_measurement(confirmation: Confirmation | None, number: int) -> Measurement | None:
+    """Trial ``number``'s figures as the confirmation measured them; None if it did not."""
+    if confirmation is None:
+        return None
+    for f in (confirmation.baseline, *confirmation.finalists):
+        if f.trial_number == number and f.values:
+            return f.measurement
+    return None
+
+
+def tuned_sources(tuned: TunedConfig) -> tuple[str, str]:
+    """The sources of ``tuned.baseline`` and ``tuned.metrics``, as ``export`` chose them: the
+    confirmation's when it measured the trial, else the search's."""
+    c = tuned.confirmation
+    if confirmed_measurement(c, tuned.trial_number) is None:
+        return SEARCH, SEARCH
+    assert c is not None
+    # The headline merges every block of a config (what best.json stores); the confirmation's
+    # own table shows the median block and the median paired ratio, so say which is which.
+    merged = f"{source(c)}, all merged" if c.method == "paired blocks" else source(c)
+    base = merged if confirmed_measurement(c, c.baseline.trial_number) is not None else SEARCH
+    return base, merged
+
+
+def sweep_table(sweep: ConcurrencySweep) -> list[tuple[str, ...]]:
+    """The sweep as a table: per concurrency, each config's throughput and p99, and the ratio."""
+    chosen = any(p.role == "chosen" for p in sweep.points)
+    header = ["concurrency", "defaults samples/s", "defaults p99 ms"]
+    if chosen:
+        header += ["chosen samples/s", "chosen p99 ms", "chosen/defaults"]
+    rows: list[tuple[str, ...]] = [tuple(header)]
+    for level in sweep.levels:
+        row = [str(level)]
+        figures = []
+        for role in ("baseline", "chosen") if chosen else ("baseline",):
+            point = sweep.at(role, level)
+            m = point.measurement if point else None
+            figures.append(m)
+            row += (
+                [fmt_number(m.throughput), fmt_number(m.latency_ms.p99)] if m else ["failed", "-"]
+            )
+        if chosen:
+            base, own = figures
+            row.append(f"{own.throughput / base.throughput:.2f}x" if base and own else "-")
+        rows.append(tuple(row))
+    return rows
 
 
 def format_value(objective: Objective, m: Measurement) -> str:
@@ -101,8 +160,8 @@ def confirmation_table(confirmation: Confirmation, objective: Objective) -> list
     paired = confirmation.method == "paired blocks"
     rows: list[tuple[str, ...]] = [
         (
-            "trial",
-            f"median {objective.unit}",
+            f"trial ({source(confirmation)})",
+            f"median {'block' if paired else 'round'} {objective.unit}",
             "spread",
             "blocks won" if paired else "rounds won",
             "paired gain" if paired else "vs baseline",
@@ -140,9 +199,7 @@ def pareto_table(front: Sequence[TrialRecord], objectives: Sequence[Objective]) 
         rows.append(
             (f"#{r.number}", *(fmt_number(o.value(m)) for o in objectives), r.config.describe())
         )
-    note = (
-        "(single search measurements; pick a point with `autotune export --study STUDY --trial N`)"
-    )
+    note = f"({SEARCH} per trial; pick a point with `autotune export --study STUDY --trial N`)"
     return [*text_table(rows), note]
 
 
@@ -180,7 +237,8 @@ def confirmed_front_table(
         rows.append((label, *cells, record.config.describe() if record else "?"))
     measured = 1 + len(confirmation.finalists)
     note = (
-        f"({searched} points on the search's front; {measured} re-measured with the baseline, "
+        f"({source(confirmation)}: {searched} points on the search's front; {measured} "
+        "re-measured with the baseline, "
         f"{len(members)} still on the front; (N.NNx) = better than the baseline by that factor; "
         "pick a point with `autotune export --study STUDY --trial N`)"
     )
@@ -197,27 +255,24 @@ def summary_table(
     """Baseline against the chosen config (confirmed figures when confirmed), then the story."""
     base, best = tuned.baseline, tuned.metrics
     confirmation = tuned.confirmation
-    source = (
-        "search measurement"
-        if confirmation is None
-        else f"{confirmation.rounds} paired blocks"
-        if confirmation.method == "paired blocks"
-        else f"median round of {confirmation.rounds}"
-    )
+    base_from, best_from = tuned_sources(tuned)
+    same = base_from == best_from  # else no ratio: two kinds of measurement do not compare
     rows: list[tuple[str, ...]] = [
         (
-            f"({source})",
-            f"baseline (#{result.baseline.number})",
-            f"chosen (#{tuned.trial_number})",
+            f"({base_from})" if same else "(two sources)",
+            f"baseline (#{result.baseline.number}{'' if same else ', ' + base_from})",
+            f"chosen (#{tuned.trial_number}{'' if same else ', ' + best_from})",
             "chosen vs base",
         )
     ]
     for label, get, better in ROWS:
         a, b = get(base), get(best)
-        rows.append((label, fmt_number(a), fmt_number(b), trade(a, b, better)))
+        rows.append((label, fmt_number(a), fmt_number(b), trade(a, b, better) if same else "-"))
+    rows = batch_wording(rows, tuned.inputs)
     if base.peak_gpu_mb is not None and best.peak_gpu_mb is not None:
         a, b = base.peak_gpu_mb, best.peak_gpu_mb
-        rows.append(("peak GPU memory (MB)", fmt_number(a), fmt_number(b), trade(a, b, "lower")))
+        ratio = trade(a, b, "lower") if same else "-"
+        rows.append(("peak GPU memory (MB)", fmt_number(a), fmt_number(b), ratio))
     lines = text_table(rows)
     p99_worse = best.latency_ms.p99 / base.latency_ms.p99 if base.latency_ms.p99 else 1.0
     if p99_worse > 2 and best.batch_size != base.batch_size:
@@ -229,9 +284,9 @@ def summary_table(
     lines += ["", f"chosen config: {tuned.config.describe()}"]
     search = tuned.search
     lines.append(
-        f"search: best trial #{search.trial_number} measured {format_value(objective, search.metrics)}"
-        f" against the baseline's {format_value(objective, search.baseline)} "
-        f"({search.speedup:.2f}x, one measurement each)"
+        f"{SEARCH} per trial: best trial #{search.trial_number} measured "
+        f"{format_value(objective, search.metrics)} against the baseline's "
+        f"{format_value(objective, search.baseline)} ({search.speedup:.2f}x)"
     )
     if result.pareto:
         lines += ["", *pareto_table(result.pareto, objectives or [objective])]
@@ -243,9 +298,11 @@ def summary_table(
             ),
         ]
     if best.per_shape:
-        lines += ["", *shape_table(base, best)]
+        both = best_from if same else f"baseline {base_from}; chosen {best_from}"
+        lines += ["", *shape_table(base, best, both)]
     if confirmation is not None:
         lines += ["", *confirmation_table(confirmation, objective), confirmation.verdict]
+        lines += [f"note: {note}" for note in confirmation.notes]
     elif result.best.number == result.baseline.number:
         lines.append(
             f"{objective.name}: no trial beat ONNX Runtime's defaults; keeping the defaults"
@@ -268,8 +325,8 @@ def summary_table(
             f"per-trial overhead (process start, imports): median {statistics.median(overheads):.2f} s"
         )
     if tuned.sweep is not None:
-        lines += ["", "concurrency sweep (one measurement per point, interleaved):"]
-        lines += text_table(sweep_rows(tuned.sweep))
+        lines += ["", f"concurrency sweep ({SWEEP}):"]
+        lines += text_table(sweep_table(tuned.sweep))
         verdict = sweep_verdict(tuned.sweep)
         if verdict:
             lines.append(verdict)
@@ -279,10 +336,37 @@ def summary_table(
     return "\n".join(lines)
 
 
-def shape_table(base: Measurement, best: Measurement) -> list[str]:
+def batch_wording(rows: list[tuple[str, ...]], inputs: FeedPlan | None) -> list[tuple[str, ...]]:
+    """The batch and throughput rows as the model decides them: a batch it fixes at N is no
+    choice of the tuning, not "batch size 1"; when its inputs disagree on axis 0 a run's samples
+    are unknown, so the throughput counts runs."""
+    if inputs is None or not (inputs.fixed_batch or inputs.counts_runs):
+        return rows
+    if inputs.fixed_batch:
+        batch = f"{inputs.fixed_batch} (fixed by the model)"
+    else:
+        batch = "unknown (inputs differ on axis 0)"
+    worded = []
+    for row in rows:
+        if row[0] == "batch size":
+            row = (row[0], batch, batch, "-")
+        elif row[0] == "throughput (samples/s)" and inputs.counts_runs:
+            row = ("throughput (runs/s)", *row[1:])
+        worded.append(row)
+    return worded
+
+
+def shape_table(base: Measurement, best: Measurement, label: str = "") -> list[str]:
     """A shape mix: each shape's throughput and p99, baseline against chosen."""
     rows: list[tuple[str, ...]] = [
-        ("shape", "weight", "base samples/s", "chosen samples/s", "base p99 ms", "chosen p99 ms")
+        (
+            f"shape ({label})" if label else "shape",
+            "weight",
+            "base samples/s",
+            "chosen samples/s",
+            "base p99 ms",
+            "chosen p99 ms",
+        )
     ]
     base_by = {f.label: f for f in base.per_shape}
     for f in best.per_shape:

@@ -5,8 +5,18 @@ from __future__ import annotations
 from typing import Any
 
 from autotune.config import Confirmation, Measurement, TrialFailure
-from autotune.report import fmt_number, text_table
+from autotune.objectives import Objective
+from autotune.report import SEARCH, confirmation_table, fmt_number, text_table
 from autotune.study import StudyView, TrialRecord
+
+#: The figure columns of the trials table: (the objective they are, header, key in trial_row).
+FIGURES = (
+    ("throughput", "samples/s", "throughput"),
+    ("latency:p50", "p50 ms", "latency_p50_ms"),
+    ("latency:p99", "p99 ms", "latency_p99_ms"),
+    ("memory", "peak MB", "peak_rss_mb"),
+    ("startup", "startup s", "startup_s"),
+)
 
 
 def studies_table(rows: list[dict[str, Any]]) -> str:
@@ -56,17 +66,25 @@ def trial_row(view: StudyView, record: TrialRecord) -> dict[str, Any]:
     return row
 
 
+def _objective_header(objective: Objective) -> str:
+    """The objective's column: one of the figure columns, or its own (``p90 ms``)."""
+    for name, header, _ in FIGURES:
+        if name == objective.name:
+            return header
+    kind, _, stat = objective.name.partition(":")
+    return f"{stat} ms" if kind == "latency" else f"{objective.name} {objective.unit}"
+
+
 def trials_table(view: StudyView) -> str:
+    """Every trial's search measurement, the objective's column first; then the confirmation's
+    own figures, in a table of their own."""
     objective = view.objective
     pareto = {r.number for r in view.pareto}
+    others = [(header, key) for name, header, key in FIGURES if name != objective.name]
     header = (
         "trial",
-        objective.name,
-        "throughput/s",
-        "p50 ms",
-        "p99 ms",
-        "peak MB",
-        "startup s",
+        _objective_header(objective),
+        *(h for h, _ in others),
         "settings (vs ORT defaults) / failure",
     )
     cells: list[tuple[str, ...]] = [header]
@@ -81,21 +99,18 @@ def trials_table(view: StudyView) -> str:
                 (
                     name,
                     fmt_number(row[objective.name]) + ("~" if row["unstable"] else ""),
-                    fmt_number(row["throughput"]),
-                    fmt_number(row["latency_p50_ms"]),
-                    fmt_number(row["latency_p99_ms"]),
-                    fmt_number(row["peak_rss_mb"] or 0.0),
-                    fmt_number(row["startup_s"]),
+                    *("-" if row[key] is None else fmt_number(row[key]) for _, key in others),
                     row["config"],
                 )
             )
         else:
             reason = " ".join(str(row["reason"]).split())[:90]
-            cells.append(
-                (name, row["state"].upper(), "-", "-", "-", "-", "-", f"{row['config']}: {reason}")
-            )
+            dashes = ("-",) * len(others)
+            cells.append((name, row["state"].upper(), *dashes, f"{row['config']}: {reason}"))
     lines = [
         f"study {view.name}: {objective.name} ({objective.direction}), model {view.attrs.get('model_path')}",
+        f"figures per trial: {SEARCH} each"
+        + ("; the confirmation's own are in the table below" if view.confirmation else ""),
         *text_table(cells),
         "B = baseline (ONNX Runtime defaults), * = chosen"
         + (" (confirmed)" if view.confirmation else " (best search measurement)")
@@ -117,7 +132,8 @@ def trials_table(view: StudyView) -> str:
         )
     lines.append(confirmed_line(view.confirmation))
     if view.confirmation is not None:
-        lines.append(view.confirmation.verdict)
+        lines += ["", *confirmation_table(view.confirmation, objective)]
+        lines += [view.confirmation.verdict, *(f"note: {n}" for n in view.confirmation.notes)]
     return "\n".join(lines)
 
 

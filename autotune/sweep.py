@@ -92,28 +92,6 @@ def highest_within(
     return max(ok, default=None)
 
 
-def sweep_rows(sweep: ConcurrencySweep) -> list[tuple[str, ...]]:
-    """The sweep as a table: per concurrency, each config's throughput and p99, and the ratio."""
-    chosen = any(p.role == "chosen" for p in sweep.points)
-    header = ["concurrency", "defaults samples/s", "defaults p99 ms"]
-    if chosen:
-        header += ["chosen samples/s", "chosen p99 ms", "chosen/defaults"]
-    rows: list[tuple[str, ...]] = [tuple(header)]
-    for level in sweep.levels:
-        row = [str(level)]
-        figures = []
-        for role in ("baseline", "chosen") if chosen else ("baseline",):
-            point = sweep.at(role, level)
-            m = point.measurement if point else None
-            figures.append(m)
-            row += [f"{m.throughput:.4g}", f"{m.latency_ms.p99:.3g}"] if m else ["failed", "-"]
-        if chosen:
-            base, own = figures
-            row.append(f"{own.throughput / base.throughput:.2f}x" if base and own else "-")
-        rows.append(tuple(row))
-    return rows
-
-
 def sweep_verdict(sweep: ConcurrencySweep) -> str | None:
     """With a p99 limit: the highest concurrency the chosen config served within it."""
     if sweep.max_latency_ms is None:

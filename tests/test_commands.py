@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -16,10 +17,15 @@ from typer.testing import CliRunner
 
 import autotune
 from autotune.cli import app
+from autotune.config import Measurement
+from autotune.report import SEARCH, confirmed_measurement, fmt_number, source
 from autotune.session import read_tuned
 from autotune.study import load_study_view
 
 runner = CliRunner()
+
+#: A figure in exponent notation as Python prints one (``1.206e+04``); hex hashes have no sign.
+EXPONENT = re.compile(r"\de[+-]\d")
 
 
 @pytest.fixture(scope="module")
@@ -65,6 +71,24 @@ def test_show_lists_studies_and_trials(tuned_study: tuple[Path, str]) -> None:
     budget = [t for t in data["trials"] if t["state"] != "repeat"]
     assert len(budget) == 5 and data["trials"][0]["baseline"] is True
     assert sum(t["chosen"] for t in data["trials"]) == 1
+
+
+def test_show_labels_every_figure_by_its_source(tuned_study: tuple[Path, str]) -> None:
+    """Issue 20: one column per figure, named with its unit (no ``latency:p50`` beside
+    ``p50 ms``, no ``throughput/s``); the trials' figures are the search's and say so, the
+    confirmation's are a table of their own; no figure in exponent notation."""
+    out, name = tuned_study
+    view = load_study_view(f"sqlite:///{out / 'autotune.db'}", name)
+    assert view.confirmation is not None
+    text = runner.invoke(app, ["show", "--out", str(out), "--study", name]).stdout
+    header = next(line for line in text.splitlines() if line.startswith("trial "))
+    columns = re.split(r"\s{2,}", header.strip())
+    assert columns[:2] == ["trial", "p50 ms"]  # the objective (latency:p50) first
+    assert len(columns) == len(set(columns)) and "samples/s" in columns
+    assert "throughput/s" not in text and "latency:p50 " not in header
+    assert f"figures per trial: {SEARCH} each" in text
+    assert f"trial ({source(view.confirmation)})  median block ms" in text
+    assert not EXPONENT.search(text)
 
 
 def test_show_errors(tmp_path: Path, tuned_study: tuple[Path, str]) -> None:
@@ -220,7 +244,7 @@ def test_profile_lists_operators_and_keeps_the_trace(tuned_study: tuple[Path, st
 
 
 def test_report_writes_plots_and_pages(
-    tuned_study: tuple[Path, str], magika: Path, tmp_path: Path
+    tuned_study: tuple[Path, str], tiny_model: Path, tmp_path: Path
 ) -> None:
     out, name = tuned_study
     result = runner.invoke(app, ["report", "--out", str(out), "--study", name])
@@ -232,20 +256,55 @@ def test_report_writes_plots_and_pages(
     assert "<table>" in page and "throughput (samples/s)" in page
     assert "## Optimization history" in (folder / "report.md").read_text()
     assert not (folder / "batch.png").exists()  # one batch size: no trade-off curve
+    # Markdown's code spans are HTML code, not raw backticks (issue 20).
+    assert "`" not in page and "<code>" in page
+    # The headline is the confirmation's, and says so; the history is the search's.
+    view = load_study_view(f"sqlite:///{out / 'autotune.db'}", name)
+    assert view.confirmation is not None and view.confirmation.baseline.measurement is not None
+    base = view.confirmation.baseline.measurement
+    assert f"<th>({source(view.confirmation)}, all merged)</th><th>baseline #0</th>" in page
+    assert f"<td>latency p50 (ms)</td><td>{fmt_number(base.latency_ms.p50)}</td>" in page
+    assert f"search measured it ({SEARCH} per trial)" in page
+    assert not EXPONENT.search(page)
 
-    # a throughput study over two batch sizes gets the batch trade-off curve and table
+    # A confirmed throughput study over two batch sizes gets the batch trade-off curve and
+    # table: a size the confirmation measured shows its figure, any other the search's, and
+    # the source column says which.
     study_out = tmp_path / "thr"
     tuned = autotune.tune(
-        magika, objective="throughput", trials=5, batch_sizes=[1, 4], out=study_out,
-        min_time_s=0.05, min_runs=3, finalists=0, seed=4,
+        tiny_model, objective="throughput", trials=5, batch_sizes=[1, 4], out=study_out,
+        min_time_s=0.05, min_runs=3, finalists=1, rounds=2, seed=4,
     )  # fmt: skip
     result = runner.invoke(app, ["report", "--out", str(study_out), "--study", tuned.study_name])
     assert result.exit_code == 0, result.output
     report_dir = study_out / tuned.study_name / "report"
-    assert (report_dir / "batch.png").exists()  # seed 4 samples both batch sizes
+    assert (report_dir / "batch.png").exists()  # the largest size is queued after the baseline
     markdown = (report_dir / "report.md").read_text()
-    assert "| batch | throughput (samples/s) | p50 ms | p99 ms |" in markdown
-    assert "| 1 |" in markdown and "| 4 |" in markdown
+    head = "| batch | source | trial | throughput (samples/s) | p50 ms | p99 ms |"
+    section = markdown.split(head)[1].split("## ")[0]
+    rows = [line.strip("| ").split(" | ") for line in section.splitlines() if line[:2] == "| "]
+    assert [r[0] for r in rows if r[0].isdigit()] == ["1", "4"], section
+    view = load_study_view(f"sqlite:///{study_out / 'autotune.db'}", tuned.study_name)
+    confirmation = view.confirmation
+    assert confirmation is not None
+    confirmed: dict[int, Measurement] = {}
+    for f in (confirmation.baseline, *confirmation.finalists):
+        m = confirmed_measurement(confirmation, f.trial_number)
+        best = confirmed.get(m.batch_size) if m is not None else None
+        if m is not None and (best is None or m.throughput > best.throughput):
+            confirmed[m.batch_size] = m
+    for batch, label, trial, throughput, *_ in (r for r in rows if r[0].isdigit()):
+        number = int(trial.lstrip("#"))
+        if int(batch) in confirmed:
+            shown = confirmed[int(batch)]
+            assert label == source(confirmation)
+            assert confirmed_measurement(confirmation, number) is shown
+        else:
+            outcome = view.record(number).outcome
+            assert label == SEARCH and isinstance(outcome, Measurement)
+            shown = outcome
+        assert shown.batch_size == int(batch) and throughput == fmt_number(shown.throughput)
+    assert not EXPONENT.search(markdown)
 
 
 def test_multi_objective_study_reports_a_pareto_front(tiny_model: Path, tmp_path: Path) -> None:
