@@ -98,6 +98,7 @@ def test_show_errors(tmp_path: Path, tuned_study: tuple[Path, str]) -> None:
     assert unknown.exit_code == 2 and "no study 'nope'" in unknown.stderr
 
 
+@pytest.mark.filterwarnings("ignore::autotune.session.UnconfirmedConfigWarning")  # a search trial
 def test_export_json_of_any_trial_loads(tuned_study: tuple[Path, str], rapid: Path) -> None:
     out, name = tuned_study
     result = runner.invoke(app, ["export", "--out", str(out), "--study", name, "--trial", "1"])

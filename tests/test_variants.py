@@ -78,6 +78,7 @@ def test_int4_is_matmulnbits_at_accuracy_level_4(minilm: Path) -> None:
     )
 
 
+@pytest.mark.filterwarnings("ignore::autotune.session.UnconfirmedConfigWarning")  # a search trial
 def test_minilm_recipes_screened_once_and_sensitive_nodes_kept_in_float(
     minilm: Path, tmp_path: Path, variant_cache: Path
 ) -> None:
