@@ -6,17 +6,17 @@ Every :class:`AutotuneError` becomes one ``Error: ...`` line on stderr and a non
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import typer
 
 from autotune.errors import AutotuneError, UsageError
-from autotune.objectives import OBJECTIVE_HELP
 
 app = typer.Typer(
     name="autotune",
@@ -53,244 +53,16 @@ def _root() -> None:
     """Find the fastest ONNX Runtime configuration for a model on this machine."""
 
 
-@app.command()
-def run(
-    model: Annotated[
-        Path, typer.Argument(help="The .onnx model to tune.", show_default=False, metavar="MODEL")
-    ],
-    objective: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--objective",
-            "-o",
-            help=f"{OBJECTIVE_HELP} [default: throughput]; repeat for a Pareto front.",
-        ),
-    ] = None,
-    space: Annotated[
-        str, typer.Option(help="Search space: a name from search_spaces/ or a .yaml path.")
-    ] = "cpu",
-    trials: Annotated[
-        int, typer.Option(min=1, help="Total trials in the study; re-running resumes up to this.")
-    ] = 30,
-    timeout: Annotated[
-        float | None, typer.Option(min=1, help="Stop starting trials after this many seconds.")
-    ] = None,
-    storage: Annotated[
-        str | None, typer.Option(help="Optuna storage URL (default: sqlite:///OUT/autotune.db).")
-    ] = None,
-    study: Annotated[
-        str | None, typer.Option(help="Study name (default: MODEL-SHA8-SPACE-OBJECTIVE).")
-    ] = None,
-    out: Annotated[Path, typer.Option(help="Folder for the study database and results.")] = Path(
-        "results"
-    ),
-    shape: Annotated[
-        list[str] | None, typer.Option(help="Input shape, NAME=1x3x224x224 (repeatable).")
-    ] = None,
-    dim: Annotated[
-        list[str] | None,
-        typer.Option(
-            help="Symbolic dim value, SYMBOL=128, or a mix of shapes, SYMBOL=32,128,512 "
-            "(repeatable)."
-        ),
-    ] = None,
-    dim_weights: Annotated[
-        str | None,
-        typer.Option(help="Weights of the --dim shape mix, e.g. 0.5,0.3,0.2 (default: equal)."),
-    ] = None,
-    inputs: Annotated[
-        Path | None,
-        typer.Option(help="Input data (.npz by input name): a pool of samples along axis 0."),
-    ] = None,
-    concurrency: Annotated[
-        int,
-        typer.Option(
-            help="Requests in flight at once: caller threads driving the sessions in every trial."
-        ),
-    ] = 1,
-    sweep: Annotated[
-        bool | None,
-        typer.Option(
-            "--sweep/--no-sweep",
-            help="After the search, measure the chosen config and the defaults at concurrency "
-            "1, 2, 4, ... (default: on with --concurrency above 1).",
-            show_default=False,
-        ),
-    ] = None,
-    batch_sizes: Annotated[
-        str | None, typer.Option(help="Batch sizes to search, e.g. 1,2,4,8 (dynamic batch only).")
-    ] = None,
-    seed: Annotated[int, typer.Option(help="Seed for the sampler and synthetic inputs.")] = 0,
-    min_time: Annotated[
-        float, typer.Option(min=0.01, help="Minimum timed seconds per trial.")
-    ] = 0.5,
-    min_runs: Annotated[int, typer.Option(min=2, help="Minimum timed runs per trial.")] = 10,
-    trial_timeout: Annotated[
-        float | None,
-        typer.Option(
-            min=1, help="Wall-clock limit per trial (default: from the baseline, >= 60 s)."
-        ),
-    ] = None,
-    rtol: Annotated[
-        float | None,
-        typer.Option(min=0, help="Accuracy guard: relative tolerance (default: per dtype)."),
-    ] = None,
-    atol: Annotated[
-        float | None,
-        typer.Option(min=0, help="Accuracy guard: absolute tolerance (default: per dtype)."),
-    ] = None,
-    finalists: Annotated[
-        int, typer.Option(min=0, help="Top configs re-measured against the baseline (0: none).")
-    ] = 3,
-    rounds: Annotated[
-        int,
-        typer.Option(
-            min=1,
-            help="Confirmation length: max(12, 2 x ROUNDS) cycles of paired blocks at least "
-            "(ROUNDS fresh-process rounds for memory and startup).",
-        ),
-    ] = 5,
-    wait: Annotated[
-        bool,
-        typer.Option(
-            "--wait/--no-wait", help="Queue behind another autotune measuring here, or fail."
-        ),
-    ] = True,
-    max_memory_mb: Annotated[
-        float | None,
-        typer.Option(
-            min=1,
-            help="Per-trial memory cap; a trial past it is killed and counts as a constraint "
-            "violation (default: 80% of the memory available now).",
-        ),
-    ] = None,
-    max_failures: Annotated[
-        int, typer.Option(min=1, help="Stop the study after this many failed trials in a row.")
-    ] = 10,
-    patience: Annotated[
-        int | None,
-        typer.Option(
-            min=1,
-            help="Stop the search after this many trials without a new best (then confirm).",
-        ),
-    ] = None,
-    max_latency_ms: Annotated[
-        float | None,
-        typer.Option(min=0, help="Constraint: p99 latency per run; the sampler learns it."),
-    ] = None,
-    max_startup_s: Annotated[
-        float | None,
-        typer.Option(min=0, help="Constraint: session creation + first inference."),
-    ] = None,
-    variants: Annotated[
-        str | None,
-        typer.Option(
-            help="Model variants to search: int8-dynamic, int8-static, int4 (each its grid of "
-            "quantization recipes), fp16, fused, one recipe (int8-dynamic.pc.rr.matmul), or auto."
-        ),
-    ] = None,
-    calibration: Annotated[
-        Path | None, typer.Option(help="Calibration data (.npz) for int8-static.")
-    ] = None,
-    accuracy: Annotated[
-        str | None,
-        typer.Option(
-            help="Accuracy a variant needs against the original: cosine>=X, "
-            "top1-agreement>=X or max-abs<=X (default per variant); score>=X for "
-            "--accuracy-fn's score."
-        ),
-    ] = None,
-    accuracy_outputs: Annotated[
-        str | None,
-        typer.Option(
-            help="The outputs the accuracy guard judges, NAME,... (default: the float outputs)."
-        ),
-    ] = None,
-    accuracy_mask: Annotated[
-        str | None,
-        typer.Option(
-            help="An input whose zeros mark padding (e.g. attention_mask): padded positions "
-            "of outputs shaped like it are not judged."
-        ),
-    ] = None,
-    accuracy_fn: Annotated[
-        str | None,
-        typer.Option(
-            help="Your own accuracy check, MODULE:FUNCTION or FILE.py:FUNCTION, called as "
-            "f(reference, candidate) (dicts of arrays by output name); returns a bool, or a "
-            "score judged by --accuracy score>=X."
-        ),
-    ] = None,
-    max_gpu_memory_mb: Annotated[
-        float | None,
-        typer.Option(
-            min=1,
-            help="GPU memory cap per trial (NVML); also the CUDA arena's gpu_mem_limit.",
-        ),
-    ] = None,
-    reconfirm: Annotated[
-        bool,
-        typer.Option(
-            "--reconfirm",
-            help="Measure the confirmation again on a finished study (else its stored verdict "
-            "is reported); a changed verdict is shown and the previous best.json kept.",
-        ),
-    ] = False,
-    storage_retry_s: RetryOption = 120.0,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress lines.")] = False,
-    json_output: Annotated[
-        bool, typer.Option("--json", help="Print best.json (and its path) instead of the table.")
-    ] = False,
-    debug: DebugOption = False,
-) -> None:
+def run(model: Path, quiet: bool, json_output: bool, debug: bool, **values: Any) -> None:
     """Tune MODEL: measure ONNX Runtime's defaults, search the space, write best.json."""
     from autotune.interrupt import stop_on_signals
 
     with stop_on_signals(lambda line: typer.echo(line, err=True)):  # before anything else
-        from autotune.tuning import RunOptions, run_tuning
+        from autotune.options import RunOptions
+        from autotune.tuning import run_tuning
 
-        options = RunOptions(
-            model=model,
-            objective=tuple(objective or ["throughput"]),
-            space=space,
-            trials=trials,
-            timeout_s=timeout,
-            storage=storage,
-            study=study,
-            out=out,
-            shapes=tuple(shape or ()),
-            dims=tuple(dim or ()),
-            dim_weights=dim_weights,
-            inputs=inputs,
-            concurrency=concurrency,
-            sweep=sweep,
-            reconfirm=reconfirm,
-            storage_retry_s=storage_retry_s,
-            batch_sizes=batch_sizes,
-            seed=seed,
-            min_time_s=min_time,
-            min_runs=min_runs,
-            trial_timeout_s=trial_timeout,
-            rtol=rtol,
-            atol=atol,
-            finalists=finalists,
-            rounds=rounds,
-            wait=wait,
-            max_memory_mb=max_memory_mb,
-            max_failures=max_failures,
-            patience=patience,
-            max_gpu_memory_mb=max_gpu_memory_mb,
-            max_latency_ms=max_latency_ms,
-            max_startup_s=max_startup_s,
-            variants=variants,
-            calibration=calibration,
-            accuracy=accuracy,
-            accuracy_outputs=accuracy_outputs,
-            accuracy_mask=accuracy_mask,
-            accuracy_fn=accuracy_fn,
-        )
         echo = (lambda line: None) if quiet else (lambda line: typer.echo(line, err=True))
-        outcome = _guarded(debug, lambda: run_tuning(options, echo=echo))
+        outcome = _guarded(debug, lambda: run_tuning(RunOptions(model=model, **values), echo=echo))
     if json_output:
         typer.echo(
             json.dumps({"path": str(outcome.best_path), **outcome.tuned.to_dict()}, indent=2)
@@ -307,6 +79,54 @@ def run(
     if outcome.result.failed_out:
         typer.echo(f"Error: stopped early: {outcome.result.stop_reason}", err=True)
         raise typer.Exit(code=1)
+
+
+def _run_parameters() -> list[inspect.Parameter]:
+    """``run``'s flags: one per public field of RunOptions, as it declares them, then the
+    flags that only shape what the terminal shows."""
+    import typing
+    from dataclasses import MISSING, fields
+
+    from autotune.options import Flag, RunOptions
+
+    types = typing.get_type_hints(RunOptions)
+
+    keyword = inspect.Parameter.KEYWORD_ONLY
+    params = [
+        inspect.Parameter(
+            "model",
+            inspect.Parameter.POSITIONAL_OR_KEYWORD,
+            annotation=Annotated[
+                Path,
+                typer.Argument(
+                    help="The .onnx model to tune.", show_default=False, metavar="MODEL"
+                ),
+            ],
+        )
+    ]
+    for f in fields(RunOptions):
+        flag: Flag | None = f.metadata.get("flag")
+        if flag is None:
+            continue
+        default = f.default if f.default is not MISSING else None
+        if isinstance(default, tuple):  # typer takes a list for a repeatable option
+            default = list(default) or None
+        bound = f"  [min: {flag.low:g}]" if flag.low is not None else ""
+        info = typer.Option(*flag.names, help=flag.help + bound, show_default=flag.show_default)
+        annotation = Annotated[flag.cli_type or types[f.name], info]
+        params.append(inspect.Parameter(f.name, keyword, default=default, annotation=annotation))
+    quiet = typer.Option("--quiet", "-q", help="No progress lines.")
+    shown = typer.Option("--json", help="Print best.json (and its path) instead of the table.")
+    params += [
+        inspect.Parameter("quiet", keyword, default=False, annotation=Annotated[bool, quiet]),
+        inspect.Parameter("json_output", keyword, default=False, annotation=Annotated[bool, shown]),
+        inspect.Parameter("debug", keyword, default=False, annotation=DebugOption),
+    ]
+    return params
+
+
+run.__signature__ = inspect.Signature(_run_parameters())  # type: ignore[attr-defined]
+app.command()(run)
 
 
 @app.command()

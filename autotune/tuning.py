@@ -1,8 +1,9 @@
 """From a model file and the user's options to ``best.json``: the path ``autotune run`` takes.
 
 Prepares everything the study needs (model interface, inputs, resolved space, storage, study
-name), runs :func:`autotune.study.tune`, writes ``best.json`` and the summary table. The Python
-entry point is :func:`tune`; the CLI builds a :class:`RunOptions` and calls :func:`run_tuning`.
+name) from the :class:`~autotune.options.RunOptions`, runs :func:`autotune.study.tune`, writes
+``best.json`` and the summary table. The Python entry point is :func:`tune`; the CLI builds a
+``RunOptions`` and calls :func:`run_tuning`.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from autotune.accuracy import load_judge
 from autotune.config import FeedPlan, MeasureSettings, ShapePoint, TunedConfig, Workload
@@ -35,6 +37,7 @@ from autotune.model import (
     resolve_inputs,
 )
 from autotune.objectives import Limits, parse_objectives
+from autotune.options import RunOptions, public_options
 from autotune.recipes import family_of
 from autotune.report import progress_line, summary_table
 from autotune.space import SearchSpace, default_batch_sizes, load_space, parse_batch_sizes
@@ -51,50 +54,6 @@ from autotune.variants import (
     parse_accuracy,
     parse_variants,
 )
-
-
-@dataclass(frozen=True)
-class RunOptions:
-    model: Path
-    objective: str | Sequence[str] = "throughput"  # several: a multi-objective study
-    space: str = "cpu"
-    trials: int = 30
-    timeout_s: float | None = None
-    storage: str | None = None
-    study: str | None = None
-    out: Path = Path("results")
-    shapes: Sequence[str] = ()
-    dims: Sequence[str] = ()
-    inputs: Path | None = None
-    batch_sizes: str | None = None
-    seed: int = 0
-    min_time_s: float = 0.5
-    min_runs: int = 10
-    trial_timeout_s: float | None = None
-    rtol: float | None = None
-    atol: float | None = None
-    finalists: int = 3
-    rounds: int = 5
-    wait: bool = True
-    max_memory_mb: float | None = None  # default: a share of the memory available now
-    max_failures: int = 10
-    patience: int | None = None  # trials without a new best that end the search
-    max_gpu_memory_mb: float | None = None
-    max_latency_ms: float | None = None  # constraint on p99 latency
-    max_startup_s: float | None = None  # constraint on session creation + first run
-    variants: str | None = None  # int8-dynamic,int8-static,fp16,fused or auto
-    calibration: Path | None = None  # .npz for static quantization
-    accuracy: str | None = None  # e.g. cosine>=0.999, for the variants
-    accuracy_outputs: str | None = None  # NAME,... the outputs the guard judges
-    accuracy_mask: str | None = None  # an input whose zeros mark padding (attention_mask)
-    accuracy_fn: str | None = None  # the user's own check, MODULE:FUNCTION or FILE.py:FUNCTION
-    worker_command: Sequence[str] | None = None
-    concurrency: int = 1  # requests in flight at once
-    dim_weights: str | None = None  # weights of a --dim shape mix, e.g. 0.5,0.3,0.2
-    sweep: bool | None = None  # the concurrency sweep after the search (default: concurrency > 1)
-    reconfirm: bool = False  # measure the confirmation again on a finished study
-    paired: bool = True  # confirm in paired blocks (False: interleaved fresh-process rounds)
-    storage_retry_s: float = 120.0  # waiting out an unreachable or locked study database
 
 
 @dataclass(frozen=True)
@@ -271,11 +230,6 @@ def prepare(options: RunOptions) -> TuneRequest:
     """Validate every input and build the study request; nothing is written before this passes."""
     objectives = parse_objectives(options.objective)
     objective = objectives[0]
-    if options.concurrency < 1:
-        raise UsageError(
-            f"--concurrency {options.concurrency} is below 1; give the number of requests the "
-            "deployment has in flight at once (1 for one caller)"
-        )
     parse_variants(options.variants)  # validated here, made after every other check
     accuracy = parse_accuracy(options.accuracy)
     if options.calibration is not None and not options.calibration.is_file():
@@ -490,89 +444,26 @@ def run_tuning(options: RunOptions, *, echo: Callable[[str], None]) -> RunOutcom
 def tune(
     model: str | os.PathLike[str],
     *,
-    objective: str | Sequence[str] = "throughput",
-    space: str = "cpu",
-    trials: int = 30,
-    timeout_s: float | None = None,
-    storage: str | None = None,
-    study: str | None = None,
-    out: str | os.PathLike[str] = "results",
-    shapes: Sequence[str] = (),
-    dims: Sequence[str] = (),
-    inputs: str | os.PathLike[str] | None = None,
-    batch_sizes: Sequence[int] | None = None,
-    seed: int = 0,
-    min_time_s: float = 0.5,
-    min_runs: int = 10,
-    trial_timeout_s: float | None = None,
-    rtol: float | None = None,
-    atol: float | None = None,
-    finalists: int = 3,
-    rounds: int = 5,
-    wait: bool = True,
-    max_memory_mb: float | None = None,
-    max_failures: int = 10,
-    patience: int | None = None,
-    max_gpu_memory_mb: float | None = None,
-    max_latency_ms: float | None = None,
-    max_startup_s: float | None = None,
-    variants: str | None = None,
-    calibration: str | os.PathLike[str] | None = None,
-    accuracy: str | None = None,
-    concurrency: int = 1,
-    dim_weights: str | None = None,
-    sweep: bool | None = None,
-    reconfirm: bool = False,
-    paired: bool = True,
-    storage_retry_s: float = 120.0,
     progress: Callable[[str], None] | None = None,
+    **options: Any,
 ) -> TunedConfig:
     """Tune ``model`` and return the tuned config (also written to ``OUT/STUDY/best.json``).
 
-    Arguments mirror ``autotune run``'s flags. Raises :class:`autotune.AutotuneError` with a
-    message that says what to fix.
+    ``options`` are :class:`autotune.options.RunOptions`' fields, the same set as ``autotune
+    run``'s flags (``min_time_s`` for ``--min-time``, ``shapes`` for ``--shape``, ...), checked
+    with the same messages; ``progress`` gets the lines ``autotune run`` prints. Raises
+    :class:`autotune.AutotuneError` with a message that says what to fix.
 
     Example:
         >>> tuned = autotune.tune("model.onnx", objective="latency:p99", trials=20)
         >>> tuned.speedup, tuned.config.session_options
     """
-    options = RunOptions(
-        model=Path(model),
-        objective=objective,
-        space=space,
-        trials=trials,
-        timeout_s=timeout_s,
-        storage=storage,
-        study=study,
-        out=Path(out),
-        shapes=tuple(shapes),
-        dims=tuple(dims),
-        inputs=Path(inputs) if inputs is not None else None,
-        batch_sizes=",".join(map(str, batch_sizes)) if batch_sizes else None,
-        seed=seed,
-        min_time_s=min_time_s,
-        min_runs=min_runs,
-        trial_timeout_s=trial_timeout_s,
-        rtol=rtol,
-        atol=atol,
-        finalists=finalists,
-        rounds=rounds,
-        wait=wait,
-        max_memory_mb=max_memory_mb,
-        max_failures=max_failures,
-        patience=patience,
-        max_gpu_memory_mb=max_gpu_memory_mb,
-        max_latency_ms=max_latency_ms,
-        max_startup_s=max_startup_s,
-        variants=variants,
-        calibration=Path(calibration) if calibration is not None else None,
-        accuracy=accuracy,
-        concurrency=concurrency,
-        dim_weights=dim_weights,
-        sweep=sweep,
-        reconfirm=reconfirm,
-        paired=paired,
-        storage_retry_s=storage_retry_s,
-    )
+    unknown = sorted(set(options) - set(public_options()))
+    if unknown:
+        raise UsageError(
+            f"tune() takes no option {', '.join(unknown)}; its options: "
+            f"{', '.join(public_options())}"
+        )
+    request = RunOptions(model=Path(model), **options)
     STOP.clear()  # a stop request belongs to the run it interrupted
-    return run_tuning(options, echo=progress or (lambda line: None)).tuned
+    return run_tuning(request, echo=progress or (lambda line: None)).tuned
