@@ -128,7 +128,7 @@ def save_reference(
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(f".{target.name}.{os.getpid()}.part.npz")
     np.savez(partial, **arrays)  # type: ignore[arg-type]
-    os.replace(partial, target)
+    Path(partial).replace(target)
 
 
 def load_references(path: str | os.PathLike[str]) -> dict[str, dict[str, np.ndarray]]:

@@ -113,8 +113,10 @@ def _run_parameters() -> list[inspect.Parameter]:
             default = list(default) or None
         bound = f"  [min: {flag.low:g}]" if flag.low is not None else ""
         info = typer.Option(*flag.names, help=flag.help + bound, show_default=flag.show_default)
-        annotation = Annotated[flag.cli_type or types[f.name], info]
-        params.append(inspect.Parameter(f.name, keyword, default=default, annotation=annotation))
+        kind = flag.cli_type or types[f.name]
+        params.append(
+            inspect.Parameter(f.name, keyword, default=default, annotation=Annotated[kind, info])
+        )
     quiet = typer.Option("--quiet", "-q", help="No progress lines.")
     shown = typer.Option("--json", help="Print best.json (and its path) instead of the table.")
     params += [

@@ -54,7 +54,7 @@ def _loaded_libraries(prefixes: tuple[str, ...]) -> dict[str, str]:
     try:
         for line in Path("/proc/self/maps").read_text().splitlines():
             path = line.split()[-1] if "/" in line else ""
-            name = os.path.basename(path)
+            name = Path(path).name
             if name.startswith(prefixes) and ".so" in name:
                 found.setdefault(name, path)
     except OSError:
@@ -64,7 +64,7 @@ def _loaded_libraries(prefixes: tuple[str, ...]) -> dict[str, str]:
 
 def _probe_in_child(provider: str) -> dict[str, Any]:
     """Runs in the probe process: stderr (ONNX Runtime's log) goes to a file we read back."""
-    log = tempfile.TemporaryFile()
+    log = tempfile.TemporaryFile()  # noqa: SIM115 (stderr for the probe's life, read back below)
     os.dup2(log.fileno(), 2)
     result: dict[str, Any] = {"provider": provider}
     try:
@@ -131,7 +131,7 @@ def reason_of(result: dict[str, Any]) -> str:
     for line in result.get("log", []):
         failed = _LOAD_FAILURE.search(line)
         if failed:
-            library = os.path.basename(failed.group("library"))
+            library = Path(failed.group("library")).name
             return f"cannot load {library}: {failed.group('cause').strip()}"[:300]
         if "cannot open shared object" in line:
             return line.split("]", 1)[-1].strip()[:300]
@@ -194,7 +194,7 @@ def diagnose(providers: list[str] | None = None) -> Diagnosis:
             d.working.append(provider)
             libs = result.get("libraries") or {}
             where = (
-                f" ({', '.join(f'{k} from {os.path.dirname(v)}' for k, v in libs.items())})"
+                f" ({', '.join(f'{k} from {Path(v).parent}' for k, v in libs.items())})"
                 if libs
                 else ""
             )

@@ -18,6 +18,7 @@ properties of a process measured alone and keep their fresh-process rounds.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -76,10 +77,8 @@ def _read_line(contender: Contender, timeout_s: float) -> dict[str, Any] | None:
         if readable:
             line = contender.replies.readline()
             if not line:
-                try:
+                with contextlib.suppress(subprocess.TimeoutExpired):
                     contender.proc.wait(timeout=5)
-                except subprocess.TimeoutExpired:
-                    pass
                 return None
             return json.loads(line)
 
@@ -91,10 +90,8 @@ def _kill(contender: Contender) -> None:
     contender.proc.wait()
     for pipe in (contender.commands, contender.replies):
         if pipe is not None:
-            try:
+            with contextlib.suppress(OSError):
                 pipe.close()
-            except OSError:
-                pass
 
 
 def _fail(contender: Contender, kind: str, message: str) -> None:
@@ -115,7 +112,7 @@ def start(contender: Contender, *, timeout_s: float, command: Sequence[str] | No
     from_worker_r, from_worker_w = os.pipe()
     argv = [*(command or worker_command()), "--job", str(folder / "job.json")]
     argv += ["--result-fd", str(from_worker_w), "--serve", str(to_worker_r)]
-    with open(folder / "worker.log", "wb") as log:
+    with (folder / "worker.log").open("wb") as log:
         try:
             contender.proc = subprocess.Popen(
                 argv,
@@ -152,12 +149,10 @@ def block(contender: Contender, *, seconds: float, min_runs: int, timeout_s: flo
     if contender.failure is not None or contender.retired:
         contender.blocks.append(None)
         return
-    try:
+    with contextlib.suppress(OSError):
         contender.commands.write(
             json.dumps({"op": "block", "seconds": seconds, "min_runs": min_runs}) + "\n"
         )
-    except OSError:
-        pass
     reply = _read_line(contender, timeout_s)
     if reply is None or reply.get("status") == "failed":
         if reply is not None:

@@ -56,7 +56,7 @@ def write_text_atomic(path: Path, text: str) -> None:
     try:
         with os.fdopen(fd, "w") as handle:
             handle.write(text)
-        os.replace(tmp, path)
+        Path(tmp).replace(path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -195,7 +195,7 @@ def write_best(tuned: TunedConfig, out_dir: Path) -> Path:
             copy_external_files(Path(tuned.model_path), copy)  # weights first, then the graph
             partial = copy.with_name(f".{copy.name}.part")
             shutil.copyfile(tuned.model_path, partial)
-            os.replace(partial, copy)
+            partial.replace(copy)
         tuned = replace(tuned, model_path=str(copy))
     path = folder / "best.json"
     write_json_atomic(path, tuned.to_dict())
@@ -219,7 +219,7 @@ def keep_previous(path: Path) -> Path:
     prev = path.with_name("best.prev.json")
     partial = prev.with_name(f".{prev.name}.part")
     shutil.copyfile(path, partial)
-    os.replace(partial, prev)
+    partial.replace(prev)
     return prev
 
 
@@ -441,7 +441,7 @@ def ort_config_model(tuned: TunedConfig, dest: Path) -> tuple[Path, list[str]]:
     dest.parent.mkdir(parents=True, exist_ok=True)
     partial = dest.with_name(f".{dest.name}.part")
     onnx.save(model, partial)
-    os.replace(partial, dest)
+    partial.replace(dest)
     return dest, left_out
 
 

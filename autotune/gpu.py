@@ -6,6 +6,7 @@ with an NVMLError, never with a crash of the tuner.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 
@@ -91,7 +92,5 @@ class GpuMemoryMonitor:
 
     def close(self) -> None:
         if self._nvml is not None:
-            try:
+            with contextlib.suppress(Exception):
                 self._nvml.nvmlShutdown()
-            except Exception:
-                pass

@@ -11,6 +11,7 @@ to the runner's trial timeout, which kills the whole worker.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -146,10 +147,8 @@ def many_callers(runners: Sequence[Callable[[], Any]], settings: MeasureSettings
     ]
     for thread in threads:
         thread.start()
-    try:
+    with contextlib.suppress(threading.BrokenBarrierError):
         start_line.wait()
-    except threading.BrokenBarrierError:
-        pass
     cpu0, start = time.process_time(), clock()
     while not errors:
         time.sleep(POLL_S)

@@ -105,7 +105,7 @@ def environment() -> dict[str, Any]:
 def cpu_times() -> tuple[int, int] | None:
     """(steal, total) jiffies of all CPUs from /proc/stat; None where there is no /proc."""
     try:
-        with open("/proc/stat") as stat:
+        with Path("/proc/stat").open() as stat:
             fields = stat.readline().split()
     except OSError:
         return None

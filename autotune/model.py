@@ -103,7 +103,7 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
 
 
 def _feed(digest: Any, path: Path) -> None:
-    with open(path, "rb") as handle:
+    with Path(path).open("rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
 
@@ -219,7 +219,7 @@ def copy_external_files(source: Path, dest: Path) -> list[Path]:
         target.parent.mkdir(parents=True, exist_ok=True)
         partial = target.with_name(f".{target.name}.part")
         shutil.copyfile(external, partial)
-        os.replace(partial, target)
+        partial.replace(target)
         copied.append(target)
     return copied
 
@@ -531,7 +531,7 @@ def resolve_inputs(
     """
     shapes = dict(shapes or {})
     choices = {k: (v,) if isinstance(v, int) else tuple(v) for k, v in (dims or {}).items()}
-    dims = {k: v[0] for k, v in choices.items()}
+    first = {k: v[0] for k, v in choices.items()}
     mixed = {k: v for k, v in choices.items() if len(v) > 1}
     data = load_npz(data_path) if data_path else {}
     names = {i.name for i in model.inputs}
@@ -543,9 +543,9 @@ def resolve_inputs(
     problems += [
         f"--inputs holds {n!r}, which is not a model input" for n in data if n not in names
     ]
-    symbols = {d for i in model.inputs for d in i.dims if isinstance(d, str)}
+    named = {d for i in model.inputs for d in i.dims if isinstance(d, str)}
     problems += [
-        f"--dim names {s!r}, which is not a dim of any input" for s in dims if s not in symbols
+        f"--dim names {s!r}, which is not a dim of any input" for s in first if s not in named
     ]
     if problems:
         valid = ", ".join(f"{i.name} {dtype_text(i.dtype)} {i.dims_text()}" for i in model.inputs)
@@ -603,8 +603,8 @@ def resolve_inputs(
             for axis, dim in enumerate(inp.dims):
                 if isinstance(dim, int):
                     resolved.append(dim)
-                elif isinstance(dim, str) and dim in dims:
-                    resolved.append(dims[dim])
+                elif isinstance(dim, str) and dim in first:
+                    resolved.append(first[dim])
                 elif batched and axis == 0:
                     resolved.append(1)
                 else:
@@ -635,9 +635,9 @@ def resolve_inputs(
                 )
         if found:
             continue
-        if batched and inp.name not in data:
-            if inp.name in shapes or (isinstance(batch, str) and batch in dims):
-                pinned[inp.name] = shape[0]
+        pinned_here = inp.name in shapes or (isinstance(batch, str) and batch in first)
+        if batched and inp.name not in data and pinned_here:
+            pinned[inp.name] = shape[0]
         symbols: tuple[str | None, ...] = ()
         if listed and not fixed_by_user:
             symbols = tuple(d if isinstance(d, str) and d in mixed else None for d in inp.dims)

@@ -216,5 +216,4 @@ def flag_of(name: str) -> Flag:
 def flag_name(name: str) -> str:
     """The option's long flag as a user types it: ``--min-time`` for ``min_time_s``."""
     names = flag_of(name).names
-    first = names[0].split("/")[0] if names else "--" + name.replace("_", "-")
-    return first
+    return names[0].split("/")[0] if names else "--" + name.replace("_", "-")

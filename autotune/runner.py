@@ -10,6 +10,7 @@ the OS's ``wait4`` figure when it exits without one. Every outcome is returned a
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -60,10 +61,8 @@ def log_tail(path: Path) -> str:
 
 def kill_group(pid: int) -> None:
     """SIGKILL a worker's whole process group (it runs in a session of its own)."""
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def _read_all(fd: int, sink: list[bytes]) -> None:
@@ -128,7 +127,7 @@ def _run(
     result_file = tmp / "result.json"
     chunks: list[bytes] = []
     start = time.perf_counter()
-    started = None
+    started: tuple[int, Reap, threading.Thread | None] | None = None
     if zygote is not None:
         try:
             pid = zygote.fork(job_file, result_file, log_file, entry)
@@ -136,9 +135,10 @@ def _run(
         except OSError:
             started = None  # the zygote is gone: a plain process instead
     if started is None:
-        started = _exec(list(command or worker_command()), job_file, log_file, chunks)
-        if isinstance(started, TrialFailure):
-            return started
+        execed = _exec(list(command or worker_command()), job_file, log_file, chunks)
+        if isinstance(execed, TrialFailure):
+            return execed
+        started = execed
     pid, reap, reader = started
     gpu = GpuMemoryMonitor(pid) if _uses_gpu(job) else None
     try:
@@ -195,7 +195,7 @@ def _exec(
     import subprocess
 
     read_fd, write_fd = os.pipe()
-    with open(log_file, "wb") as log:
+    with Path(log_file).open("wb") as log:
         try:
             proc = subprocess.Popen(
                 [*argv, "--job", str(job_file), "--result-fd", str(write_fd)],
@@ -235,7 +235,7 @@ def _zygote_reaper(zygote: Zygote, pid: int) -> Reap:
 def _rss_mb(pid: int) -> float:
     """Resident memory of one process from /proc (cheap enough to read every poll)."""
     try:
-        with open(f"/proc/{pid}/statm") as handle:
+        with Path(f"/proc/{pid}/statm").open() as handle:
             return int(handle.read().split()[1]) * PAGE_SIZE / 2**20
     except (OSError, ValueError, IndexError):
         return 0.0

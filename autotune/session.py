@@ -104,9 +104,11 @@ def model_input_dims(path: str | os.PathLike[str]) -> dict[str, tuple[int | str 
     import mmap
 
     try:
-        with open(path, "rb") as file:
-            with mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as buf:
-                return _input_dims(buf)
+        with (
+            Path(path).open("rb") as file,
+            mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as buf,
+        ):
+            return _input_dims(buf)
     except (OSError, ValueError, IndexError) as exc:
         raise AutotuneError(f"cannot read the inputs of {path} (not ONNX?): {exc}") from exc
 
@@ -211,11 +213,12 @@ def preload_gpu_libraries(config: TrialConfig) -> None:
 
     if _device_of(config.providers[0].name) == "cpu" or not hasattr(ort, "preload_dlls"):
         return
-    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-        try:
-            ort.preload_dlls()
-        except Exception:
-            pass
+    with (
+        contextlib.redirect_stdout(io.StringIO()),
+        contextlib.redirect_stderr(io.StringIO()),
+        contextlib.suppress(Exception),
+    ):
+        ort.preload_dlls()
 
 
 def set_thread_pools(config: TrialConfig) -> None:

@@ -493,10 +493,13 @@ def _parse_param(
     if kind not in TYPES:
         errors.append(f"{where}.type: must be one of {', '.join(TYPES)}, got {kind!r}")
     choices = spec.get("choices", ())
-    if kind == "categorical" and target != "batch_size":
-        if not isinstance(choices, list) or not choices:
-            errors.append(f"{where}.choices: a categorical knob needs a non-empty list")
-            choices = ()
+    if (
+        kind == "categorical"
+        and target != "batch_size"
+        and (not isinstance(choices, list) or not choices)
+    ):
+        errors.append(f"{where}.choices: a categorical knob needs a non-empty list")
+        choices = ()
     if kind in ("int", "float"):
         low: Any = spec.get("low")
         high: Any = spec.get("high")

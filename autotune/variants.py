@@ -240,7 +240,7 @@ def build_variant(
                     f"variant {recipe.name}: could not be made ({type(exc).__name__}: {why}); left out"
                 )
             return None
-        os.replace(partial, dest)  # external weights keep the name the graph records
+        partial.replace(dest)  # external weights keep the name the graph records
         note_file.write_text(note)
         if say:
             say(f"variant {recipe.name}: made ({note})")

@@ -413,7 +413,7 @@ def own_peak_rss_mb() -> float | None:
     own size. None where /proc is missing; the runner then falls back to ``ru_maxrss``.
     """
     try:
-        with open("/proc/self/status") as status:
+        with Path("/proc/self/status").open() as status:
             for line in status:
                 if line.startswith("VmHWM:"):
                     return int(line.split()[1]) / 1024  # kB

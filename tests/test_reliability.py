@@ -114,7 +114,8 @@ def _finished(out: Path) -> list[optuna.trial.FrozenTrial]:
             return []
         study = optuna.load_study(study_name=summaries[0].study_name, storage=f"sqlite:///{db}")
         return [
-            t for t in study.trials
+            t
+            for t in study.trials
             if t.state.is_finished() and t.user_attrs.get("failure_kind") != "repeat"
         ]  # fmt: skip  (a repeated proposal is recorded, never measured or counted)
     except Exception:  # the database is being created

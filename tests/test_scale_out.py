@@ -7,7 +7,6 @@ The server is a throwaway cluster started here from the PostgreSQL binaries (Deb
 from __future__ import annotations
 
 import contextlib
-import glob
 import json
 import os
 import shutil
@@ -38,7 +37,7 @@ def _pg_bin(name: str) -> str | None:
     found = shutil.which(name)
     if found:
         return found
-    versions = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
+    versions = sorted(str(p) for p in Path("/usr/lib/postgresql").glob(f"*/bin/{name}"))
     return versions[-1] if versions else None
 
 
@@ -106,7 +105,7 @@ def _tuner(model: Path, url: str, out: Path, study: str, trials: int) -> subproc
         sys.executable, "-m", "autotune.cli", "run", str(model), "--storage", url,
         "--study", study, "--out", str(out), "--trials", str(trials), *FAST,
     ]  # fmt: skip
-    with open(f"{out}.log", "w") as log:
+    with Path(f"{out}.log").open("w") as log:
         return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, text=True)
 
 
@@ -115,7 +114,7 @@ def _output(out: Path) -> str:
 
 
 def _study(url: str, name: str) -> optuna.Study:
-    return optuna.load_study(study_name=name, storage=storage_url(url, Path(".")))
+    return optuna.load_study(study_name=name, storage=storage_url(url, Path()))
 
 
 def _baseline_running(url: str, name: str) -> bool:

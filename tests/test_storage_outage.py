@@ -44,7 +44,7 @@ def _tuner(model: Path, storage: str, out: Path, trials: int, *extra: str) -> su
     ]  # fmt: skip
     # The test's own measuring lock: another test's trials (pytest -n) must not delay these.
     env = {**os.environ, "AUTOTUNE_LOCK_FILE": str(out.parent / "measure.lock")}
-    with open(f"{out}.log", "w") as log:
+    with Path(f"{out}.log").open("w") as log:
         return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, text=True, env=env)
 
 

@@ -15,6 +15,7 @@ never counts.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 from collections.abc import Callable
@@ -158,10 +159,8 @@ def retrying_storage(inner: Any, policy: RetryPolicy) -> Any:
 
         # The heartbeat thread: a missed beat is harmless, and the main thread reports outages.
         def record_heartbeat(self, trial_id: int) -> None:
-            try:
+            with contextlib.suppress(Exception):
                 inner.record_heartbeat(trial_id)
-            except Exception:  # noqa: BLE001
-                pass
 
         def get_heartbeat_interval(self) -> int | None:
             return inner.get_heartbeat_interval()  # type: ignore[no-any-return]

@@ -10,7 +10,6 @@ RUNNING by a tuner that has exited, is failed as interrupted and never counts.
 from __future__ import annotations
 
 import json
-import os
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -49,7 +48,7 @@ def spool_trial(
     path = target / f"{spool_id}.json"
     partial = path.with_name(f".{path.name}.part")
     partial.write_text(json.dumps(document, default=str))
-    os.replace(partial, path)
+    Path(partial).replace(path)
     return path
 
 
