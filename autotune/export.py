@@ -445,36 +445,32 @@ def ort_config_model(tuned: TunedConfig, dest: Path) -> tuple[Path, list[str]]:
     return dest, left_out
 
 
-def _fixed_dims(tuned: TunedConfig) -> dict[str, int]:
-    from autotune.session import free_dimension_overrides
-
-    shapes = tuned.workload.shapes
-    return free_dimension_overrides(tuned.model_path, tuned.config, tuned.inputs, shapes)
-
-
 def optimized_model(tuned: TunedConfig, dest: Path) -> tuple[Path, TunedConfig]:
     """Save the graph as ONNX Runtime optimized it under the tuned settings, plus the config
     that loads it with optimizations off (the work is done once, not at every startup)."""
-    from autotune.session import session_options, set_thread_pools
+    from autotune.session import create_session
 
-    set_thread_pools(tuned.config)  # a config sharing the global pool needs it first
-    options = session_options(tuned.config, _fixed_dims(tuned))
     dest.parent.mkdir(parents=True, exist_ok=True)
-    options.optimized_model_filepath = str(dest)
-    if has_external_data(tuned.model_path):  # keep the weights out of the graph, beside it
-        weights = f"{dest.name}.data"
-        options.add_session_config_entry(
-            "session.optimized_model_external_initializers_file_name", weights
-        )
-        options.add_session_config_entry(
-            "session.optimized_model_external_initializers_min_size_in_bytes", "1024"
-        )
-    options.log_severity_level = 3  # the hardware-specific warning is ours to give, once
-    import onnxruntime as ort
 
-    ort.InferenceSession(tuned.model_path, sess_options=options, providers=[
-        (p.name, dict(p.options)) for p in tuned.config.providers
-    ])  # fmt: skip
+    def saved(options: Any) -> None:
+        options.optimized_model_filepath = str(dest)
+        if has_external_data(tuned.model_path):  # keep the weights out of the graph, beside it
+            weights = f"{dest.name}.data"
+            options.add_session_config_entry(
+                "session.optimized_model_external_initializers_file_name", weights
+            )
+            options.add_session_config_entry(
+                "session.optimized_model_external_initializers_min_size_in_bytes", "1024"
+            )
+        options.log_severity_level = 3  # the hardware-specific warning is ours to give, once
+
+    create_session(
+        tuned.model_path,
+        tuned.config,
+        feeds=tuned.inputs,
+        shapes=tuned.workload.shapes,
+        also=saved,
+    )
     session = {**tuned.config.session_options, "graph_optimization_level": "ORT_DISABLE_ALL"}
     config = replace(tuned.config, session_options=session)
     return dest, replace(

@@ -44,29 +44,25 @@ def summarize_trace(events: list[dict[str, Any]], runs: int) -> list[OpTime]:
     return sorted(ops, key=lambda o: o.total_ms, reverse=True)
 
 
+def _profiled(options: Any, prefix: Path) -> None:
+    options.enable_profiling = True
+    options.profile_file_prefix = str(prefix)
+
+
 def _child(config_path: str, runs: int, out_dir: str) -> dict[str, Any]:
     from autotune.model import make_feeds
-    from autotune.session import (
-        Runner,
-        free_dimension_overrides,
-        read_tuned,
-        session_options,
-        set_thread_pools,
-    )
+    from autotune.session import Runner, create_session, read_tuned
 
     tuned = read_tuned(config_path)
     if tuned.inputs is None:
         raise UsageError(f"{config_path} has no input description; re-run the tuning to refresh it")
-    import onnxruntime as ort
-
-    set_thread_pools(tuned.config)  # a config sharing the global pool needs it first
-    shapes = tuned.workload.shapes
-    fixed = free_dimension_overrides(tuned.model_path, tuned.config, tuned.inputs, shapes)
-    options = session_options(tuned.config, fixed)
-    options.enable_profiling = True
-    options.profile_file_prefix = str(Path(out_dir) / "profile")
-    providers = [(p.name, dict(p.options)) for p in tuned.config.providers]
-    session = ort.InferenceSession(tuned.model_path, sess_options=options, providers=providers)
+    session = create_session(  # as a deployment's: GPU libraries, pools, the fallback check
+        tuned.model_path,
+        tuned.config,
+        feeds=tuned.inputs,
+        shapes=tuned.workload.shapes,
+        also=lambda options: _profiled(options, Path(out_dir) / "profile"),
+    )
     run = Runner(session, make_feeds(tuned.inputs, tuned.config.batch_size), tuned.config)
     run()  # the first run is startup, not steady state: profiled but reported apart
     for _ in range(runs):
@@ -75,15 +71,28 @@ def _child(config_path: str, runs: int, out_dir: str) -> dict[str, Any]:
     return {"trace": trace, "runs": runs + 1}
 
 
-def profile(config_path: Path, *, runs: int, out_dir: Path) -> tuple[Path, list[OpTime]]:
+#: The profiling child's wall-clock limit: a session that hangs (a GPU build stuck, a deadlock)
+#: must not hang the command.
+PROFILE_TIMEOUT_S = 600.0
+
+
+def profile(
+    config_path: Path, *, runs: int, out_dir: Path, timeout_s: float = PROFILE_TIMEOUT_S
+) -> tuple[Path, list[OpTime]]:
     if not config_path.is_file():
         raise UsageError(f"tuned config not found: {config_path}")
     out_dir.mkdir(parents=True, exist_ok=True)
-    done = subprocess.run(
-        [sys.executable, "-m", "autotune.profile", str(config_path), str(runs), str(out_dir)],
-        capture_output=True,
-        text=True,
-    )
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "autotune.profile", str(config_path), str(runs), str(out_dir)],
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+        )
+    except subprocess.TimeoutExpired:
+        raise AutotuneError(
+            f"profiling took longer than {timeout_s:.0f} s and was stopped; profile fewer --runs"
+        ) from None
     try:
         result = json.loads(done.stdout.strip().splitlines()[-1])
     except (ValueError, IndexError):

@@ -12,7 +12,7 @@ import json
 import os
 import threading
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -256,19 +256,22 @@ def create_session(
     *,
     feeds: FeedPlan | None = None,
     shapes: Sequence[ShapePoint] = (),
+    also: Callable[[ort.SessionOptions], None] | None = None,
 ) -> ort.InferenceSession:
     """The session ``config`` describes. ``feeds`` and ``shapes`` (the workload's shape mix)
     say which dims a ``free_dim_overrides`` config serves at one size; without them it fixes
-    only the batch dim."""
+    only the batch dim. ``also`` adds to the SessionOptions what is not the config's: the
+    profiler (``autotune profile``), the optimized graph's file (``export -f optimized-model``)."""
     import onnxruntime as ort
 
     preload_gpu_libraries(config)
     set_thread_pools(config)
     free_dims = free_dimension_overrides(model_path, config, feeds, shapes)
+    options = session_options(config, free_dims)
+    if also is not None:
+        also(options)
     session = ort.InferenceSession(
-        str(model_path),
-        sess_options=session_options(config, free_dims),
-        providers=provider_arguments(config),
+        str(model_path), sess_options=options, providers=provider_arguments(config)
     )
     check_providers(session, config)
     return session

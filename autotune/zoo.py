@@ -49,14 +49,24 @@ def _light_model(name: str) -> Path:
     return path
 
 
+DOWNLOAD_TIMEOUT_S = 600.0  # a wheel of a few hundred MB on a slow link; a hung index ends
+
+
 def download_wheel(requirement: str, folder: Path) -> Path:
     """``pip download`` one wheel (no dependencies) into ``folder``; its path."""
     command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:"]
-    done = subprocess.run(
-        [*command, "--disable-pip-version-check", "-q", "-d", str(folder), requirement],
-        capture_output=True,
-        text=True,
-    )
+    try:
+        done = subprocess.run(
+            [*command, "--disable-pip-version-check", "-q", "-d", str(folder), requirement],
+            capture_output=True,
+            text=True,
+            timeout=DOWNLOAD_TIMEOUT_S,
+        )
+    except subprocess.TimeoutExpired:
+        raise AutotuneError(
+            f"pip download {requirement} took longer than {DOWNLOAD_TIMEOUT_S:.0f} s; check the "
+            "network or the package index, then try again"
+        ) from None
     wheels = list(folder.glob("*.whl"))
     if done.returncode != 0 or not wheels:
         tail = " ".join((done.stderr or done.stdout).split())[-400:]
