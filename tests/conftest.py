@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import onnx
+import optuna
 import pytest
 from onnx import TensorProto, helper
 
 from autotune import zoo
+from autotune.config import LatencyStats, Measurement, MeasureSettings, TrialConfig, WorkerJob
+from autotune.model import read_model, resolve_inputs
+from autotune.storage import storage_url
 
 
 @pytest.fixture(scope="session")
@@ -67,3 +76,99 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def minilm() -> Path:
     return zoo.fetch("minilm-l3")
+
+
+# --- shared by several test files ------------------------------------------------------------
+
+MEASUREMENT = Measurement(
+    batch_size=8,
+    import_s=0.1,
+    create_s=0.2,
+    first_run_s=0.05,
+    latency_ms=LatencyStats(1.0, 2.0, 2.5, 3.0, 1.2, 0.3, 0.9, 3.1, 50, 0.1, 2),
+    throughput=6666.6,
+    timed_s=0.5,
+    warmup_runs=3,
+    providers=("CPUExecutionProvider",),
+    work_s=0.9,
+    unstable=("only 5 timed runs",),
+    notes=("first inference took 50.0 ms",),
+    max_abs_err=1e-6,
+    max_rel_err=1e-5,
+    peak_rss_mb=120.5,
+    wall_s=1.1,
+)
+
+QUICK_MEASURE = MeasureSettings(warmup_runs=2, warmup_s=0.01, min_runs=5, min_time_s=0.05)
+
+
+def worker_job(model: Path, config: TrialConfig | None = None) -> WorkerJob:
+    """A job measuring ``model`` briefly on its synthetic inputs."""
+    plan = resolve_inputs(read_model(model)).plan
+    return WorkerJob(str(model), config or TrialConfig(), plan, QUICK_MEASURE)
+
+
+def _pg_bin(name: str) -> str | None:
+    found = shutil.which(name)
+    if found:
+        return found
+    versions = sorted(str(p) for p in Path("/usr/lib/postgresql").glob(f"*/bin/{name}"))
+    return versions[-1] if versions else None
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class PgServer:
+    """A throwaway PostgreSQL cluster on a free loopback port: start, stop, restart, remove."""
+
+    def __init__(self) -> None:
+        pytest.importorskip("psycopg", reason="pip install 'ort-autotune[postgres]'")
+        initdb, self.pg_ctl = _pg_bin("initdb"), _pg_bin("pg_ctl")
+        if not (initdb and self.pg_ctl):
+            pytest.skip("PostgreSQL server binaries not found (apt-get install postgresql)")
+        # The server refuses to run as root: run it as the postgres user then.
+        self.as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        self.root = Path(tempfile.mkdtemp(prefix="autotune-pg-"))
+        if self.as_user:
+            shutil.chown(self.root, "postgres")
+        self.data, self.port = self.root / "data", free_port()
+        subprocess.run(
+            [*self.as_user, initdb, "-D", str(self.data), "-A", "trust", "-U", "autotune",
+             "--no-sync"],
+            check=True, capture_output=True, cwd=self.root,
+        )  # fmt: skip
+        self.start()
+        # A password in the URL (ignored by trust auth) shows that it is never printed or saved.
+        self.url = f"postgresql://autotune:not-shown@127.0.0.1:{self.port}/postgres"
+
+    def _ctl(self, *args: str, check: bool = True) -> None:
+        assert self.pg_ctl is not None
+        subprocess.run(
+            [*self.as_user, self.pg_ctl, "-D", str(self.data), *args],
+            check=check, capture_output=True, cwd=self.root,
+        )  # fmt: skip
+
+    def start(self) -> None:
+        options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off"
+        self._ctl("-o", options, "-l", str(self.root / "log"), "-w", "start")
+
+    def stop(self, mode: str = "fast") -> None:
+        self._ctl("-m", mode, "-w", "stop", check=False)
+
+    def remove(self) -> None:
+        self.stop("immediate")
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def tuner_log(out: Path) -> str:
+    """What a tuner started with its output in OUT.log printed."""
+    return Path(f"{out}.log").read_text()
+
+
+def study_of(url: str, name: str) -> optuna.Study:
+    """A study of a storage URL as a user gives it (postgresql:// included)."""
+    return optuna.load_study(study_name=name, storage=storage_url(url, Path()))

@@ -11,7 +11,7 @@ from autotune.accuracy import compare, load_reference, save_reference
 from autotune.config import AccuracyCheck, Measurement, TrialConfig, TrialFailure, WorkerJob
 from autotune.model import read_model, resolve_inputs
 from autotune.runner import run_trial
-from tests.test_runner import FAST
+from tests.conftest import QUICK_MEASURE as FAST
 
 
 def test_compare_uses_per_dtype_tolerances() -> None:

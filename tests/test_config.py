@@ -8,7 +8,6 @@ from autotune.config import (
     Confirmation,
     FeedPlan,
     InputSpec,
-    LatencyStats,
     Measurement,
     MeasureSettings,
     ProviderSpec,
@@ -19,6 +18,7 @@ from autotune.config import (
     WorkerJob,
 )
 from autotune.errors import AutotuneError
+from tests.conftest import MEASUREMENT
 
 CONFIG = TrialConfig(
     providers=(ProviderSpec("CPUExecutionProvider", {"arena_extend_strategy": "1"}),),
@@ -30,24 +30,6 @@ CONFIG = TrialConfig(
     config_entries={"session.intra_op.allow_spinning": "0"},
     batch_size=8,
     io_binding=True,
-)
-MEASUREMENT = Measurement(
-    batch_size=8,
-    import_s=0.1,
-    create_s=0.2,
-    first_run_s=0.05,
-    latency_ms=LatencyStats(1.0, 2.0, 2.5, 3.0, 1.2, 0.3, 0.9, 3.1, 50, 0.1, 2),
-    throughput=6666.6,
-    timed_s=0.5,
-    warmup_runs=3,
-    providers=("CPUExecutionProvider",),
-    work_s=0.9,
-    unstable=("only 5 timed runs",),
-    notes=("first inference took 50.0 ms",),
-    max_abs_err=1e-6,
-    max_rel_err=1e-5,
-    peak_rss_mb=120.5,
-    wall_s=1.1,
 )
 
 

@@ -14,7 +14,7 @@ from autotune.finalists import (
     spread_along_front,
 )
 from autotune.objectives import parse_objective
-from tests.test_config import MEASUREMENT
+from tests.conftest import MEASUREMENT
 
 THROUGHPUT = parse_objective("throughput")
 LATENCY = parse_objective("latency")

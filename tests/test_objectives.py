@@ -6,7 +6,7 @@ import pytest
 
 from autotune.errors import UsageError
 from autotune.objectives import parse_objective
-from tests.test_config import MEASUREMENT
+from tests.conftest import MEASUREMENT
 
 
 @pytest.mark.parametrize(

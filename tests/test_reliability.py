@@ -18,7 +18,7 @@ from autotune.config import Measurement, TrialConfig, TrialFailure, WorkerJob
 from autotune.model import read_model, resolve_inputs
 from autotune.runner import run_trial
 from autotune.session import read_tuned
-from tests.test_runner import FAST
+from tests.conftest import QUICK_MEASURE as FAST
 
 FAST_FLAGS = ["--min-time", "0.05", "--min-runs", "5", "--finalists", "1", "--rounds", "2"]
 

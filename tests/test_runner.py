@@ -8,16 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from autotune.config import Measurement, MeasureSettings, TrialConfig, TrialFailure, WorkerJob
-from autotune.model import read_model, resolve_inputs
+from autotune.config import Measurement, TrialConfig, TrialFailure
 from autotune.runner import minimal_env, run_trial
-
-FAST = MeasureSettings(warmup_runs=2, warmup_s=0.01, min_runs=5, min_time_s=0.05)
-
-
-def _job(model: Path, config: TrialConfig | None = None) -> WorkerJob:
-    plan = resolve_inputs(read_model(model)).plan
-    return WorkerJob(str(model), config or TrialConfig(), plan, FAST)
+from tests.conftest import worker_job
 
 
 def _faulty(code: str) -> list[str]:
@@ -26,7 +19,7 @@ def _faulty(code: str) -> list[str]:
 
 def test_real_worker_measures_a_real_model(magika: Path) -> None:
     config = TrialConfig(batch_size=2, session_options={"intra_op_num_threads": 1})
-    outcome = run_trial(_job(magika, config), timeout_s=120)
+    outcome = run_trial(worker_job(magika, config), timeout_s=120)
     assert isinstance(outcome, Measurement), outcome
     assert outcome.batch_size == 2 and outcome.providers == ("CPUExecutionProvider",)
     lat = outcome.latency_ms
@@ -43,20 +36,22 @@ def test_peak_memory_is_the_workers_own_not_the_tuners(tiny_model: Path) -> None
     """A child's wait4 ru_maxrss starts from its parent's memory at fork; the figure must not."""
     ballast = bytearray(600 * 2**20)
     ballast[::4096] = b"\x01" * len(ballast[::4096])  # touch every page: resident
-    outcome = run_trial(_job(tiny_model), timeout_s=120)
+    outcome = run_trial(worker_job(tiny_model), timeout_s=120)
     assert isinstance(outcome, Measurement), outcome
     assert outcome.peak_rss_mb is not None and 20 < outcome.peak_rss_mb < 500, outcome.peak_rss_mb
     del ballast
 
 
 def test_io_binding_path_runs(tiny_model: Path) -> None:
-    outcome = run_trial(_job(tiny_model, TrialConfig(io_binding=True, batch_size=3)), timeout_s=60)
+    outcome = run_trial(
+        worker_job(tiny_model, TrialConfig(io_binding=True, batch_size=3)), timeout_s=60
+    )
     assert isinstance(outcome, Measurement), outcome
 
 
 def test_onnxruntime_error_is_data_with_its_message(tiny_model: Path) -> None:
     config = TrialConfig(session_options={"graph_optimization_level": "ORT_ENABLE_WARP_DRIVE"})
-    outcome = run_trial(_job(tiny_model, config), timeout_s=60)
+    outcome = run_trial(worker_job(tiny_model, config), timeout_s=60)
     assert isinstance(outcome, TrialFailure) and outcome.kind == "error"
     assert "ORT_ENABLE_WARP_DRIVE" in outcome.message
 
@@ -68,7 +63,7 @@ def test_provider_fallback_is_a_failed_trial(tiny_model: Path) -> None:
     config = TrialConfig(
         providers=(ProviderSpec("CUDAExecutionProvider"), ProviderSpec("CPUExecutionProvider"))
     )
-    outcome = run_trial(_job(tiny_model, config), timeout_s=60)
+    outcome = run_trial(worker_job(tiny_model, config), timeout_s=60)
     assert isinstance(outcome, TrialFailure) and outcome.kind in ("fallback", "error"), outcome
     assert "CUDAExecutionProvider" in outcome.message
 
@@ -89,7 +84,7 @@ def test_provider_fallback_is_a_failed_trial(tiny_model: Path) -> None:
     ],
 )
 def test_faulty_workers_are_classified(tiny_model: Path, code: str, kind: str, text: str) -> None:
-    outcome = run_trial(_job(tiny_model), timeout_s=2, command=_faulty(code))
+    outcome = run_trial(worker_job(tiny_model), timeout_s=2, command=_faulty(code))
     assert isinstance(outcome, TrialFailure), outcome
     assert outcome.kind == kind and text in outcome.message
 
@@ -102,7 +97,7 @@ def test_timeout_kills_the_whole_process_group(tiny_model: Path, tmp_path: Path)
         f"open({str(marker)!r}, 'w').write(str(p.pid)); time.sleep(60)"
     )
     # 5 s: room for two interpreters to start on a loaded 2-core machine before the kill
-    outcome = run_trial(_job(tiny_model), timeout_s=5, command=_faulty(code))
+    outcome = run_trial(worker_job(tiny_model), timeout_s=5, command=_faulty(code))
     assert isinstance(outcome, TrialFailure) and outcome.kind == "timeout"
     pid = int(marker.read_text())
     import psutil

@@ -8,12 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import shutil
-import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -23,70 +19,14 @@ import optuna
 import pytest
 
 from autotune.runner import STOP
-from autotune.storage import storage_url
 from autotune.study import _liveness
 from autotune.study._liveness import await_baseline, claim, fail_orphaned_trials, running_trials
+from tests.conftest import PgServer, free_port, study_of, tuner_log
 
 # No confirmation (the outage tests confirm through a restart) and two batch sizes: these tests
 # are about sharing a study, and every second of measuring is a second of the suite.
 FAST = ["--min-time", "0.05", "--min-runs", "5", "--seed", "1", "--finalists", "0",
         "--batch-sizes", "1,2"]  # fmt: skip
-
-
-def _pg_bin(name: str) -> str | None:
-    found = shutil.which(name)
-    if found:
-        return found
-    versions = sorted(str(p) for p in Path("/usr/lib/postgresql").glob(f"*/bin/{name}"))
-    return versions[-1] if versions else None
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class PgServer:
-    """A throwaway PostgreSQL cluster on a free loopback port: start, stop, restart, remove."""
-
-    def __init__(self) -> None:
-        pytest.importorskip("psycopg", reason="pip install 'ort-autotune[postgres]'")
-        initdb, self.pg_ctl = _pg_bin("initdb"), _pg_bin("pg_ctl")
-        if not (initdb and self.pg_ctl):
-            pytest.skip("PostgreSQL server binaries not found (apt-get install postgresql)")
-        # The server refuses to run as root: run it as the postgres user then.
-        self.as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-        self.root = Path(tempfile.mkdtemp(prefix="autotune-pg-"))
-        if self.as_user:
-            shutil.chown(self.root, "postgres")
-        self.data, self.port = self.root / "data", _free_port()
-        subprocess.run(
-            [*self.as_user, initdb, "-D", str(self.data), "-A", "trust", "-U", "autotune",
-             "--no-sync"],
-            check=True, capture_output=True, cwd=self.root,
-        )  # fmt: skip
-        self.start()
-        # A password in the URL (ignored by trust auth) shows that it is never printed or saved.
-        self.url = f"postgresql://autotune:not-shown@127.0.0.1:{self.port}/postgres"
-
-    def _ctl(self, *args: str, check: bool = True) -> None:
-        assert self.pg_ctl is not None
-        subprocess.run(
-            [*self.as_user, self.pg_ctl, "-D", str(self.data), *args],
-            check=check, capture_output=True, cwd=self.root,
-        )  # fmt: skip
-
-    def start(self) -> None:
-        options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off"
-        self._ctl("-o", options, "-l", str(self.root / "log"), "-w", "start")
-
-    def stop(self, mode: str = "fast") -> None:
-        self._ctl("-m", mode, "-w", "stop", check=False)
-
-    def remove(self) -> None:
-        self.stop("immediate")
-        shutil.rmtree(self.root, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
@@ -109,19 +49,11 @@ def _tuner(model: Path, url: str, out: Path, study: str, trials: int) -> subproc
         return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, text=True)
 
 
-def _output(out: Path) -> str:
-    return Path(f"{out}.log").read_text()
-
-
-def _study(url: str, name: str) -> optuna.Study:
-    return optuna.load_study(study_name=name, storage=storage_url(url, Path()))
-
-
 def _baseline_running(url: str, name: str) -> bool:
     with contextlib.suppress(Exception):  # the study does not exist yet
         return any(
             t.user_attrs.get("baseline")
-            for t in _study(url, name).get_trials(states=(optuna.trial.TrialState.RUNNING,))
+            for t in study_of(url, name).get_trials(states=(optuna.trial.TrialState.RUNNING,))
         )
     return False
 
@@ -135,18 +67,18 @@ def test_two_tuners_share_one_study_one_budget_and_one_baseline(
     first = _tuner(magika, postgres, tmp_path / "a", name, trials)
     deadline = time.monotonic() + 60
     while not _baseline_running(postgres, name):
-        assert first.poll() is None, _output(tmp_path / "a")
+        assert first.poll() is None, tuner_log(tmp_path / "a")
         assert time.monotonic() < deadline, "the first tuner never started its baseline"
         time.sleep(0.05)
     second = _tuner(magika, postgres, tmp_path / "b", name, trials)
     first.wait(timeout=240)
     second.wait(timeout=240)
-    out_first, out_second = _output(tmp_path / "a"), _output(tmp_path / "b")
+    out_first, out_second = tuner_log(tmp_path / "a"), tuner_log(tmp_path / "b")
     assert first.returncode == 0, out_first
     assert second.returncode == 0, out_second
 
     finished = [
-        t for t in _study(postgres, name).trials
+        t for t in study_of(postgres, name).trials
         if t.state.is_finished() and t.user_attrs.get("failure_kind") != "repeat"
     ]  # fmt: skip
     assert len(finished) == trials, [(t.number, t.state.name) for t in finished]
@@ -164,7 +96,7 @@ def test_two_tuners_share_one_study_one_budget_and_one_baseline(
 
 def test_show_lists_a_postgresql_study(postgres: str, magika: Path, tmp_path: Path) -> None:
     tuner = _tuner(magika, postgres, tmp_path / "o", "listed", 2)
-    assert tuner.wait(timeout=120) == 0, _output(tmp_path / "o")
+    assert tuner.wait(timeout=120) == 0, tuner_log(tmp_path / "o")
     shown = subprocess.run(
         [sys.executable, "-m", "autotune.cli", "show", "--storage", postgres, "--json"],
         capture_output=True, text=True, check=True,
@@ -176,7 +108,7 @@ def test_show_lists_a_postgresql_study(postgres: str, magika: Path, tmp_path: Pa
 def test_an_unreachable_server_is_waited_for_then_one_clear_line(
     magika: Path, tmp_path: Path
 ) -> None:
-    url = f"postgresql://autotune:not-shown@127.0.0.1:{_free_port()}/postgres"
+    url = f"postgresql://autotune:not-shown@127.0.0.1:{free_port()}/postgres"
     done = subprocess.run(
         [sys.executable, "-m", "autotune.cli", "run", str(magika), "--storage", url,
          "--out", str(tmp_path), "--trials", "2", "--storage-retry-s", "3", *FAST],

@@ -89,7 +89,7 @@ def _tuned_file(model: Path, folder: Path, unconfirmed: str) -> Path:
 
     from autotune.config import SearchFigures, TunedConfig
     from autotune.model import model_sha256
-    from tests.test_config import MEASUREMENT
+    from tests.conftest import MEASUREMENT
 
     faster = dataclasses.replace(MEASUREMENT, throughput=MEASUREMENT.throughput * 1.3)
     tuned = TunedConfig(

@@ -19,7 +19,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from tests.test_scale_out import PgServer, _output, _study
+from tests.conftest import PgServer, study_of, tuner_log
 
 FAST = ["--min-time", "0.05", "--min-runs", "5", "--seed", "1", "--finalists", "1",
         "--rounds", "1", "--batch-sizes", "1,2"]  # fmt: skip
@@ -53,19 +53,19 @@ def _wait_measuring(url: str, procs: list[subprocess.Popen[str]], out: Path) -> 
     deadline = time.monotonic() + 120
     while True:
         try:
-            running = _study(url, "outage").get_trials(states=(optuna.trial.TrialState.RUNNING,))
+            running = study_of(url, "outage").get_trials(states=(optuna.trial.TrialState.RUNNING,))
         except Exception:  # the study is being created
             running = []
         if any("config" in t.user_attrs for t in running):
             return
-        assert all(p.poll() is None for p in procs), _output(out)
+        assert all(p.poll() is None for p in procs), tuner_log(out)
         assert time.monotonic() < deadline, "no trial was measured"
         time.sleep(0.05)
 
 
 def _finished_count(url: str) -> int:
     try:
-        return len(_counted(_study(url, "outage").trials))
+        return len(_counted(study_of(url, "outage").trials))
     except Exception:  # the study does not exist yet, or the server is down
         return 0
 
@@ -73,7 +73,7 @@ def _finished_count(url: str) -> int:
 def _wait_for(url: str, count: int, procs: list[subprocess.Popen[str]], out: Path) -> None:
     deadline = time.monotonic() + 120
     while _finished_count(url) < count:
-        assert all(p.poll() is None for p in procs), _output(out)
+        assert all(p.poll() is None for p in procs), tuner_log(out)
         assert time.monotonic() < deadline, "no progress"
         time.sleep(0.1)
 
@@ -89,7 +89,7 @@ def _counted(trials: list[optuna.trial.FrozenTrial]) -> list[optuna.trial.Frozen
 
 
 def _check_whole(url: str, trials: int) -> None:
-    study = _study(url, "outage")
+    study = study_of(url, "outage")
     assert not [t.number for t in study.trials if t.state.name == "RUNNING"]
     counted = _counted(study.trials)
     assert len(counted) == trials, [(t.number, t.state.name) for t in study.trials]
@@ -116,9 +116,9 @@ def test_restarts_mid_study_lose_and_repeat_nothing(
     _outage(server, 3, mode="immediate")
     _wait_for(server.url, trials, [tuner], out)
     _outage(server, 3)  # the paired confirmation is measuring (it takes 5 s at least)
-    assert tuner.wait(timeout=240) == 0, _output(out)
-    assert _study(server.url, "outage").user_attrs["confirmation"]["trials"] == trials
-    log = _output(out)
+    assert tuner.wait(timeout=240) == 0, tuner_log(out)
+    assert study_of(server.url, "outage").user_attrs["confirmation"]["trials"] == trials
+    log = tuner_log(out)
     assert "database unreachable: retrying in" in log and "Traceback" not in log
     assert "not-shown" not in log
     _check_whole(server.url, trials)
@@ -133,8 +133,8 @@ def test_two_tuners_share_a_study_through_an_outage(
     second = _tuner(magika, server.url, tmp_path / "b", trials, *UNCONFIRMED)
     _wait_for(server.url, 3, [first, second], tmp_path / "a")
     _outage(server, 3)
-    assert first.wait(timeout=240) == 0, _output(tmp_path / "a")
-    assert second.wait(timeout=240) == 0, _output(tmp_path / "b")
+    assert first.wait(timeout=240) == 0, tuner_log(tmp_path / "a")
+    assert second.wait(timeout=240) == 0, tuner_log(tmp_path / "b")
     _check_whole(server.url, trials)
 
 
@@ -148,8 +148,8 @@ def test_a_database_gone_for_good_ends_in_one_line_and_the_command_resumes(
     _wait_for(server.url, 2, [tuner], out)
     _wait_measuring(server.url, [tuner], out)
     server.stop("immediate")
-    assert tuner.wait(timeout=120) == 1, _output(out)
-    log = _output(out)
+    assert tuner.wait(timeout=120) == 1, tuner_log(out)
+    log = tuner_log(out)
     last = log.strip().splitlines()[-1]
     assert last.startswith("Error: the study storage 'postgresql+psycopg://autotune:***@"), log
     assert "unreachable" in last and "Traceback" not in log and "not-shown" not in log
@@ -159,10 +159,10 @@ def test_a_database_gone_for_good_ends_in_one_line_and_the_command_resumes(
 
     server.start()
     again = _tuner(magika, server.url, out, trials, "--storage-retry-s", "3", *UNCONFIRMED)
-    assert again.wait(timeout=240) == 0, _output(out)
+    assert again.wait(timeout=240) == 0, tuner_log(out)
     _check_whole(server.url, trials)
     assert not list(out.glob("*/spool/*.json")), "a spooled trial was left behind"
-    joined = [t for t in _study(server.url, "outage").trials if t.user_attrs.get("spool_id")]
+    joined = [t for t in study_of(server.url, "outage").trials if t.user_attrs.get("spool_id")]
     assert len(joined) == len(spooled)
 
 
@@ -173,7 +173,7 @@ def test_a_sqlite_file_locked_for_a_while_is_waited_out(magika: Path, tmp_path: 
     db = out / "autotune.db"
     deadline = time.monotonic() + 120
     while _finished_count(storage) < 2:
-        assert tuner.poll() is None, _output(out)
+        assert tuner.poll() is None, tuner_log(out)
         assert time.monotonic() < deadline
         time.sleep(0.1)
     held = threading.Event()
@@ -185,7 +185,9 @@ def test_a_sqlite_file_locked_for_a_while_is_waited_out(magika: Path, tmp_path: 
         connection.execute("BEGIN EXCLUSIVE")
         held.set()
         until = time.monotonic() + 120
-        while "database unreachable: retrying in" not in _output(out) and time.monotonic() < until:
+        while (
+            "database unreachable: retrying in" not in tuner_log(out) and time.monotonic() < until
+        ):
             time.sleep(0.2)
         connection.execute("COMMIT")
         connection.close()
@@ -194,7 +196,7 @@ def test_a_sqlite_file_locked_for_a_while_is_waited_out(magika: Path, tmp_path: 
     holder.start()
     held.wait(30)
     holder.join()
-    assert tuner.wait(timeout=240) == 0, _output(out)
-    log = _output(out)
+    assert tuner.wait(timeout=240) == 0, tuner_log(out)
+    log = tuner_log(out)
     assert "database unreachable: retrying in" in log and "database is locked" in log
     _check_whole(storage, trials)

@@ -22,7 +22,7 @@ import pytest
 from autotune import zygote as zygotes
 from autotune.config import RESULT_SCHEMA, Measurement, TrialFailure
 from autotune.runner import minimal_env, run_trial
-from tests.test_runner import _job
+from tests.conftest import worker_job as _job
 
 HERE = "tests.test_zygote"
 
