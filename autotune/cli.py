@@ -189,7 +189,7 @@ def show(
     debug: DebugOption = False,
 ) -> None:
     """List the studies, or show one study's trials (baseline and chosen marked)."""
-    from autotune.show import studies_table, trial_row, trials_table
+    from autotune.results.show import studies_table, trial_row, trials_table
     from autotune.study import list_studies, load_study_view
 
     url = _storage(storage, out, storage_retry_s)
@@ -236,7 +236,7 @@ def export(
     debug: DebugOption = False,
 ) -> None:
     """Write a trial's configuration in the form a deployment takes."""
-    from autotune.export import (
+    from autotune.results.export import (
         compare_startup,
         export_path,
         optimized_model,
@@ -327,7 +327,7 @@ def profile(
     debug: DebugOption = False,
 ) -> None:
     """Run a tuned config with ONNX Runtime's profiler and list the operators that take the time."""
-    from autotune.profile import profile as run_profile
+    from autotune.results.profile import profile as run_profile
 
     trace, ops = _guarded(
         debug, lambda: run_profile(config, runs=runs, out_dir=config.resolve().parent / "profile")
@@ -355,7 +355,7 @@ def report(
     debug: DebugOption = False,
 ) -> None:
     """Write PNG plots and an HTML/Markdown page: history, knob importance, batch trade-off."""
-    from autotune.plots import write_report
+    from autotune.results.page import write_report
     from autotune.study import load_study_view, param_importances, the_study
 
     def do() -> Path:

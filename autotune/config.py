@@ -101,7 +101,7 @@ class TrialConfig:
     global_thread_pool: bool = False
     # Fix the model's named dynamic input dims this config serves at one size (the batch dim at
     # ``batch_size``, a dim the inputs pin) with ``add_free_dimension_override_by_name`` at
-    # session creation; the session then accepts only those sizes (autotune.session).
+    # session creation; the session then accepts only those sizes (autotune.measure.session).
     free_dim_overrides: bool = False
 
     def to_dict(self) -> dict[str, Any]:

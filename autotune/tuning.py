@@ -15,18 +15,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from autotune.accuracy import load_judge
 from autotune.config import FeedPlan, MeasureSettings, ShapePoint, TunedConfig, Workload
+from autotune.confirm.sweep import sweep_levels
 from autotune.errors import UsageError
-from autotune.export import (
-    keep_previous,
-    previous_best,
-    tuned_config,
-    verdict_change,
-    write_best,
-)
 from autotune.interrupt import STOP, check_stop
 from autotune.machine import environment, usable_cpus
+from autotune.measure.accuracy import load_judge
 from autotune.model import (
     PRECISION_TOLERANCES,
     ModelInfo,
@@ -38,14 +32,19 @@ from autotune.model import (
 )
 from autotune.objectives import Limits, parse_objectives
 from autotune.options import RunOptions, public_options
-from autotune.recipes import family_of
-from autotune.report import progress_line, summary_table
+from autotune.results.export import (
+    keep_previous,
+    previous_best,
+    tuned_config,
+    verdict_change,
+    write_best,
+)
+from autotune.results.tables import progress_line, summary_table
 from autotune.space import SearchSpace, default_batch_sizes, load_space, parse_batch_sizes
 from autotune.storage import shown, storage_url
 from autotune.study import TuneRequest, TuneResult, check_storage
 from autotune.study import tune as run_study
-from autotune.sweep import sweep_levels
-from autotune.variants import (
+from autotune.variants.build import (
     DEFAULT_ACCURACY,
     METRICS,
     VariantMaker,
@@ -54,6 +53,7 @@ from autotune.variants import (
     parse_accuracy,
     parse_variants,
 )
+from autotune.variants.recipes import family_of
 
 
 @dataclass(frozen=True)
@@ -220,7 +220,7 @@ def fixed_dims(
 ) -> dict[str, int]:
     """The named dims free-dimension overrides would fix here (none: the knob changes nothing)."""
     from autotune.config import TrialConfig
-    from autotune.session import free_dimension_overrides
+    from autotune.measure.session import free_dimension_overrides
 
     config = TrialConfig(batch_size=batch_size, free_dim_overrides=True)
     return free_dimension_overrides(model.path, config, feeds, shapes)

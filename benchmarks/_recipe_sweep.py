@@ -38,7 +38,7 @@ from search_vs_grid import Arm, final_rounds  # noqa: E402
 
 from autotune import zoo  # noqa: E402
 from autotune.config import RoundFigures  # noqa: E402
-from autotune.report import progress_line  # noqa: E402
+from autotune.results.tables import progress_line  # noqa: E402
 from autotune.study import TuneRequest, open_study, tune  # noqa: E402
 from autotune.tuning import RunOptions, prepare, with_variants  # noqa: E402
 

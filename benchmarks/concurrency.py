@@ -37,9 +37,9 @@ from autotune.config import (  # noqa: E402
     WorkerJob,
     Workload,
 )
-from autotune.lock import machine_lock  # noqa: E402
+from autotune.measure.lock import machine_lock  # noqa: E402
+from autotune.measure.runner import run_trial  # noqa: E402
 from autotune.model import parse_dim_flags, read_model, resolve_inputs  # noqa: E402
-from autotune.runner import run_trial  # noqa: E402
 
 HEADING = "Serving under load: --concurrency"
 #: The issue's target: at least this much at concurrency 2 on these models.

@@ -38,8 +38,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _report import cpu_flags, machine_line  # noqa: E402  (beside this script)
 
 from autotune.config import TrialConfig  # noqa: E402
-from autotune.lock import machine_lock  # noqa: E402
-from autotune.session import create_session  # noqa: E402
+from autotune.measure.lock import machine_lock  # noqa: E402
+from autotune.measure.session import create_session  # noqa: E402
 
 KEY = "session.set_denormal_as_zero"
 TINY = float(np.finfo(np.float32).tiny)

@@ -27,9 +27,9 @@ from _report import footer, write_section  # noqa: E402  (beside this script)
 
 from autotune import zoo  # noqa: E402
 from autotune.config import Measurement, MeasureSettings, TrialConfig, WorkerJob  # noqa: E402
+from autotune.measure.runner import run_trial  # noqa: E402
+from autotune.measure.stats import relative_spread  # noqa: E402
 from autotune.model import read_model, resolve_inputs  # noqa: E402
-from autotune.runner import run_trial  # noqa: E402
-from autotune.stats import relative_spread  # noqa: E402
 
 HEADING = "Re-measuring noisy windows"  # one section per load: see main()
 HOG = """

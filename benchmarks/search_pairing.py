@@ -41,12 +41,12 @@ from verdict_truth import duel_ab, in_process_ab  # noqa: E402
 
 from autotune import zoo  # noqa: E402
 from autotune.config import FeedPlan, Measurement, MeasureSettings, TrialConfig, WorkerJob  # noqa: E402
-from autotune.duel import DuelPlan  # noqa: E402
-from autotune.lock import machine_lock  # noqa: E402
+from autotune.confirm.duel import DuelPlan  # noqa: E402
 from autotune.machine import usable_cpus  # noqa: E402
+from autotune.measure.lock import machine_lock  # noqa: E402
+from autotune.measure.runner import run_trial  # noqa: E402
 from autotune.model import parse_dim_flags, read_model, resolve_inputs  # noqa: E402
 from autotune.objectives import Objective, parse_objective  # noqa: E402
-from autotune.runner import run_trial  # noqa: E402
 from autotune.space import load_space  # noqa: E402
 
 HEADING = "Search trials with a baseline session carried along: does the ranking pay for it?"

@@ -27,7 +27,7 @@ from _report import footer, write_section  # beside this script
 
 from autotune import zoo
 from autotune.config import RoundFigures, TrialConfig
-from autotune.finalists import confirm
+from autotune.confirm.rounds import confirm
 from autotune.objectives import Objective
 from autotune.study import Measurer, TuneRequest, TuneResult, open_study, tune
 from autotune.tuning import RunOptions, prepare

@@ -2,7 +2,7 @@
 
 For each model and seed, three things on the same machine, one after another:
 
-1. **exec**: a tuning whose trial workers are started as ``python -m autotune.worker``
+1. **exec**: a tuning whose trial workers are started as ``python -m autotune.measure.worker``
    (``AUTOTUNE_WORKER_START=exec``, the way every trial started before the zygote);
 2. **fork**: the same tuning (same seed) with workers forked from the pre-imported zygote, the
    default; its confirmation is the paired one (warm workers in short blocks);

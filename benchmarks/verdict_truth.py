@@ -61,12 +61,12 @@ from autotune.config import (  # noqa: E402
     WorkerJob,
     Workload,
 )
-from autotune.duel import SETTLE_S, Contender, DuelPlan, run_duel  # noqa: E402
-from autotune.finalists import MIN_GAIN  # noqa: E402
-from autotune.lock import machine_lock  # noqa: E402
+from autotune.confirm.duel import SETTLE_S, Contender, DuelPlan, run_duel  # noqa: E402
+from autotune.confirm.paired import SEARCH_FLIP, median_band  # noqa: E402
+from autotune.confirm.rounds import MIN_GAIN  # noqa: E402
+from autotune.measure.lock import machine_lock  # noqa: E402
 from autotune.model import parse_dim_flags, read_model, resolve_inputs  # noqa: E402
 from autotune.objectives import Objective, parse_objective  # noqa: E402
-from autotune.paired import SEARCH_FLIP, median_band  # noqa: E402
 from autotune.study import load_study_view  # noqa: E402
 
 HEADING = "Verdicts against an independent paired A/B"
@@ -212,8 +212,8 @@ def in_process_ab(
     ``plan.min_runs`` requests) in a random order each cycle, after a settle pause. With
     ``callers`` > 1 each block is that many threads issuing requests back to back (each config
     with its own number of sessions, shared round robin), counted until all of them stop."""
+    from autotune.measure.session import Runner, create_session
     from autotune.model import make_feeds, pool_batches
-    from autotune.session import Runner, create_session
 
     if config.global_thread_pool:  # set in this process, it would refuse every later session
         return AB(), "in-process A/B not run: a global thread pool beside the defaults' own"

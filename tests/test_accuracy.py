@@ -7,10 +7,10 @@ import optuna
 import pytest
 
 import autotune
-from autotune.accuracy import compare, load_reference, save_reference
 from autotune.config import AccuracyCheck, Measurement, TrialConfig, TrialFailure, WorkerJob
+from autotune.measure.accuracy import compare, load_reference, save_reference
+from autotune.measure.runner import run_trial
 from autotune.model import read_model, resolve_inputs
-from autotune.runner import run_trial
 from tests.conftest import QUICK_MEASURE as FAST
 
 

@@ -18,8 +18,8 @@ from typer.testing import CliRunner
 import autotune
 from autotune.cli import app
 from autotune.config import Measurement
-from autotune.report import SEARCH, confirmed_measurement, fmt_number, source
-from autotune.session import read_tuned
+from autotune.measure.session import read_tuned
+from autotune.results.tables import SEARCH, confirmed_measurement, fmt_number, source
 from autotune.study import load_study_view
 
 runner = CliRunner()
@@ -98,7 +98,9 @@ def test_show_errors(tmp_path: Path, tuned_study: tuple[Path, str]) -> None:
     assert unknown.exit_code == 2 and "no study 'nope'" in unknown.stderr
 
 
-@pytest.mark.filterwarnings("ignore::autotune.session.UnconfirmedConfigWarning")  # a search trial
+@pytest.mark.filterwarnings(
+    "ignore::autotune.measure.session.UnconfirmedConfigWarning"
+)  # a search trial
 def test_export_json_of_any_trial_loads(tuned_study: tuple[Path, str], rapid: Path) -> None:
     out, name = tuned_study
     result = runner.invoke(app, ["export", "--out", str(out), "--study", name, "--trial", "1"])

@@ -25,8 +25,8 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from autotune.config import TrialConfig, WorkerJob, Workload
+from autotune.measure.session import create_session, free_dimension_overrides, model_input_dims
 from autotune.model import make_feeds, read_model, resolve_inputs
-from autotune.session import create_session, free_dimension_overrides, model_input_dims
 from autotune.space import load_space
 
 NEW_KEYS = (
@@ -42,7 +42,7 @@ CHILD = """
 import json, sys
 import numpy as np
 from autotune.config import TrialConfig
-from autotune.session import create_session
+from autotune.measure.session import create_session
 
 model, n, specs = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
 x = np.full((n, n), 1e-20, np.float32)
@@ -254,7 +254,7 @@ def test_unnamed_dims_stay_dynamic(tmp_path: Path) -> None:
 
 
 def test_the_worker_builds_its_sessions_with_the_overrides(ns_model: Path) -> None:
-    from autotune.worker import prepare
+    from autotune.measure.worker import prepare
 
     fixed = resolve_inputs(read_model(ns_model), dims={"S": 16})
     job = WorkerJob(model_path=str(ns_model), config=ON, feeds=fixed.plan)
@@ -325,8 +325,8 @@ def test_exports_fix_the_served_shape_as_the_trial_did(minilm: Path, tmp_path: P
     from typer.testing import CliRunner
 
     from autotune.cli import app
-    from autotune.export import python_snippet
-    from autotune.session import read_tuned
+    from autotune.measure.session import read_tuned
+    from autotune.results.export import python_snippet
 
     result = CliRunner().invoke(
         app,

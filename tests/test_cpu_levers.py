@@ -11,8 +11,8 @@ import optuna
 import pytest
 from typer.testing import CliRunner
 
-from autotune.accuracy import compare, judged
 from autotune.cli import app
+from autotune.measure.accuracy import compare, judged
 
 runner = CliRunner()
 QUICK = ["--min-time", "0.05", "--min-runs", "5", "--seed", "1", "--finalists", "0"]

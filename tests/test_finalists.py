@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from autotune.config import RoundFigures, TrialConfig, TrialFailure
-from autotune.finalists import (
+from autotune.confirm.rounds import (
     MIN_GAIN,
     confirm,
     decide,

@@ -23,8 +23,8 @@ from typer.testing import CliRunner
 from autotune.cli import app
 from autotune.config import Measurement
 from autotune.model import make_feeds, read_model, resolve_inputs
-from autotune.report import batch_wording
-from autotune.variants import calibration_samples
+from autotune.results.tables import batch_wording
+from autotune.variants.build import calibration_samples
 
 runner = CliRunner()
 FAST = ["--trials", "2", "--finalists", "0", "--min-time", "0.05", "--min-runs", "3"]

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 
 from autotune.errors import AutotuneError
-from autotune.lock import machine_lock
+from autotune.measure.lock import machine_lock
 
 HOLD = """
 import sys, time
-from autotune.lock import machine_lock
+from autotune.measure.lock import machine_lock
 with machine_lock():
     print("held", flush=True)
     time.sleep(float(sys.argv[1]))

@@ -21,8 +21,8 @@ from onnx import TensorProto, helper
 from typer.testing import CliRunner
 
 import autotune
-from autotune.accuracy import as_tensors, compare, load_references, save_reference
 from autotune.cli import app
+from autotune.measure.accuracy import as_tensors, compare, load_references, save_reference
 
 
 @pytest.fixture(scope="module")

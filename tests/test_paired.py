@@ -36,12 +36,8 @@ from autotune.config import (
     WorkerJob,
     Workload,
 )
-from autotune.duel import Contender, DuelPlan, run_duel
-from autotune.finalists import sign_test_p
-from autotune.machine import cpu_times, steal_share
-from autotune.model import read_model, resolve_inputs
-from autotune.objectives import parse_objective
-from autotune.paired import (
+from autotune.confirm.duel import Contender, DuelPlan, run_duel
+from autotune.confirm.paired import (
     RETIRE_AFTER,
     SEARCH_FLIP,
     SEARCH_OUTLIER,
@@ -54,7 +50,11 @@ from autotune.paired import (
     median_band,
     plan_for,
 )
-from autotune.runner import run_trial
+from autotune.confirm.rounds import sign_test_p
+from autotune.machine import cpu_times, steal_share
+from autotune.measure.runner import run_trial
+from autotune.model import read_model, resolve_inputs
+from autotune.objectives import parse_objective
 
 QUICK = MeasureSettings(warmup_runs=2, warmup_s=0.01, min_runs=5, min_time_s=0.05)
 THROUGHPUT = parse_objective("throughput")
@@ -80,7 +80,8 @@ if {ONCE!r} in entries:
     counter.write_text(str(started))
     if started == 2:
         os.kill(os.getpid(), signal.SIGSEGV)
-from autotune import load, session
+from autotune.measure import callers as load
+from autotune.measure import session
 
 if "slow" in faults:  # 2 ms more per request: a large, deterministic gap on the tiny model
     plain_call = session.Runner.__call__
@@ -102,7 +103,7 @@ if faults & {{"crash", "hang"}}:
         return plain_block(runners, settings)
 
     load.block = block
-from autotune.worker import main
+from autotune.measure.worker import main
 
 sys.exit(main(sys.argv[1:]))
 """
@@ -475,7 +476,7 @@ def test_serve_answers_blocks_then_merges_them_on_quit(
     job_file.write_text(_job(tiny_model, concurrency=callers).to_json())
     to_worker_r, to_worker_w = os.pipe()
     from_worker_r, from_worker_w = os.pipe()
-    argv = [sys.executable, "-m", "autotune.worker", "--job", str(job_file)]
+    argv = [sys.executable, "-m", "autotune.measure.worker", "--job", str(job_file)]
     argv += ["--result-fd", str(from_worker_w), "--serve", str(to_worker_r)]
     proc = subprocess.Popen(argv, pass_fds=(to_worker_r, from_worker_w), stdin=subprocess.DEVNULL)
     os.close(to_worker_r)

@@ -15,9 +15,9 @@ import pytest
 
 from autotune import zoo
 from autotune.config import Measurement, TrialConfig, TrialFailure, WorkerJob
+from autotune.measure.runner import run_trial
+from autotune.measure.session import read_tuned
 from autotune.model import read_model, resolve_inputs
-from autotune.runner import run_trial
-from autotune.session import read_tuned
 from tests.conftest import QUICK_MEASURE as FAST
 
 FAST_FLAGS = ["--min-time", "0.05", "--min-runs", "5", "--finalists", "1", "--rounds", "2"]
@@ -142,7 +142,9 @@ def _workers_left(tmp: Path) -> list[psutil.Process]:
     found = []
     for proc in psutil.process_iter(["cmdline"]):
         line = " ".join(proc.info["cmdline"] or [])
-        if ("autotune.worker" in line or "autotune.zygote" in line) and str(tmp) in line:
+        if ("autotune.measure.worker" in line or "autotune.measure.zygote" in line) and str(
+            tmp
+        ) in line:
             try:
                 if proc.status() != "zombie":
                     found.append(proc)
@@ -237,7 +239,7 @@ def test_interrupt_stops_cleanly_writes_results_and_resumes(
 
 
 def test_best_json_is_replaced_atomically(tmp_path: Path) -> None:
-    from autotune.export import write_json_atomic
+    from autotune.results.export import write_json_atomic
 
     path = tmp_path / "best.json"
     write_json_atomic(path, {"a": 1})
@@ -249,7 +251,7 @@ def test_best_json_is_replaced_atomically(tmp_path: Path) -> None:
 @pytest.mark.parametrize("umask", [0o022, 0o027])
 def test_best_json_is_readable_per_the_users_umask(tmp_path: Path, umask: int) -> None:
     """Not mkstemp's 0600: a service running as another user reads the deployed config."""
-    from autotune.export import write_json_atomic
+    from autotune.results.export import write_json_atomic
 
     old = os.umask(umask)
     try:
@@ -268,7 +270,7 @@ def test_worker_crash_inside_a_study_is_recorded_and_the_study_goes_on(
         "job = json.load(open(sys.argv[sys.argv.index('--job') + 1]))\n"
         "if job['config']['session_options']:\n"
         "    os.kill(os.getpid(), signal.SIGSEGV)\n"
-        "from autotune.worker import main\n"
+        "from autotune.measure.worker import main\n"
         "sys.exit(main(sys.argv[1:]))\n"
     )
     from autotune.tuning import RunOptions, run_tuning

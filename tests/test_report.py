@@ -9,7 +9,7 @@ import re
 import pytest
 
 from autotune.config import ConcurrencySweep, LatencyStats, Measurement, SweepPoint
-from autotune.report import fmt_number, sweep_table
+from autotune.results.tables import fmt_number, sweep_table
 
 EXPONENT = re.compile(r"\d[eE][+-]?\d")
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from autotune.config import Measurement, TrialConfig, TrialFailure
-from autotune.runner import minimal_env, run_trial
+from autotune.measure.runner import minimal_env, run_trial
 from tests.conftest import worker_job
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from autotune.runner import STOP
+from autotune.measure.runner import STOP
 from autotune.study import _liveness
 from autotune.study._liveness import await_baseline, claim, fail_orphaned_trials, running_trials
 from tests.conftest import PgServer, free_port, study_of, tuner_log

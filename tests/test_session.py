@@ -7,7 +7,7 @@ import onnxruntime as ort
 import pytest
 
 from autotune.config import ProviderSpec, TrialConfig
-from autotune.session import (
+from autotune.measure.session import (
     ProviderFallbackError,
     Runner,
     create_session,
@@ -110,7 +110,12 @@ def test_an_unconfirmed_best_json_says_so_and_loading_it_warns(
     import json
     import warnings
 
-    from autotune.session import UnconfirmedConfigWarning, load_pool, load_session, read_tuned
+    from autotune.measure.session import (
+        UnconfirmedConfigWarning,
+        load_pool,
+        load_session,
+        read_tuned,
+    )
 
     path = _tuned_file(tiny_model, tmp_path, "the run was interrupted before its confirmation")
     data = json.loads(path.read_text())

@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from autotune.stats import (
+from autotune.measure.stats import (
     instability,
     latency_stats,
     noise,

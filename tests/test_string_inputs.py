@@ -23,8 +23,8 @@ import numpy as np
 import pytest
 
 import autotune
-from autotune.accuracy import compare, load_references, save_reference
 from autotune.errors import UsageError
+from autotune.measure.accuracy import compare, load_references, save_reference
 from autotune.model import as_strings, load_npz, make_feeds, read_model, resolve_inputs
 
 MODULES = (argparse, csv, json, unittest)

@@ -14,10 +14,10 @@ from typer.testing import CliRunner
 import autotune
 from autotune.cli import app
 from autotune.errors import UsageError
+from autotune.measure.session import read_tuned
 from autotune.model import read_model, resolve_inputs
-from autotune.recipes import expand
-from autotune.session import read_tuned
-from autotune.variants import build_variant, parse_accuracy, parse_variants
+from autotune.variants.build import build_variant, parse_accuracy, parse_variants
+from autotune.variants.recipes import expand
 
 runner = CliRunner()
 FAST = ["--min-time", "0.05", "--min-runs", "3", "--finalists", "0", "--seed", "3"]
@@ -78,7 +78,9 @@ def test_int4_is_matmulnbits_at_accuracy_level_4(minilm: Path) -> None:
     )
 
 
-@pytest.mark.filterwarnings("ignore::autotune.session.UnconfirmedConfigWarning")  # a search trial
+@pytest.mark.filterwarnings(
+    "ignore::autotune.measure.session.UnconfirmedConfigWarning"
+)  # a search trial
 def test_minilm_recipes_screened_once_and_sensitive_nodes_kept_in_float(
     minilm: Path, tmp_path: Path, variant_cache: Path
 ) -> None:

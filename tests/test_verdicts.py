@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from autotune.session import read_tuned
+from autotune.measure.session import read_tuned
 from autotune.tuning import RunOptions, run_tuning
 
 SLOWED = """
@@ -24,13 +24,13 @@ from pathlib import Path
 config = json.loads(Path(sys.argv[sys.argv.index("--job") + 1]).read_text())["config"]
 defaults = not config["session_options"] and not config["config_entries"]
 if defaults == {slow_defaults}:
-    from autotune import session
+    from autotune.measure import session
     run = session.Runner.__call__
     def slowed(self):
         time.sleep(0.003)
         return run(self)
     session.Runner.__call__ = slowed
-from autotune.worker import main
+from autotune.measure.worker import main
 sys.exit(main())
 """
 NEVER = [sys.executable, "-c", "import sys; sys.exit(3)"]  # any worker started would fail

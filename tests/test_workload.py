@@ -2,7 +2,7 @@
 
 Real models, real caller threads, real worker processes and a real SQLite study; nothing that
 runs here is mocked. Faulty callers are made by wrapper worker programs (``run_trial``'s
-``command=``) that patch ``autotune.session.Runner`` and then run the real worker.
+``command=``) that patch ``autotune.measure.session.Runner`` and then run the real worker.
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ from onnx import TensorProto, helper
 from typer.testing import CliRunner
 
 import autotune
-from autotune.accuracy import load_reference
 from autotune.cli import app
 from autotune.config import (
     AccuracyCheck,
@@ -41,9 +40,10 @@ from autotune.config import (
 )
 from autotune.errors import UsageError
 from autotune.machine import usable_cpus
+from autotune.measure.accuracy import load_reference
+from autotune.measure.runner import run_trial
+from autotune.measure.session import read_tuned
 from autotune.model import make_feeds, read_model, resolve_inputs
-from autotune.runner import run_trial
-from autotune.session import read_tuned
 from autotune.space import SPACES_DIR, load_space
 
 runner = CliRunner()
@@ -158,8 +158,8 @@ def test_sessions_and_the_global_thread_pool_in_a_worker(tiny_model: Path) -> No
 FAULTY_CALLER = """
 import os, sys, time
 from pathlib import Path
-from autotune import session
-from autotune.worker import main
+from autotune.measure import session
+from autotune.measure.worker import main
 
 Path({pid_file!r}).write_text(str(os.getpid()))
 runners = []
@@ -504,7 +504,7 @@ report = {
 if len(sys.argv) > 3:  # a different global pool size in the same process
     from autotune.config import TrialConfig
     from autotune.errors import AutotuneError
-    from autotune.session import create_session
+    from autotune.measure.session import create_session
 
     same = TrialConfig(global_thread_pool=True, session_options={"intra_op_num_threads": 1})
     create_session(model, same)  # the same sizes: the existing pool is shared
@@ -679,8 +679,8 @@ def test_profile_a_config_that_shares_the_global_thread_pool(shared_pool_best: P
 OPTIMIZE = """
 import sys
 from pathlib import Path
-from autotune.export import optimized_model
-from autotune.session import read_tuned
+from autotune.results.export import optimized_model
+from autotune.measure.session import read_tuned
 
 optimized_model(read_tuned(sys.argv[1]), Path(sys.argv[2]))
 """

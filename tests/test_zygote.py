@@ -19,9 +19,9 @@ from typing import Any
 import psutil
 import pytest
 
-from autotune import zygote as zygotes
 from autotune.config import RESULT_SCHEMA, Measurement, TrialFailure
-from autotune.runner import minimal_env, run_trial
+from autotune.measure import zygote as zygotes
+from autotune.measure.runner import minimal_env, run_trial
 from tests.conftest import worker_job as _job
 
 HERE = "tests.test_zygote"

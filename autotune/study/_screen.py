@@ -19,7 +19,7 @@ from typing import Any
 
 from autotune.config import Measurement, MeasureSettings
 from autotune.interrupt import check_stop
-from autotune.recipes import family_of
+from autotune.variants.recipes import family_of
 
 #: A quick look: accuracy is what is judged; the timing is only indicative.
 SCREEN = MeasureSettings(warmup_runs=1, warmup_s=0.0, min_runs=3, min_time_s=0.05)

@@ -32,16 +32,17 @@ from autotune.config import (
     WorkerJob,
     Workload,
 )
+from autotune.confirm.paired import confirm_paired
+from autotune.confirm.rounds import confirm, confirmed_front, pick_finalists, spread_along_front
+from autotune.confirm.sweep import run_sweep
 from autotune.errors import AutotuneError
-from autotune.finalists import confirm, confirmed_front, pick_finalists, spread_along_front
 from autotune.fmt import fmt_number
 from autotune.interrupt import STOP, check_stop
-from autotune.lock import machine_lock
+from autotune.measure.lock import machine_lock
+from autotune.measure.runner import run_trial
 from autotune.model import ModelInfo
 from autotune.objectives import Limits, Objective
-from autotune.paired import confirm_paired
 from autotune.rules import RuleContext, broken_rules
-from autotune.runner import run_trial
 from autotune.space import SearchSpace
 from autotune.study._liveness import (
     Heartbeat,
@@ -63,8 +64,7 @@ from autotune.study._records import (
 from autotune.study._retry import StorageUnavailable
 from autotune.study._screen import SCREEN, promising, screen_variants
 from autotune.study._spool import replay_spool, spool_trial
-from autotune.sweep import run_sweep
-from autotune.variants import accuracy_for
+from autotune.variants.build import accuracy_for
 
 BASELINE_TIMEOUT_S = 600.0
 PROGRESS_EVERY_S = 15.0  # the confirmation says where it is at least this often

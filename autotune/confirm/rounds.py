@@ -22,8 +22,8 @@ from dataclasses import replace
 import numpy as np
 
 from autotune.config import Confirmation, Measurement, RoundFigures, TrialConfig, TrialOutcome
+from autotune.measure.stats import relative_spread
 from autotune.objectives import Objective, pareto_front
-from autotune.stats import relative_spread
 
 MIN_GAIN = 0.02  # below a 2 % gain, a "win" is not worth changing a deployment for
 ALPHA = 0.05  # a finalist must beat the baseline in enough paired rounds: sign test p <= this

@@ -81,7 +81,7 @@ def timed(
 
 def one_caller(run: Callable[[], Any], settings: MeasureSettings) -> Window:
     """One caller: warm up, time runs, count slow leading runs as warm-up, maybe retry."""
-    from autotune.stats import latency_stats, noise, noisy, warmup_prefix
+    from autotune.measure.stats import latency_stats, noise, noisy, warmup_prefix
 
     warmed = warm_up(run, settings)
     cap_runs, cap_s = settings.max_runs, settings.max_time_s

@@ -204,7 +204,7 @@ def write_best(tuned: TunedConfig, out_dir: Path) -> Path:
 
 def previous_best(path: Path) -> TunedConfig | None:
     """The best.json a run is about to replace, if there is a readable one."""
-    from autotune.session import read_tuned
+    from autotune.measure.session import read_tuned
 
     if not path.is_file():
         return None
@@ -322,7 +322,7 @@ def python_snippet(tuned: TunedConfig, *, beside: Path | None = None) -> str:
         lines.append(f"options.{name} = {text}")
     for key, value in config.config_entries.items():
         lines.append(f"options.add_session_config_entry({key!r}, {value!r})")
-    from autotune.session import free_dimension_overrides
+    from autotune.measure.session import free_dimension_overrides
 
     fixed = free_dimension_overrides(tuned.model_path, config, tuned.inputs, workload.shapes)
     if fixed:
@@ -448,7 +448,7 @@ def ort_config_model(tuned: TunedConfig, dest: Path) -> tuple[Path, list[str]]:
 def optimized_model(tuned: TunedConfig, dest: Path) -> tuple[Path, TunedConfig]:
     """Save the graph as ONNX Runtime optimized it under the tuned settings, plus the config
     that loads it with optimizations off (the work is done once, not at every startup)."""
-    from autotune.session import create_session
+    from autotune.measure.session import create_session
 
     dest.parent.mkdir(parents=True, exist_ok=True)
 
@@ -482,7 +482,7 @@ def compare_startup(
     before: TunedConfig, after: TunedConfig, feeds: FeedPlan, *, rounds: int = 5
 ) -> tuple[float, float]:
     """Median session creation + first inference of two configs, interleaved in fresh workers."""
-    from autotune.runner import run_trial
+    from autotune.measure.runner import run_trial
 
     quick = MeasureSettings(warmup_runs=1, warmup_s=0.0, min_runs=2, min_time_s=0.0)
     times: dict[str, list[float]] = {"before": [], "after": []}

@@ -1,7 +1,7 @@
 """A pre-imported fork server: one fresh worker process per trial without paying the imports.
 
-Starting ``python -m autotune.worker`` costs about 0.2 s per trial, most of it importing numpy
-and onnxruntime. The zygote (``python -m autotune.zygote``) imports them once, never creates a
+Starting ``python -m autotune.measure.worker`` costs about 0.2 s per trial, most of it importing numpy
+and onnxruntime. The zygote (``python -m autotune.measure.zygote``) imports them once, never creates a
 session, and forks one child per trial. The child is a fresh process like any other worker: its
 own session (process group), a minimal environment inherited from the zygote, the memory cap and
 wall-clock limit the runner enforces from outside, and a crash that kills only itself. What it
@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 READY_TIMEOUT_S = 60.0
-ENTRY = "autotune.worker:run_job"
+ENTRY = "autotune.measure.worker:run_job"
 PR_SET_PDEATHSIG = 1
 
 
@@ -49,7 +49,7 @@ class Zygote:
         scratch = tempfile.gettempdir()  # in argv so a test can tell one tuner's workers apart
         self.env, self.cwd = env, str(Path.cwd())
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "autotune.zygote", "--scratch", scratch],
+            [sys.executable, "-m", "autotune.measure.zygote", "--scratch", scratch],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
@@ -248,12 +248,12 @@ def serve(scratch: str) -> int:
 
     import_s = time.perf_counter() - t0
     # What every job imports, so a child starts with it loaded (no session is ever created).
-    import autotune.accuracy  # noqa: F401
-    import autotune.load  # noqa: F401
+    import autotune.measure.accuracy  # noqa: F401
+    import autotune.measure.callers  # noqa: F401
+    import autotune.measure.session  # noqa: F401
+    import autotune.measure.stats  # noqa: F401
+    import autotune.measure.worker  # noqa: F401
     import autotune.model  # noqa: F401
-    import autotune.session  # noqa: F401
-    import autotune.stats  # noqa: F401
-    import autotune.worker  # noqa: F401
 
     wake_read, wake_write = os.pipe()
     os.set_blocking(wake_write, False)
@@ -309,7 +309,7 @@ def serve(scratch: str) -> int:
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m autotune.zygote")
+    parser = argparse.ArgumentParser(prog="python -m autotune.measure.zygote")
     parser.add_argument("--scratch", default="", help="the tuner's temporary folder")
     args = parser.parse_args(argv)
     return serve(args.scratch)

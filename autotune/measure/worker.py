@@ -1,16 +1,16 @@
 """The measuring process: one per trial, the only module that runs inference.
 
-The runner starts ``python -m autotune.worker --job FILE --result-fd N`` with one WorkerJob as
+The runner starts ``python -m autotune.measure.worker --job FILE --result-fd N`` with one WorkerJob as
 JSON in FILE and reads one result document from file descriptor N. stdout and stderr stay free for
 ONNX Runtime's own logging. Exit code 0 means a result was written, whatever it says.
 
 Order of work: import onnxruntime (timed), create the config's sessions (timed), then for each
 shape of the workload: each session's first inference at that shape (timed, part of startup),
 the accuracy check over the guarded pool batches against the baseline's outputs (a mismatch ends
-the trial before any timing), then the load (:mod:`autotune.load`): one caller, or the
+the trial before any timing), then the load (:mod:`autotune.measure.callers`): one caller, or the
 workload's concurrent callers sharing the sessions, warm-up first, then a timed window.
 
-With ``--serve FD`` the worker stays warm for a paired confirmation (:mod:`autotune.duel`): it
+With ``--serve FD`` the worker stays warm for a paired confirmation (:mod:`autotune.confirm.duel`): it
 prepares and warms up once, then runs one short block per command read from FD.
 """
 
@@ -37,8 +37,8 @@ from autotune.config import (
 )
 
 if TYPE_CHECKING:
-    from autotune.load import Window
-    from autotune.session import Runner
+    from autotune.measure.callers import Window
+    from autotune.measure.session import Runner
 
 T = TypeVar("T")
 
@@ -53,9 +53,9 @@ class OutputMismatch(Exception):
 
 def write_reference(job: WorkerJob, session: Any, points: Sequence[ShapePoint | None]) -> None:
     """The baseline's outputs for every batch size, pooled batch and shape the guard compares."""
-    from autotune.accuracy import reference_key, save_reference
+    from autotune.measure.accuracy import reference_key, save_reference
+    from autotune.measure.session import outputs_of
     from autotune.model import make_feeds
-    from autotune.session import outputs_of
 
     names = [o.name for o in session.get_outputs()]
     by_key: dict[int | str, dict[str, Any]] = {}
@@ -71,7 +71,7 @@ def write_reference(job: WorkerJob, session: Any, points: Sequence[ShapePoint | 
 
 def guarded_slots(job: WorkerJob, batch: int) -> int:
     """Pool batches the guard compares: those covering the first ACCURACY_ROWS samples."""
-    from autotune.accuracy import ACCURACY_ROWS
+    from autotune.measure.accuracy import ACCURACY_ROWS
     from autotune.model import pool_batches
 
     rows = min(job.feeds.pool_rows, ACCURACY_ROWS)
@@ -84,7 +84,13 @@ def check_accuracy(job: WorkerJob, run: Runner, point: ShapePoint | None) -> dic
     The outputs come from runs on this trial's own path (IO binding included). Raises
     OutputMismatch beyond tolerance, naming the pool batch and shape.
     """
-    from autotune.accuracy import compare, judged, load_judge, load_references, reference_key
+    from autotune.measure.accuracy import (
+        compare,
+        judged,
+        load_judge,
+        load_references,
+        reference_key,
+    )
 
     check = job.accuracy
     if check.reference_path is None or check.write_batches:
@@ -182,8 +188,8 @@ class Prepared:
 def prepare(job: WorkerJob) -> Prepared:
     """Create the sessions; per shape, the callers' runners, each session's first run and the
     accuracy check (OutputMismatch ends the trial before any timing)."""
+    from autotune.measure.session import Runner, create_session
     from autotune.model import make_feeds, pool_batches
-    from autotune.session import Runner, create_session
 
     started = clock()
     config, workload = job.config, job.workload
@@ -242,7 +248,7 @@ def assemble(
     job: WorkerJob, prepared: Prepared, windows: Sequence[Window], import_s: float
 ) -> Measurement:
     """The measurement of one window per shape (a shape mix aggregated by weight)."""
-    from autotune.stats import SLOW_FIRST_RUN, instability, latency_stats
+    from autotune.measure.stats import SLOW_FIRST_RUN, instability, latency_stats
 
     batch = job.config.batch_size
     shapes: list[ShapeFigures] = []
@@ -299,7 +305,7 @@ def assemble(
 
 
 def measure(job: WorkerJob, import_s: float) -> Measurement:
-    from autotune.load import many_callers, one_caller
+    from autotune.measure.callers import many_callers, one_caller
 
     prepared = prepare(job)
     windows = [
@@ -316,7 +322,7 @@ def serve(job: WorkerJob, import_s: float, commands: TextIO, out: TextIO) -> Non
     per ``{"op": "block", "seconds": S, "min_runs": N}`` line and answer each with its
     measurement; ``{"op": "quit"}`` answers with all blocks as one measurement and this
     process's peak memory. One JSON line per answer; a failure answers and ends the worker."""
-    from autotune.load import block, merge, warm_up
+    from autotune.measure.callers import block, merge, warm_up
 
     def answer(document: dict[str, Any]) -> None:
         out.write(json.dumps(document) + "\n")
@@ -380,7 +386,7 @@ def _failed(kind: str, message: str, details: dict[str, Any] | None = None) -> d
 
 def _guard(action: Callable[[], T]) -> T | dict[str, Any]:
     """``action()``, or the failure document of what it raised. ONNX Runtime failures are data."""
-    from autotune.session import ProviderFallbackError
+    from autotune.measure.session import ProviderFallbackError
 
     try:
         return action()
@@ -423,7 +429,7 @@ def own_peak_rss_mb() -> float | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m autotune.worker")
+    parser = argparse.ArgumentParser(prog="python -m autotune.measure.worker")
     parser.add_argument("--job", required=True, help="WorkerJob JSON file")
     parser.add_argument("--result-fd", type=int, required=True)
     parser.add_argument(

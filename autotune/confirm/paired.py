@@ -39,12 +39,12 @@ from autotune.config import (
     TrialConfig,
     WorkerJob,
 )
-from autotune.duel import Contender, DuelPlan, run_duel
-from autotune.finalists import ALPHA, MIN_GAIN, sign_test_p
+from autotune.confirm.duel import Contender, DuelPlan, run_duel
+from autotune.confirm.rounds import ALPHA, MIN_GAIN, sign_test_p
 from autotune.interrupt import STOP
 from autotune.machine import cpu_times, steal_share
+from autotune.measure.stats import relative_spread
 from autotune.objectives import Objective
-from autotune.stats import relative_spread
 
 NOISY = 0.08  # identical configs disagreeing by more than this: too noisy to call a small gain
 SWITCH = 0.25  # a baseline block this far from its median: the host changed speed

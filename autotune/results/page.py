@@ -17,9 +17,11 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from autotune.config import ConcurrencySweep, Measurement, TrialFailure
+from autotune.confirm.sweep import sweep_verdict
 from autotune.errors import UsageError
-from autotune.export import tuned_for_trial
-from autotune.report import (
+from autotune.results.export import tuned_for_trial
+from autotune.results.show import confirmed_line
+from autotune.results.tables import (
     ROWS,
     SEARCH,
     SWEEP,
@@ -30,9 +32,7 @@ from autotune.report import (
     trade,
     tuned_sources,
 )
-from autotune.show import confirmed_line
 from autotune.study import StudyView
-from autotune.sweep import sweep_verdict
 
 
 def _pyplot() -> Any:

@@ -6,7 +6,7 @@ from typing import Any
 
 from autotune.config import Confirmation, Measurement, TrialFailure
 from autotune.objectives import Objective
-from autotune.report import SEARCH, confirmation_table, fmt_number, text_table
+from autotune.results.tables import SEARCH, confirmation_table, fmt_number, text_table
 from autotune.study import StudyView, TrialRecord
 
 #: The figure columns of the trials table: (the objective they are, header, key in trial_row).

@@ -2,7 +2,7 @@
 
 A cloud VM's speed can flip between modes every few seconds, so one fresh process per config and
 round pairs configs measured under different host states. Here every contender (the baseline,
-a twin of the baseline, the finalists) gets one warm worker (``python -m autotune.worker
+a twin of the baseline, the finalists) gets one warm worker (``python -m autotune.measure.worker
 --serve``), started one after another so startup and memory are still measured alone. Then, cycle
 after cycle, each worker in turn runs one short block of requests under the study's workload
 while the others wait, with a short settle pause before each block so the previous worker's
@@ -12,7 +12,7 @@ ratio of a finalist's block to the baseline's block in the same cycle cancels th
 The twin is the baseline's own config in a second worker: its paired ratios show how far two
 identical configs disagree on this host right now, which is the noise a win must exceed.
 
-Used by :mod:`autotune.finalists` for throughput and latency objectives; memory and startup are
+Used by :mod:`autotune.confirm.rounds` for throughput and latency objectives; memory and startup are
 properties of a process measured alone and keep their fresh-process rounds.
 """
 
@@ -35,7 +35,7 @@ from typing import Any
 
 from autotune.config import Measurement, TrialFailure, WorkerJob
 from autotune.interrupt import STOP
-from autotune.runner import kill_group, log_tail, minimal_env, worker_command
+from autotune.measure.runner import kill_group, log_tail, minimal_env, worker_command
 
 SETTLE_S = 0.05  # quiet before each block: the previous worker's threads spin ~30 ms after it
 READY_TIMEOUT_S = 600.0

@@ -31,7 +31,7 @@ from autotune.model import (
     make_feeds,
     model_sha256,
 )
-from autotune.recipes import (
+from autotune.variants.recipes import (
     BUILD_VERSION,
     FAMILIES,
     RECIPES,

@@ -13,10 +13,10 @@ from autotune.config import (
     TrialFailure,
     TunedConfig,
 )
+from autotune.confirm.sweep import sweep_verdict
 from autotune.fmt import fmt_number
 from autotune.objectives import Limits, Objective
 from autotune.study import Progress, TrialRecord, TuneResult
-from autotune.sweep import sweep_verdict
 
 #: The search measures each trial once, in one fresh process; the confirmation measures the
 #: finalists again beside the baseline, in warm workers taking turns (docs/architecture.md,

@@ -1,6 +1,6 @@
 """``autotune profile best.json``: where the time goes, per operator, under the tuned config.
 
-A child process (``python -m autotune.profile``) builds the tuned session with ONNX Runtime's
+A child process (``python -m autotune.results.profile``) builds the tuned session with ONNX Runtime's
 profiler on, runs it on the study's inputs and prints a JSON summary; the trace file is kept.
 """
 
@@ -50,8 +50,8 @@ def _profiled(options: Any, prefix: Path) -> None:
 
 
 def _child(config_path: str, runs: int, out_dir: str) -> dict[str, Any]:
+    from autotune.measure.session import Runner, create_session, read_tuned
     from autotune.model import make_feeds
-    from autotune.session import Runner, create_session, read_tuned
 
     tuned = read_tuned(config_path)
     if tuned.inputs is None:
@@ -84,7 +84,14 @@ def profile(
     out_dir.mkdir(parents=True, exist_ok=True)
     try:
         done = subprocess.run(
-            [sys.executable, "-m", "autotune.profile", str(config_path), str(runs), str(out_dir)],
+            [
+                sys.executable,
+                "-m",
+                "autotune.results.profile",
+                str(config_path),
+                str(runs),
+                str(out_dir),
+            ],
             capture_output=True,
             text=True,
             timeout=timeout_s,

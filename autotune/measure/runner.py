@@ -1,7 +1,7 @@
 """Runs one trial in a fresh worker process and classifies what happened.
 
-The worker is forked from a zygote that has imported onnxruntime once (:mod:`autotune.zygote`),
-or started as ``python -m autotune.worker`` where forking does not apply. Either way it gets a
+The worker is forked from a zygote that has imported onnxruntime once (:mod:`autotune.measure.zygote`),
+or started as ``python -m autotune.measure.worker`` where forking does not apply. Either way it gets a
 minimal environment, its own process group and a wall-clock limit; when the limit is hit the
 whole group is killed, and past the memory cap too. Peak RSS is the worker's own ``VmHWM``, or
 the OS's ``wait4`` figure when it exits without one. Every outcome is returned as data
@@ -23,12 +23,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from autotune.config import RESULT_SCHEMA, Measurement, TrialFailure, TrialOutcome, WorkerJob
-from autotune.gpu import GpuMemoryMonitor
 from autotune.interrupt import STOP  # the running worker is killed at the next poll
+from autotune.measure.gpu import GpuMemoryMonitor
 from autotune.rules import GPU_PROVIDERS
 
 if TYPE_CHECKING:
-    from autotune.zygote import Zygote
+    from autotune.measure.zygote import Zygote
 
 #: Environment variables handed to the worker: what Python, ONNX Runtime and GPU stacks read.
 ENV_KEEP = {"PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "PYTHONPATH", "VIRTUAL_ENV", "SYSTEMROOT"}
@@ -41,7 +41,7 @@ REAP_AFTER_KILL_S = 30.0  # a killed worker's exit, as its zygote reports it
 
 
 def worker_command() -> list[str]:
-    return [sys.executable, "-m", "autotune.worker"]
+    return [sys.executable, "-m", "autotune.measure.worker"]
 
 
 def minimal_env(source: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -92,11 +92,11 @@ def run_trial(
         entry: the forked worker's code (``module:function``); tests point it at faulty
             functions.
 
-    The worker is a fork of this tuner's zygote (:mod:`autotune.zygote`), which has imported
+    The worker is a fork of this tuner's zygote (:mod:`autotune.measure.zygote`), which has imported
     onnxruntime once, except for GPU providers, a ``command``, ``AUTOTUNE_WORKER_START=exec``
-    or a zygote that cannot start; those start ``python -m autotune.worker``.
+    or a zygote that cannot start; those start ``python -m autotune.measure.worker``.
     """
-    from autotune import zygote as zygotes
+    from autotune.measure import zygote as zygotes
 
     forked = command is None and (entry is not None or not _uses_gpu(job)) and zygotes.enabled()
     zygote = zygotes.acquire(minimal_env()) if forked else None
