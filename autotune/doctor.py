@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from autotune.gpu import gpu_devices
 from autotune.machine import installed_ort_distributions
-from autotune.measure.gpu import gpu_devices
 
 GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
 SPACE_FOR_PROVIDER = {

@@ -81,7 +81,7 @@ def environment() -> dict[str, Any]:
     import psutil
 
     from autotune import __version__
-    from autotune.measure.gpu import gpu_devices
+    from autotune.gpu import gpu_devices
 
     distributions = installed_ort_distributions()
     gpus = gpu_devices()

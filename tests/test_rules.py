@@ -125,7 +125,7 @@ def test_gpu_memory_cap_becomes_the_cuda_arena_limit() -> None:
 def test_gpu_monitor_without_nvml_reports_nothing() -> None:
     import os
 
-    from autotune.measure.gpu import GpuMemoryMonitor, gpu_devices
+    from autotune.gpu import GpuMemoryMonitor, gpu_devices
 
     monitor = GpuMemoryMonitor(os.getpid())
     if gpu_devices():

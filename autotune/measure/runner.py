@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from autotune.config import RESULT_SCHEMA, Measurement, TrialFailure, TrialOutcome, WorkerJob
+from autotune.gpu import GpuMemoryMonitor
 from autotune.interrupt import STOP  # the running worker is killed at the next poll
-from autotune.measure.gpu import GpuMemoryMonitor
 from autotune.rules import GPU_PROVIDERS
 
 if TYPE_CHECKING:

@@ -6,13 +6,8 @@
 
 from autotune.study._open import check_storage, open_study, study_attrs
 from autotune.study._records import TrialRecord, pareto_of, record_of, records_of
-from autotune.study._tune import (
-    Measurer,
-    Progress,
-    TuneRequest,
-    TuneResult,
-    tune,
-)
+from autotune.study._request import TuneRequest
+from autotune.study._tune import Measurer, Progress, TuneResult, tune
 from autotune.study._view import (
     StudyView,
     list_studies,

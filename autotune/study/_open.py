@@ -7,16 +7,14 @@ import os
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from autotune.errors import AutotuneError, UsageError
 from autotune.storage import shown
 from autotune.study._liveness import GRACE_S, HEARTBEAT_S
 from autotune.study._records import optuna_module
+from autotune.study._request import TuneRequest
 from autotune.study._retry import RetryPolicy, StorageUnavailable, retrying_storage
-
-if TYPE_CHECKING:
-    from autotune.study._tune import TuneRequest
 
 CONNECT_TIMEOUT_S = 10  # reaching a database server
 SCHEMA_TRIES = 6  # opening a storage while another process creates its tables
