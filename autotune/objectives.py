@@ -13,6 +13,7 @@ from typing import Literal
 
 from autotune.config import Measurement
 from autotune.errors import UsageError
+from autotune.fmt import fmt_number
 
 PERCENTILES = ("p50", "p90", "p95", "p99", "mean", "min", "max")
 OBJECTIVE_HELP = "throughput | latency[:p50|p90|p95|p99|mean] | memory | gpu-memory | startup"
@@ -131,7 +132,7 @@ class Limits:
         for (name, limit), violation in zip(self.bounds.items(), self.violations(m), strict=True):
             if violation > 0:
                 what, read, unit = CONSTRAINTS[name]
-                reasons.append(f"{what} {read(m):.4g} {unit} > {limit:g} {unit}")
+                reasons.append(f"{what} {fmt_number(read(m) or 0.0)} {unit} > {limit:g} {unit}")
         return reasons
 
     def describe(self) -> str:

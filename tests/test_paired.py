@@ -424,16 +424,16 @@ def test_a_search_baseline_far_from_the_confirmations_is_named_in_one_note() -> 
             objective=objective,
         ).notes  # fmt: skip
 
-    # the search measured the defaults at 44.8 samples/s, the confirmation's blocks at 111
+    # the search measured the defaults at 44.80 samples/s, the confirmation's blocks at 111
     assert notes(111.0 / 44.8) == (
-        "the search measured the defaults at 44.8 samples/s, the confirmation at 111 (2.5x "
+        "the search measured the defaults at 44.80 samples/s, the confirmation at 111 (2.5x "
         "apart): the search's ratios were inflated by that one slow measurement",
     )
     assert SEARCH_OUTLIER == 2.0
     # a speed mode, warm blocks against fresh windows: 1.85x was seen without inflated ratios
     assert notes(1.85) == () and notes(1 / 1.38) == () and notes(2.0) == () and notes(None) == ()
     fast = notes(0.4)
-    assert len(fast) == 1 and "278 samples/s" in fast[0] and "2.5x apart" in fast[0]
+    assert len(fast) == 1 and "277.5 samples/s" in fast[0] and "2.5x apart" in fast[0]
     assert "deflated by that one fast measurement" in fast[0]
     # latency: lower is better; the search's 30 ms against the confirmation's 12 ms was slow
     latency = notes(12.0 / 30.0, parse_objective("latency"), base=12.0)

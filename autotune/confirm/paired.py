@@ -41,6 +41,7 @@ from autotune.config import (
 )
 from autotune.confirm.duel import Contender, DuelPlan, run_duel
 from autotune.confirm.rounds import ALPHA, MIN_GAIN, sign_test_p
+from autotune.fmt import fmt_number
 from autotune.interrupt import STOP
 from autotune.machine import cpu_times, steal_share
 from autotune.measure.stats import relative_spread
@@ -207,14 +208,19 @@ def search_outlier(base: RoundFigures, noise: HostNoise, objective: Objective) -
     searched = base.median / shift
     slow = objective.ratio(base.median, searched) > 1  # the search's figure was the worse one
     return (
-        f"the search measured the defaults at {searched:.3g} {objective.unit}, the confirmation "
-        f"at {base.median:.3g} ({apart:.1f}x apart): the search's ratios were "
+        f"the search measured the defaults at {fmt_number(searched)} {objective.unit}, the "
+        f"confirmation at {fmt_number(base.median)} ({apart:.1f}x apart): the search's ratios were "
         + (
             "inflated by that one slow measurement"
             if slow
             else "deflated by that one fast measurement"
         )
     )
+
+
+def _p_text(p: float) -> str:
+    """A p-value as the verdict prints it: three decimals, never in exponent notation."""
+    return f"={p:.3f}" if p >= 0.001 else "<0.001"
 
 
 def decide_paired(
@@ -292,7 +298,7 @@ def decide_paired(
         verdict = (
             f"trial #{win.trial_number} is {win.gain:.2f}x better than ONNX Runtime's defaults "
             f"on {objective.name} (median of paired blocks; {where}; it won {win.wins}/"
-            f"{win.pairs} paired blocks, sign test p={p:.2g}, Holm-corrected over "
+            f"{win.pairs} paired blocks, sign test p{_p_text(p)}, Holm-corrected over "
             f"{len(figures)} finalist(s))"
         )
         return verdict_of(win.trial_number, "winner", verdict)

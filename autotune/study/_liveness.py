@@ -8,10 +8,14 @@ import socket
 import threading
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from autotune.interrupt import STOP
 from autotune.study._records import optuna_module
+
+if TYPE_CHECKING:
+    from optuna import Study
+    from optuna.trial import FrozenTrial, Trial
 
 WAIT_POLL_S = 1.0  # polling another tuner's running baseline
 HEARTBEAT_S = 10  # a running trial's heartbeat; one silent for GRACE_S is failed on resume
@@ -29,7 +33,7 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def claim(trial: Any) -> Any:
+def claim(trial: Trial) -> Trial:
     """Mark a just-asked trial as this tuner's (host and pid), first thing after ``ask``, so
     other tuners can tell whether it is alive. The pid goes first: a trial with a host has one."""
     trial.set_user_attr("pid", os.getpid())
@@ -37,7 +41,7 @@ def claim(trial: Any) -> Any:
     return trial
 
 
-def _alive(trial: Any) -> bool:
+def _alive(trial: FrozenTrial) -> bool:
     """Whether a RUNNING trial's tuner still runs, as far as this host can tell: on this host by
     its pid; elsewhere by its heartbeat (Optuna fails stale ones). Unclaimed: not alive."""
     attrs = trial.user_attrs
@@ -46,7 +50,7 @@ def _alive(trial: Any) -> bool:
     return attrs["host"] != HOST or _pid_alive(int(attrs["pid"]))
 
 
-def fail_orphaned_trials(study: Any) -> int:
+def fail_orphaned_trials(study: Study) -> int:
     """Mark trials left RUNNING by a tuner that died (kill -9, power loss) as failed.
 
     A trial of this host whose tuner process is gone fails at once; any other stops counting as
@@ -77,7 +81,7 @@ def fail_orphaned_trials(study: Any) -> int:
 class Heartbeat:
     """Records a running trial's heartbeat in the storage while it is measured."""
 
-    def __init__(self, study: Any, trial: Any) -> None:
+    def __init__(self, study: Study, trial: Trial) -> None:
         self._stop = threading.Event()
         self._thread = threading.Thread(
             target=self._beat, args=(study._storage, trial._trial_id), daemon=True
@@ -97,7 +101,7 @@ class Heartbeat:
         self._thread.join()
 
 
-def running_trials(study: Any, *, baseline: bool = False) -> list[Any]:
+def running_trials(study: Study, *, baseline: bool = False) -> list[FrozenTrial]:
     """Trials live tuners are running now; between its own trials, this tuner has none, so they
     are others'. A dead tuner's trial does not count, even before it is marked failed."""
     optuna = optuna_module()
@@ -106,7 +110,7 @@ def running_trials(study: Any, *, baseline: bool = False) -> list[Any]:
     return [t for t in live if t.user_attrs.get("baseline")] if baseline else live
 
 
-def await_baseline(study: Any, say: Callable[[str], None]) -> bool:
+def await_baseline(study: Study, say: Callable[[str], None]) -> bool:
     """Wait while another tuner measures this study's baseline; whether there was one."""
     if not running_trials(study, baseline=True):
         return False

@@ -7,7 +7,7 @@ import os
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from autotune.errors import AutotuneError, UsageError
 from autotune.storage import shown
@@ -15,6 +15,9 @@ from autotune.study._liveness import GRACE_S, HEARTBEAT_S
 from autotune.study._records import optuna_module
 from autotune.study._request import TuneRequest
 from autotune.study._retry import RetryPolicy, StorageUnavailable, retrying_storage
+
+if TYPE_CHECKING:
+    from optuna import Study
 
 CONNECT_TIMEOUT_S = 10  # reaching a database server
 SCHEMA_TRIES = 6  # opening a storage while another process creates its tables
@@ -131,7 +134,7 @@ def _check_sqlite_file(url: str) -> None:
         )
 
 
-def open_study(request: TuneRequest) -> Any:
+def open_study(request: TuneRequest) -> Study:
     """Create the study or load it; refuse one that was made for another model or objective."""
     optuna = optuna_module()
     import sqlalchemy.exc

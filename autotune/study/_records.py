@@ -5,10 +5,14 @@ from __future__ import annotations
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from autotune.config import Measurement, TrialConfig, TrialFailure, TrialOutcome
 from autotune.objectives import Limits, Objective, pareto_front
+
+if TYPE_CHECKING:
+    from optuna import Study
+    from optuna.trial import FrozenTrial
 
 
 def optuna_module() -> Any:
@@ -33,7 +37,7 @@ class TrialRecord:
         return isinstance(self.outcome, Measurement)
 
 
-def record_of(trial: Any) -> TrialRecord | None:
+def record_of(trial: FrozenTrial) -> TrialRecord | None:
     """Rebuild a finished trial's record from its user attributes (independent of the space)."""
     attrs = trial.user_attrs
     if "config" not in attrs or trial.state.name not in ("COMPLETE", "FAIL"):
@@ -51,7 +55,7 @@ def record_of(trial: Any) -> TrialRecord | None:
     return TrialRecord(trial.number, config, outcome, baseline=bool(attrs.get("baseline")))
 
 
-def records_of(study: Any) -> list[TrialRecord]:
+def records_of(study: Study) -> list[TrialRecord]:
     return [r for r in (record_of(t) for t in study.get_trials(deepcopy=False)) if r is not None]
 
 

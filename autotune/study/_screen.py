@@ -15,11 +15,17 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from autotune.config import Measurement, MeasureSettings
+from autotune.fmt import fmt_number
 from autotune.interrupt import check_stop
 from autotune.variants.recipes import family_of
+
+if TYPE_CHECKING:
+    from optuna import Study
+
+    from autotune.study._request import TuneRequest
 
 #: A quick look: accuracy is what is judged; the timing is only indicative.
 SCREEN = MeasureSettings(warmup_runs=1, warmup_s=0.0, min_runs=3, min_time_s=0.05)
@@ -54,7 +60,8 @@ def _figures(outcome: Any) -> dict[str, Any]:
 def _line(name: str, f: Mapping[str, Any], base_ms: float) -> str:
     shown = [f"{k} {f[k]:.4g}" for k in ("cosine", "max_abs_err") if f.get(k) is not None]
     speed = (
-        f"; p50 {f['p50_ms']:.3g} ms against the original's {base_ms:.3g} ms, a quick look"
+        f"; p50 {fmt_number(f['p50_ms'])} ms against the original's {fmt_number(base_ms)} ms, "
+        "a quick look"
         if f.get("p50_ms")
         else ""
     )
@@ -65,8 +72,8 @@ def _line(name: str, f: Mapping[str, Any], base_ms: float) -> str:
 
 
 def screen_variants(
-    study: Any,
-    request: Any,
+    study: Study,
+    request: TuneRequest,
     measure: Callable[[Any, Mapping[str, str]], Any],
     say: Callable[[str], None],
     base_ms: float,

@@ -13,16 +13,20 @@ import json
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from autotune.study._records import optuna_module
+
+if TYPE_CHECKING:
+    from optuna import Study
+    from optuna.trial import Trial
 
 SPOOL_SCHEMA = "autotune.spool/v1"
 
 
 def spool_trial(
     folder: str,
-    trial: Any,
+    trial: Trial,
     attrs: Mapping[str, Any],
     constraints: Mapping[str, float],
     values: Sequence[float] | None,
@@ -52,7 +56,7 @@ def spool_trial(
     return path
 
 
-def replay_spool(study: Any, folder: str, say: Callable[[str], None]) -> int:
+def replay_spool(study: Study, folder: str, say: Callable[[str], None]) -> int:
     """Add every spooled trial of ``folder`` to ``study`` once; the number added."""
     optuna = optuna_module()
     if not folder or not Path(folder).is_dir():
@@ -85,7 +89,7 @@ def replay_spool(study: Any, folder: str, say: Callable[[str], None]) -> int:
     return added
 
 
-def _landed(study: Any, document: Mapping[str, Any]) -> bool:
+def _landed(study: Study, document: Mapping[str, Any]) -> bool:
     """Whether the original trial reached the database after all (its write was in flight)."""
     number = document["number"]
     trials = study.get_trials(deepcopy=False)

@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from autotune.config import (
     AccuracyCheck,
@@ -62,6 +62,10 @@ from autotune.study._retry import StorageUnavailable
 from autotune.study._screen import SCREEN, promising, screen_variants
 from autotune.study._spool import replay_spool, spool_trial
 from autotune.variants.build import accuracy_for
+
+if TYPE_CHECKING:
+    from optuna import Study
+    from optuna.trial import Trial
 
 BASELINE_TIMEOUT_S = 600.0
 PROGRESS_EVERY_S = 15.0  # the confirmation says where it is at least this often
@@ -235,14 +239,14 @@ def _labels(config: TrialConfig, baseline: bool) -> dict[str, Any]:
     return {"config": config.to_dict(), "baseline": baseline, "summary": config.describe()}
 
 
-def _label(trial: Any, config: TrialConfig, baseline: bool) -> None:
+def _label(trial: Trial, config: TrialConfig, baseline: bool) -> None:
     for key, value in _labels(config, baseline).items():
         trial.set_user_attr(key, value)
 
 
 def _measure_trial(
-    study: Any,
-    trial: Any,
+    study: Study,
+    trial: Trial,
     config: TrialConfig,
     request: TuneRequest,
     measurer: Measurer,
@@ -322,7 +326,7 @@ def _outcome_attrs(
 MAX_REPEATS = 20
 
 
-def _tell_repeat(study: Any, trial: Any, config: TrialConfig, earlier: TrialRecord) -> None:
+def _tell_repeat(study: Study, trial: Trial, config: TrialConfig, earlier: TrialRecord) -> None:
     """A proposal of a config the study measured already: recorded, not measured, not counted."""
     optuna = optuna_module()
     _label(trial, config, False)
@@ -351,7 +355,7 @@ def _trial_timeout(request: TuneRequest, baseline: TrialRecord) -> float:
 
 
 def _confirm(
-    study: Any,
+    study: Study,
     request: TuneRequest,
     records: Sequence[TrialRecord],
     baseline: TrialRecord,
@@ -479,7 +483,7 @@ def _chosen(
 
 
 def _sweep(
-    study: Any,
+    study: Study,
     request: TuneRequest,
     baseline: TrialRecord,
     chosen: TrialRecord,
@@ -764,7 +768,7 @@ def _timing(
 
 
 def _stored_confirmation(
-    study: Any, request: TuneRequest, finished: int, ran: int
+    study: Study, request: TuneRequest, finished: int, ran: int
 ) -> Confirmation | None:
     """The study's stored confirmation when it covers every finished trial and nothing new ran."""
     data = study.user_attrs.get("confirmation")
