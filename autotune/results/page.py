@@ -19,14 +19,13 @@ from typing import Any, NamedTuple
 from autotune.config import ConcurrencySweep, Measurement, TrialFailure
 from autotune.confirm.sweep import sweep_verdict
 from autotune.errors import UsageError
+from autotune.fmt import fmt_number
 from autotune.results.export import tuned_for_trial
 from autotune.results.show import confirmed_line
 from autotune.results.tables import (
     ROWS,
     SEARCH,
     SWEEP,
-    confirmed_measurement,
-    fmt_number,
     source,
     sweep_table,
     trade,
@@ -116,24 +115,24 @@ class BatchRow(NamedTuple):
 def batch_table(view: StudyView) -> list[BatchRow]:
     """Per batch size: the best throughput the confirmation measured at that size, else the
     best the search saw (its source says which), with its p50 and p99 latency."""
-    best: dict[int, tuple[str, int, Measurement]] = {}
-    for record in view.records:
-        m = record.outcome
-        if isinstance(m, Measurement) and (
-            m.batch_size not in best or m.throughput > best[m.batch_size][2].throughput
-        ):
-            best[m.batch_size] = (SEARCH, record.number, m)
-    confirmation = view.confirmation
-    confirmed: dict[int, tuple[str, int, Measurement]] = {}
-    if confirmation is not None:
-        for f in (confirmation.baseline, *confirmation.finalists):
-            again = confirmed_measurement(confirmation, f.trial_number)
-            if again is not None and (
-                again.batch_size not in confirmed
-                or again.throughput > confirmed[again.batch_size][2].throughput
-            ):
-                confirmed[again.batch_size] = (source(confirmation), f.trial_number, again)
-    best.update(confirmed)
+
+    def best_per_batch(found: list[tuple[str, int, Measurement]]) -> dict[int, tuple]:
+        best: dict[int, tuple[str, int, Measurement]] = {}
+        for label, number, m in found:
+            if m.batch_size not in best or m.throughput > best[m.batch_size][2].throughput:
+                best[m.batch_size] = (label, number, m)
+        return best
+
+    searched = [
+        (SEARCH, r.number, r.outcome) for r in view.records if isinstance(r.outcome, Measurement)
+    ]
+    c = view.confirmation
+    confirmed = [
+        (source(c), f.trial_number, f.measurement)
+        for f in ((c.baseline, *c.finalists) if c is not None else ())
+        if f.values and f.measurement is not None
+    ]
+    best = {**best_per_batch(searched), **best_per_batch(confirmed)}
     return [
         BatchRow(b, label, n, m.throughput, m.latency_ms.p50, m.latency_ms.p99)
         for b, (label, n, m) in sorted(best.items())
