@@ -103,6 +103,19 @@ class TrialConfig:
     # ``batch_size``, a dim the inputs pin) with ``add_free_dimension_override_by_name`` at
     # session creation; the session then accepts only those sizes (autotune.measure.session).
     free_dim_overrides: bool = False
+    # Serving open-loop traffic (``--rate``): how many server threads take requests off the
+    # queue at once (0: one per usable CPU), and the server-side dynamic batcher, with Triton's
+    # semantics: a free server takes the oldest waiting request and waits up to
+    # ``max_queue_delay_ms`` for more of the same shape, up to ``max_batch``, then runs them as one
+    # batch (autotune.measure.openloop).
+    server_threads: int = 0
+    max_batch: int = 1
+    max_queue_delay_ms: float = 0.0
+
+    @property
+    def batches_requests(self) -> bool:
+        """The server joins waiting requests into one run."""
+        return self.max_batch > 1
 
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -118,6 +131,11 @@ class TrialConfig:
         }
         if self.free_dim_overrides:  # left out when off: configs from before it compare equal
             data["free_dim_overrides"] = True
+        if self.server_threads:  # the same for the open-loop serving knobs
+            data["server_threads"] = self.server_threads
+        if self.max_batch != 1:
+            data["max_batch"] = self.max_batch
+            data["max_queue_delay_ms"] = self.max_queue_delay_ms
         return data
 
     @classmethod
@@ -136,6 +154,9 @@ class TrialConfig:
             sessions=int(data.get("sessions", 1)),
             global_thread_pool=bool(data.get("global_thread_pool", False)),
             free_dim_overrides=bool(data.get("free_dim_overrides", False)),
+            server_threads=int(data.get("server_threads", 0)),
+            max_batch=int(data.get("max_batch", 1)),
+            max_queue_delay_ms=float(data.get("max_queue_delay_ms", 0.0)),
         )
 
     def describe(self) -> str:
@@ -164,6 +185,10 @@ class TrialConfig:
             parts.append("global-pool")
         if self.free_dim_overrides:
             parts.append("freedims")
+        if self.server_threads:
+            parts.append(f"servers={self.server_threads}")
+        if self.max_batch != 1:
+            parts.append(f"max_batch={self.max_batch} delay={self.max_queue_delay_ms:g}ms")
         names = [p.name.removesuffix("ExecutionProvider") for p in self.providers]
         if names != ["CPU"]:
             parts.insert(0, "+".join(names))
