@@ -226,10 +226,49 @@ def fixed_dims(
     return free_dimension_overrides(model.path, config, feeds, shapes)
 
 
+def resolve_space(
+    space: SearchSpace,
+    options: RunOptions,
+    model: ModelInfo,
+    feeds: FeedPlan,
+    workload: Workload,
+    batch_sizes: Sequence[int],
+    study_dir: Path,
+) -> SearchSpace:
+    """The loaded ``space`` for this model, machine and workload, resolved in one call: bound
+    to the machine and the batch sizes, capped for GPU memory, and checked against the
+    providers that really work here."""
+    cpus = usable_cpus()
+    check_concurrency(workload.concurrency, cpus)
+    space = space.resolve(
+        batch_sizes=batch_sizes,
+        cpus=cpus,
+        static_shapes=len(batch_sizes) == 1 and not workload.shapes,
+        study_dir=str(study_dir),
+        concurrency=workload.concurrency,
+        fixable_dims=bool(fixed_dims(model, feeds, workload.shapes, batch_sizes[0])),
+    )
+    if options.max_gpu_memory_mb is not None:
+        space = with_gpu_memory_limit(space, options.max_gpu_memory_mb)
+    space.check_providers(_available_providers())
+    check_provider_works(space.providers[0].name)
+    return space
+
+
+def _limits(options: RunOptions) -> Limits:
+    """The constraints a chosen config must meet."""
+    bounds = {
+        "max_latency_ms": options.max_latency_ms,
+        "max_startup_s": options.max_startup_s,
+        "max_memory_mb": options.max_memory_mb,
+        "max_gpu_memory_mb": options.max_gpu_memory_mb,
+    }
+    return Limits({name: value for name, value in bounds.items() if value is not None})
+
+
 def prepare(options: RunOptions) -> TuneRequest:
     """Validate every input and build the study request; nothing is written before this passes."""
     objectives = parse_objectives(options.objective)
-    objective = objectives[0]
     parse_variants(options.variants)  # validated here, made after every other check
     accuracy = parse_accuracy(options.accuracy)
     if options.calibration is not None and not options.calibration.is_file():
@@ -249,10 +288,9 @@ def prepare(options: RunOptions) -> TuneRequest:
     )
     workload = Workload(concurrency=options.concurrency, shapes=resolved.shapes)
     guard = guard_options(options, model, accuracy)
+    throughput = any(o.name == "throughput" for o in objectives)
     batch_sizes = default_batch_sizes(
-        objective="throughput"
-        if any(o.name == "throughput" for o in objectives)
-        else objective.name,
+        objective="throughput" if throughput else objectives[0].name,
         has_dynamic_batch=model.has_dynamic_batch,
         pinned=resolved.pinned_batch,
         requested=requested_batches,
@@ -260,31 +298,17 @@ def prepare(options: RunOptions) -> TuneRequest:
     out = _check_writable(options.out)
     slug = "_".join(o.slug for o in objectives)
     name = options.study or default_study_name(model.path, model.sha256, space.name, slug, workload)
-    static_shapes = len(batch_sizes) == 1 and not workload.shapes
-    cpus = usable_cpus()
-    check_concurrency(workload.concurrency, cpus)
-    space = space.resolve(
-        batch_sizes=batch_sizes,
-        cpus=cpus,
-        static_shapes=static_shapes,
-        study_dir=str(out / name),
-        concurrency=workload.concurrency,
-        fixable_dims=bool(fixed_dims(model, resolved.plan, resolved.shapes, batch_sizes[0])),
-    )
-    sweep = options.sweep if options.sweep is not None else workload.concurrency > 1
-    if options.max_gpu_memory_mb is not None:
-        space = with_gpu_memory_limit(space, options.max_gpu_memory_mb)
-    space.check_providers(_available_providers())
-    check_provider_works(space.providers[0].name)
-    storage = storage_url(options.storage, out)
-    check_storage(storage, options.storage_retry_s)
     if not re.fullmatch(r"[A-Za-z0-9_.:-]+", name):
         raise UsageError(f"--study {name!r} may hold only letters, digits and _ . : -")
+    space = resolve_space(space, options, model, resolved.plan, workload, batch_sizes, out / name)
+    storage = storage_url(options.storage, out)
+    check_storage(storage, options.storage_retry_s)
+    sweep = options.sweep if options.sweep is not None else workload.concurrency > 1
     return TuneRequest(
         model=model,
         feeds=resolved.plan,
         space=space,
-        objective=objective,
+        objective=objectives[0],
         objectives=tuple(objectives),
         storage=storage,
         study_name=name,
@@ -311,24 +335,13 @@ def prepare(options: RunOptions) -> TuneRequest:
         memory_constraint=options.max_memory_mb is not None,
         max_failures=options.max_failures,
         patience=options.patience,
-        static_shapes=static_shapes,
+        static_shapes=len(batch_sizes) == 1 and not workload.shapes,
         max_gpu_memory_mb=options.max_gpu_memory_mb,
         accuracy=accuracy,
         workload=workload,
         reconfirm=options.reconfirm,
-        sweep_levels=sweep_levels(cpus, workload.concurrency) if sweep else (),
-        limits=Limits(
-            {
-                name: value
-                for name, value in (
-                    ("max_latency_ms", options.max_latency_ms),
-                    ("max_startup_s", options.max_startup_s),
-                    ("max_memory_mb", options.max_memory_mb),
-                    ("max_gpu_memory_mb", options.max_gpu_memory_mb),
-                )
-                if value is not None
-            }
-        ),
+        sweep_levels=sweep_levels(usable_cpus(), workload.concurrency) if sweep else (),
+        limits=_limits(options),
     )
 
 
@@ -341,6 +354,19 @@ def run_tuning(options: RunOptions, *, echo: Callable[[str], None]) -> RunOutcom
     out.mkdir(parents=True, exist_ok=True)
     request = with_variants(request, options, echo)
     check_stop()
+    _echo_header(request, options, echo)
+    result = run_study(
+        request,
+        on_trial=lambda record, progress: echo(
+            progress_line(record, progress, request.objective, request.limits)
+        ),
+        on_message=echo,
+    )
+    return write_result(request, result, out)
+
+
+def _echo_header(request: TuneRequest, options: RunOptions, echo: Callable[[str], None]) -> None:
+    """What the run is about to do: model, inputs, load, space, study, objective, guard."""
     model = request.model
     weights = f", weights in {len(model.external)} external file(s)" if model.external else ""
     echo(f"model:   {model.path} (sha256 {model.sha256[:12]}, {model.precision}{weights})")
@@ -382,13 +408,11 @@ def run_tuning(options: RunOptions, *, echo: Callable[[str], None]) -> RunOutcom
     )
     if request.limits.bounds:
         echo(f"constraints: {request.limits.describe()} (the sampler learns them)")
-    result = run_study(
-        request,
-        on_trial=lambda record, progress: echo(
-            progress_line(record, progress, request.objective, request.limits)
-        ),
-        on_message=echo,
-    )
+
+
+def write_result(request: TuneRequest, result: TuneResult, out: Path) -> RunOutcome:
+    """The write phase: best.json (never replaced by a run cut short before its confirmation;
+    the previous one kept when the verdict changed) and the summary table."""
     tuned = tuned_config(
         result,
         model=request.model,

@@ -1,13 +1,14 @@
 """The tuner: an Optuna study of isolated, measured trials. The only package that imports optuna.
 
-``tune`` runs a study (create or resume, baseline first, ask / measure / tell, confirmation);
+``tune`` runs a study as phases (open, baseline, screen, search, confirm, sweep);
 ``load_study_view`` and friends read stored studies back for ``show``, ``export`` and ``report``.
 """
 
 from autotune.study._open import check_storage, open_study, study_attrs
 from autotune.study._records import TrialRecord, pareto_of, record_of, records_of
 from autotune.study._request import TuneRequest
-from autotune.study._tune import Measurer, Progress, TuneResult, tune
+from autotune.study._trial import Measurer
+from autotune.study._tune import Progress, TuneResult, tune
 from autotune.study._view import (
     StudyView,
     list_studies,
