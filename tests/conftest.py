@@ -151,6 +151,16 @@ class PgServer:
         # A password in the URL (ignored by trust auth) shows that it is never printed or saved.
         self.url = f"postgresql://autotune:not-shown@127.0.0.1:{self.port}/postgres"
 
+    def new_database(self, name: str) -> str:
+        """The URL of a new, empty database on this server."""
+        createdb = _pg_bin("createdb")
+        assert createdb is not None, "createdb ships with the server binaries"
+        subprocess.run(
+            [createdb, "-h", str(self.root), "-p", str(self.port), "-U", "autotune", name],
+            check=True, capture_output=True,
+        )  # fmt: skip
+        return self.url.rsplit("/", 1)[0] + f"/{name}"
+
     def _ctl(self, *args: str, check: bool = True) -> None:
         assert self.pg_ctl is not None
         subprocess.run(

@@ -1,6 +1,7 @@
-"""Several tuners on one study: one budget, one baseline, on a real PostgreSQL server.
+"""Several tuners on one study: one budget, one baseline, on SQLite and a real PostgreSQL server.
 
-The server is a throwaway cluster started here from the PostgreSQL binaries (Debian's
+The cases about a study's storage run over both (the ``storage`` fixture), as Optuna's own
+storage tests do. The server is a throwaway cluster started here from the PostgreSQL binaries (Debian's
 ``postgresql`` package; ``.ci/run`` installs it), on a free loopback port, removed afterwards.
 """
 
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import subprocess
 import sys
 import threading
@@ -19,6 +21,7 @@ import optuna
 import pytest
 
 from autotune.measure.runner import STOP
+from autotune.storage import storage_url
 from autotune.study import _liveness
 from autotune.study._liveness import await_baseline, claim, fail_orphaned_trials, running_trials
 from tests.conftest import PgServer, free_port, study_of, tuner_log
@@ -30,13 +33,19 @@ FAST = ["--min-time", "0.05", "--min-runs", "5", "--seed", "1", "--finalists", "
 
 
 @pytest.fixture(scope="module")
-def postgres() -> Iterator[str]:
-    """A URL to an empty database on a PostgreSQL server of its own."""
+def pg_server() -> Iterator[PgServer]:
+    """A PostgreSQL server of this module's own."""
     server = PgServer()
     try:
-        yield server.url
+        yield server
     finally:
         server.remove()
+
+
+@pytest.fixture()
+def postgres(pg_server: PgServer) -> str:
+    """The URL of the server's first database."""
+    return pg_server.url
 
 
 def _tuner(model: Path, url: str, out: Path, study: str, trials: int) -> subprocess.Popen[str]:
@@ -60,10 +69,16 @@ def _baseline_running(url: str, name: str) -> bool:
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def storage(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """The same cases over both storages a study lives in, as Optuna's own storage tests run."""
+    """The same cases over both storages a study lives in, as Optuna's own storage tests run:
+    a new SQLite file, or a new database on the module's PostgreSQL server."""
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'shared.db'}"
-    return str(request.getfixturevalue("postgres"))
+    server: PgServer = request.getfixturevalue("pg_server")
+    return server.new_database(re.sub(r"[^a-z0-9_]", "_", tmp_path.name.lower()))
+
+
+def _new_study(storage: str) -> optuna.Study:
+    return optuna.create_study(storage=storage_url(storage, Path()), study_name="s")
 
 
 def test_two_tuners_share_one_study_one_budget_and_one_baseline(
@@ -148,8 +163,8 @@ def test_an_unreachable_server_is_waited_for_then_one_clear_line(
         assert "Traceback" not in read.stderr
 
 
-def test_a_tuner_waits_for_the_baseline_another_tuner_is_measuring(tmp_path: Path) -> None:
-    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'db'}", study_name="s")
+def test_a_tuner_waits_for_the_baseline_another_tuner_is_measuring(storage: str) -> None:
+    study = _new_study(storage)
     said: list[str] = []
     assert await_baseline(study, said.append) is False and not said  # nothing to wait for
     trial = claim(study.ask())
@@ -161,8 +176,8 @@ def test_a_tuner_waits_for_the_baseline_another_tuner_is_measuring(tmp_path: Pat
     assert said == ["another tuner is measuring this study's baseline: waiting for it"]
 
 
-def test_waiting_for_another_tuners_baseline_stops_on_ctrl_c(tmp_path: Path) -> None:
-    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'db'}", study_name="s")
+def test_waiting_for_another_tuners_baseline_stops_on_ctrl_c(storage: str) -> None:
+    study = _new_study(storage)
     claim(study.ask()).set_user_attr("baseline", True)  # never finishes
     threading.Timer(0.5, STOP.set).start()
     try:
@@ -173,11 +188,11 @@ def test_waiting_for_another_tuners_baseline_stops_on_ctrl_c(tmp_path: Path) -> 
 
 
 def test_a_dead_tuners_trials_never_hold_the_budget(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    storage: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """kill -9 between ``ask`` and ``claim`` leaves an unclaimed RUNNING trial, and after the
     claim one with a dead pid: neither counts as another tuner's running trial."""
-    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'db'}", study_name="s")
+    study = _new_study(storage)
     live = claim(study.ask())
     unclaimed = study.ask()
     dead = study.ask()
@@ -194,7 +209,7 @@ def test_a_dead_tuners_trials_never_hold_the_budget(
     assert states == {live.number: "RUNNING", unclaimed.number: "FAIL", dead.number: "FAIL"}
 
 
-def test_processes_opening_a_new_database_at_once_all_get_it(tmp_path: Path) -> None:
+def test_processes_opening_a_new_database_at_once_all_get_it(storage: str) -> None:
     """Tuners, `show` and the dashboard may create a new database's tables at the same moment;
     Optuna's schema creation alone fails some of them (5 of 30 processes, measured)."""
     code = (
@@ -203,7 +218,7 @@ def test_processes_opening_a_new_database_at_once_all_get_it(tmp_path: Path) -> 
         "while time.time() < float(sys.argv[2]): pass\n"
         "rdb_storage(sys.argv[1])\n"
     )
-    url, start = f"sqlite:///{tmp_path / 'new.db'}", time.time() + 3  # after the imports
+    url, start = storage_url(storage, Path()), time.time() + 3  # after the imports
     openers = [
         subprocess.Popen(
             [sys.executable, "-c", code, url, str(start)], stderr=subprocess.PIPE, text=True
