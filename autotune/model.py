@@ -534,6 +534,34 @@ def resolve_inputs(
     first = {k: v[0] for k, v in choices.items()}
     mixed = {k: v for k, v in choices.items() if len(v) > 1}
     data = load_npz(data_path) if data_path else {}
+    _check_names(model, shapes, data, first)
+    _check_batch_not_mixed(model.batch_symbol, mixed)
+    specs, pinned, pool = _input_specs(model, shapes, data, first, mixed)
+    points = _shape_points(mixed, dim_weights)
+    fixed = model.fixed_batch
+    pinned_batch = fixed or next(iter(pinned.values()), None)
+    if pinned_batch is not None:
+        # Every batched input starts at the pinned size; the trial's batch size replaces it.
+        specs = [replace(s, shape=(pinned_batch, *s.shape[1:])) if s.batched else s for s in specs]
+    plan = FeedPlan(
+        inputs=tuple(specs),
+        seed=seed,
+        data_path=str(Path(data_path).resolve()) if data_path else None,
+        pool_rows=next(iter(pool.values()), 1),
+        fixed_batch=fixed,
+        counts_runs=model.counts_runs,
+    )
+    return ResolvedInputs(plan=plan, pinned_batch=pinned_batch, shapes=points)
+
+
+def _check_names(
+    model: ModelInfo,
+    shapes: Mapping[str, tuple[int, ...]],
+    data: Mapping[str, np.ndarray],
+    first: Mapping[str, int],
+) -> None:
+    """Refuse every --shape input, --inputs array and --dim symbol the model does not have, at
+    once, listing the model's inputs."""
     names = {i.name for i in model.inputs}
     problems = [
         f"--shape names input {n!r}, which the model does not have"
@@ -551,15 +579,30 @@ def resolve_inputs(
         valid = ", ".join(f"{i.name} {dtype_text(i.dtype)} {i.dims_text()}" for i in model.inputs)
         raise UsageError("; ".join(problems) + f" (model inputs: {valid})")
 
-    batch, fixed = model.batch_symbol, model.fixed_batch
+
+def _check_batch_not_mixed(batch: Dim, mixed: Mapping[str, tuple[int, ...]]) -> None:
+    """Refuse several --dim values for the batch dim: batch sizes are searched, not mixed."""
     if isinstance(batch, str) and batch in mixed:
         raise UsageError(
             f"--dim {batch}= lists several values, but {batch!r} is the batch dim; "
             f"search batch sizes with --batch-sizes {','.join(map(str, mixed[batch]))}"
         )
+
+
+def _input_specs(
+    model: ModelInfo,
+    shapes: Mapping[str, tuple[int, ...]],
+    data: Mapping[str, np.ndarray],
+    first: Mapping[str, int],
+    mixed: Mapping[str, tuple[int, ...]],
+) -> tuple[list[InputSpec], dict[str, int], dict[str, int]]:
+    """Each input's spec, the batch sizes pinned by the user (by input) and the pool's samples
+    (by --inputs array); raises UsageError naming every problem at once."""
+    batch, fixed = model.batch_symbol, model.fixed_batch
     specs: list[InputSpec] = []
     pinned: dict[str, int] = {}
     pool: dict[str, int] = {}
+    problems: list[str] = []
     for inp in model.inputs:
         # Axis 0 is a batch: the model's dynamic one, or the one it fixes (inputs of rank >= 2).
         batched = bool(inp.dims) if batch is not None else bool(fixed) and len(inp.dims) > 1
@@ -573,21 +616,8 @@ def resolve_inputs(
             )
         if inp.name in data:
             array = data[inp.name]
-            if inp.dtype == STRING_DTYPE:
-                example = text_example(inp.name, len(inp.dims), inp.dims[1:])
-                try:
-                    as_strings(inp.name, array, example=example)
-                except UsageError as exc:
-                    problems.append(str(exc))
-            elif array.dtype.name != inp.dtype:
-                problems.append(
-                    f"--inputs array {inp.name!r} has dtype {array.dtype.name}, "
-                    f"the model expects {inp.dtype}"
-                )
-            pooled = batched and fixed is not None
-            found = _check_shape(inp, tuple(array.shape), "--inputs array", pooled)
-            if found and inp.dtype == STRING_DTYPE:
-                found[-1] += f" (save the texts as {example})"
+            problems += _data_dtype_problems(inp, array)
+            found = _data_shape_problems(inp, array, pooled=batched and fixed is not None)
             problems += found
             shape = tuple(array.shape)
             if batched and shape:  # a pool of samples along the batch axis, not a batch
@@ -598,41 +628,9 @@ def resolve_inputs(
             problems += found
             shape = shapes[inp.name]
         else:
-            found = []
-            resolved = []
-            for axis, dim in enumerate(inp.dims):
-                if isinstance(dim, int):
-                    resolved.append(dim)
-                elif isinstance(dim, str) and dim in first:
-                    resolved.append(first[dim])
-                elif batched and axis == 0:
-                    resolved.append(1)
-                else:
-                    label = f"named {dim!r}" if dim else "unnamed"
-                    fix = f"--dim {dim}=N or " if dim else ""
-                    found.append(
-                        f"input {inp.name!r} axis {axis} is dynamic ({label}); "
-                        f"fix it with {fix}--shape {inp.name}=..."
-                    )
+            shape, found = _synthetic_shape(inp, first, batched)
             problems += found
-            shape = tuple(resolved)
-            if not found and inp.dtype.startswith(("int", "uint")) and not shape:
-                problems.append(
-                    f"input {inp.name!r} is an {inp.dtype} scalar, a parameter whose value "
-                    "cannot be guessed; give it with --inputs FILE.npz "
-                    f"(numpy.savez('FILE.npz', {inp.name}=numpy.array(VALUE, '{inp.dtype}')))"
-                )
-            if inp.dtype == STRING_DTYPE:
-                example = text_example(inp.name, len(inp.dims), inp.dims[1:])
-                problems.append(
-                    f"input {inp.name!r} takes strings, which autotune cannot make up; give real "
-                    f"texts with --inputs FILE.npz, saved as {example}"
-                )
-            elif inp.dtype not in _SYNTHESISABLE:
-                problems.append(
-                    f"input {inp.name!r} has dtype {inp.dtype}, which autotune cannot "
-                    "synthesise; give it with --inputs FILE.npz"
-                )
+            problems += _synthesis_problems(inp, shape, found)
         if found:
             continue
         pinned_here = inp.name in shapes or (isinstance(batch, str) and batch in first)
@@ -644,6 +642,88 @@ def resolve_inputs(
         specs.append(
             InputSpec(name=inp.name, dtype=inp.dtype, shape=shape, batched=batched, symbols=symbols)
         )
+    problems += _disagreements(pinned, pool)
+    if problems:
+        raise UsageError("; ".join(problems))
+    return specs, pinned, pool
+
+
+def _data_dtype_problems(inp: ModelInput, array: np.ndarray) -> list[str]:
+    """What is wrong with an --inputs array's dtype: text that is not text, or another dtype."""
+    if inp.dtype == STRING_DTYPE:
+        example = text_example(inp.name, len(inp.dims), inp.dims[1:])
+        try:
+            as_strings(inp.name, array, example=example)
+        except UsageError as exc:
+            return [str(exc)]
+    elif array.dtype.name != inp.dtype:
+        return [
+            f"--inputs array {inp.name!r} has dtype {array.dtype.name}, "
+            f"the model expects {inp.dtype}"
+        ]
+    return []
+
+
+def _data_shape_problems(inp: ModelInput, array: np.ndarray, pooled: bool) -> list[str]:
+    """What the model refuses in an --inputs array's shape; for text, how to save it instead."""
+    found = _check_shape(inp, tuple(array.shape), "--inputs array", pooled)
+    if found and inp.dtype == STRING_DTYPE:
+        example = text_example(inp.name, len(inp.dims), inp.dims[1:])
+        found[-1] += f" (save the texts as {example})"
+    return found
+
+
+def _synthetic_shape(
+    inp: ModelInput, first: Mapping[str, int], batched: bool
+) -> tuple[tuple[int, ...], list[str]]:
+    """A synthesised input's shape (the model's dims, --dim's values, a batch of 1), and each
+    dynamic dim that nothing fixes."""
+    found: list[str] = []
+    resolved: list[int] = []
+    for axis, dim in enumerate(inp.dims):
+        if isinstance(dim, int):
+            resolved.append(dim)
+        elif isinstance(dim, str) and dim in first:
+            resolved.append(first[dim])
+        elif batched and axis == 0:
+            resolved.append(1)
+        else:
+            label = f"named {dim!r}" if dim else "unnamed"
+            fix = f"--dim {dim}=N or " if dim else ""
+            found.append(
+                f"input {inp.name!r} axis {axis} is dynamic ({label}); "
+                f"fix it with {fix}--shape {inp.name}=..."
+            )
+    return tuple(resolved), found
+
+
+def _synthesis_problems(inp: ModelInput, shape: tuple[int, ...], found: list[str]) -> list[str]:
+    """Why autotune cannot make up this input's values: an integer scalar (a parameter), text,
+    or a dtype it cannot synthesise."""
+    problems = []
+    if not found and inp.dtype.startswith(("int", "uint")) and not shape:
+        problems.append(
+            f"input {inp.name!r} is an {inp.dtype} scalar, a parameter whose value "
+            "cannot be guessed; give it with --inputs FILE.npz "
+            f"(numpy.savez('FILE.npz', {inp.name}=numpy.array(VALUE, '{inp.dtype}')))"
+        )
+    if inp.dtype == STRING_DTYPE:
+        example = text_example(inp.name, len(inp.dims), inp.dims[1:])
+        problems.append(
+            f"input {inp.name!r} takes strings, which autotune cannot make up; give real "
+            f"texts with --inputs FILE.npz, saved as {example}"
+        )
+    elif inp.dtype not in _SYNTHESISABLE:
+        problems.append(
+            f"input {inp.name!r} has dtype {inp.dtype}, which autotune cannot "
+            "synthesise; give it with --inputs FILE.npz"
+        )
+    return problems
+
+
+def _disagreements(pinned: Mapping[str, int], pool: Mapping[str, int]) -> list[str]:
+    """The inputs disagreeing on the pinned batch size, and the arrays on the pool's size."""
+    problems = []
     if len(set(pinned.values())) > 1:
         problems.append(
             "the inputs disagree on the batch size: "
@@ -654,31 +734,24 @@ def resolve_inputs(
             "the --inputs arrays disagree on the number of samples (axis 0): "
             + ", ".join(f"{n}={b}" for n, b in pool.items())
         )
-    if problems:
-        raise UsageError("; ".join(problems))
-    points: tuple[ShapePoint, ...] = ()
+    return problems
+
+
+def _shape_points(
+    mixed: Mapping[str, tuple[int, ...]], dim_weights: str | None
+) -> tuple[ShapePoint, ...]:
+    """The shape mix: every combination of the listed --dim values with its weight (none
+    without a mix; weights without one raise)."""
     if mixed:
         combos = list(itertools.product(*mixed.values()))
         weights = parse_dim_weights(dim_weights, len(combos))
-        points = tuple(
+        return tuple(
             ShapePoint(dims=dict(zip(mixed, combo, strict=True)), weight=w)
             for combo, w in zip(combos, weights, strict=True)
         )
-    elif dim_weights:
+    if dim_weights:
         parse_dim_weights(dim_weights, 1)  # raises: weights without a mix
-    pinned_batch = fixed or next(iter(pinned.values()), None)
-    if pinned_batch is not None:
-        # Every batched input starts at the pinned size; the trial's batch size replaces it.
-        specs = [replace(s, shape=(pinned_batch, *s.shape[1:])) if s.batched else s for s in specs]
-    plan = FeedPlan(
-        inputs=tuple(specs),
-        seed=seed,
-        data_path=str(Path(data_path).resolve()) if data_path else None,
-        pool_rows=next(iter(pool.values()), 1),
-        fixed_batch=fixed,
-        counts_runs=model.counts_runs,
-    )
-    return ResolvedInputs(plan=plan, pinned_batch=pinned_batch, shapes=points)
+    return ()
 
 
 _SYNTHESISABLE = {

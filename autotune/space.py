@@ -482,89 +482,16 @@ def _parse_param(
         errors.append(f"{where}: must be a mapping with at least 'target'")
         return None
     before = len(errors)
-    for key in sorted(set(spec) - PARAM_KEYS):
-        errors.append(
-            f"{where}: unknown key {key!r} (check spelling; allowed: {', '.join(sorted(PARAM_KEYS))})"
-        )
-    target = spec.get("target")
-    if target not in TARGETS:
-        errors.append(f"{where}.target: must be one of {', '.join(TARGETS)}, got {target!r}")
-    kind = spec.get("type", "categorical" if target == "batch_size" else None)
-    if kind not in TYPES:
-        errors.append(f"{where}.type: must be one of {', '.join(TYPES)}, got {kind!r}")
-    choices = spec.get("choices", ())
-    if (
-        kind == "categorical"
-        and target != "batch_size"
-        and (not isinstance(choices, list) or not choices)
-    ):
-        errors.append(f"{where}.choices: a categorical knob needs a non-empty list")
-        choices = ()
+    _check_param_keys(where, spec, errors)
+    target, kind, choices = _parse_kind(where, spec, errors)
     if kind in ("int", "float"):
-        low: Any = spec.get("low")
-        high: Any = spec.get("high")
-        for key, value in (("low", low), ("high", high)):
-            if not (_is_number(value) or value in MACHINE_BOUNDS):
-                errors.append(
-                    f"{where}.{key}: must be a number or one of {', '.join(MACHINE_BOUNDS)}, got {value!r}"
-                )
-        if kind == "int" and any(_is_number(v) and not float(v).is_integer() for v in (low, high)):
-            errors.append(f"{where}: an int knob needs integer bounds")
-        if _is_number(low) and _is_number(high) and low > high:
-            errors.append(f"{where}: empty range, low {low} > high {high}")
-        if spec.get("log") and _is_number(low) and low <= 0:
-            errors.append(f"{where}: a log-scaled knob needs low > 0")
+        _check_bounds(where, kind, spec, errors)
     if target == "session_option":
-        expected = SESSION_OPTIONS.get(name)
-        if expected is None:
-            errors.append(
-                f"{where}: not a SessionOptions attribute autotune sets "
-                f"(known: {', '.join(SESSION_OPTIONS)})"
-            )
-        elif (expected is bool) != (kind == "bool") or (
-            expected is int and kind not in ("int", "categorical")
-        ):
-            errors.append(f"{where}.type: {name} takes a {expected.__name__}, not {kind}")
-        if name in ENUM_CHOICES and isinstance(choices, list):
-            bad = [c for c in choices if c not in ENUM_CHOICES[name]]
-            if bad:
-                errors.append(f"{where}.choices: {bad} not in {', '.join(ENUM_CHOICES[name])}")
-    provider = spec.get("provider")
-    if target == "provider_option":
-        names = [p.name for p in providers]
-        if provider is None and names:
-            provider = names[0]
-        if provider not in names:
-            errors.append(
-                f"{where}.provider: {provider!r} is not one of this space's providers {names}"
-            )
-    when = spec.get("when") or {}
-    if not isinstance(when, dict):
-        errors.append(f"{where}.when: must be a mapping of an earlier knob to its required value")
-        when = {}
-    known = {p.name: p for p in earlier}
-    for other, value in when.items():
-        if other not in known:
-            errors.append(f"{where}.when: {other!r} is not a knob defined before {name!r}")
-        elif known[other].type == "categorical" and value not in known[other].choices:
-            errors.append(f"{where}.when: {value!r} is not a choice of {other!r}")
-        elif known[other].type == "bool" and not isinstance(value, bool):
-            errors.append(f"{where}.when: {other!r} is a bool knob, {value!r} is not true/false")
-    default = spec.get("default")
-    if default is not None:
-        allowed = (
-            default in choices
-            if kind == "categorical"
-            else isinstance(default, bool)
-            if kind == "bool"
-            else _is_number(default) or default in MACHINE_BOUNDS
-        )
-        if not allowed:
-            errors.append(f"{where}.default: {default!r} is not a value this knob can take")
-    requires = spec.get("requires") or []
-    if not isinstance(requires, list) or any(r not in REQUIREMENTS for r in requires):
-        errors.append(f"{where}.requires: must be a list of {', '.join(REQUIREMENTS)}")
-        requires = []
+        _check_session_option(where, name, kind, choices, errors)
+    provider = _parse_provider(where, target, spec.get("provider"), providers, errors)
+    when = _parse_when(where, name, spec.get("when") or {}, earlier, errors)
+    _check_default(where, kind, choices, spec.get("default"), errors)
+    requires = _parse_requires(where, spec.get("requires") or [], errors)
     if len(errors) > before:
         return None
     return Param(
@@ -582,6 +509,131 @@ def _parse_param(
         help=str(spec.get("help", "")),
         default=spec.get("default"),
     )
+
+
+def _check_param_keys(where: str, spec: dict[Any, Any], errors: list[str]) -> None:
+    """Report every key a knob's definition does not know."""
+    for key in sorted(set(spec) - PARAM_KEYS):
+        errors.append(
+            f"{where}: unknown key {key!r} (check spelling; allowed: {', '.join(sorted(PARAM_KEYS))})"
+        )
+
+
+def _parse_kind(where: str, spec: dict[Any, Any], errors: list[str]) -> tuple[Any, Any, Any]:
+    """A knob's target, its type (a batch size is categorical unless stated) and its choices
+    (none when a categorical knob's are missing)."""
+    target = spec.get("target")
+    if target not in TARGETS:
+        errors.append(f"{where}.target: must be one of {', '.join(TARGETS)}, got {target!r}")
+    kind = spec.get("type", "categorical" if target == "batch_size" else None)
+    if kind not in TYPES:
+        errors.append(f"{where}.type: must be one of {', '.join(TYPES)}, got {kind!r}")
+    choices = spec.get("choices", ())
+    if (
+        kind == "categorical"
+        and target != "batch_size"
+        and (not isinstance(choices, list) or not choices)
+    ):
+        errors.append(f"{where}.choices: a categorical knob needs a non-empty list")
+        choices = ()
+    return target, kind, choices
+
+
+def _check_bounds(where: str, kind: str, spec: dict[Any, Any], errors: list[str]) -> None:
+    """An int or float knob's bounds: numbers or machine bounds, integers for an int, a range
+    that is not empty, and a positive low when log-scaled."""
+    low: Any = spec.get("low")
+    high: Any = spec.get("high")
+    for key, value in (("low", low), ("high", high)):
+        if not (_is_number(value) or value in MACHINE_BOUNDS):
+            errors.append(
+                f"{where}.{key}: must be a number or one of {', '.join(MACHINE_BOUNDS)}, got {value!r}"
+            )
+    if kind == "int" and any(_is_number(v) and not float(v).is_integer() for v in (low, high)):
+        errors.append(f"{where}: an int knob needs integer bounds")
+    if _is_number(low) and _is_number(high) and low > high:
+        errors.append(f"{where}: empty range, low {low} > high {high}")
+    if spec.get("log") and _is_number(low) and low <= 0:
+        errors.append(f"{where}: a log-scaled knob needs low > 0")
+
+
+def _check_session_option(
+    where: str, name: str, kind: Any, choices: Any, errors: list[str]
+) -> None:
+    """A session option knob: an attribute autotune sets, of its type, with valid choices."""
+    expected = SESSION_OPTIONS.get(name)
+    if expected is None:
+        errors.append(
+            f"{where}: not a SessionOptions attribute autotune sets "
+            f"(known: {', '.join(SESSION_OPTIONS)})"
+        )
+    elif (expected is bool) != (kind == "bool") or (
+        expected is int and kind not in ("int", "categorical")
+    ):
+        errors.append(f"{where}.type: {name} takes a {expected.__name__}, not {kind}")
+    if name in ENUM_CHOICES and isinstance(choices, list):
+        bad = [c for c in choices if c not in ENUM_CHOICES[name]]
+        if bad:
+            errors.append(f"{where}.choices: {bad} not in {', '.join(ENUM_CHOICES[name])}")
+
+
+def _parse_provider(
+    where: str,
+    target: Any,
+    provider: Any,
+    providers: tuple[ProviderSpec, ...],
+    errors: list[str],
+) -> Any:
+    """The provider a provider option applies to: the space's first unless named."""
+    if target == "provider_option":
+        names = [p.name for p in providers]
+        if provider is None and names:
+            provider = names[0]
+        if provider not in names:
+            errors.append(
+                f"{where}.provider: {provider!r} is not one of this space's providers {names}"
+            )
+    return provider
+
+
+def _parse_when(
+    where: str, name: str, when: Any, earlier: list[Param], errors: list[str]
+) -> dict[Any, Any]:
+    """The earlier knobs' values this knob applies under, each one a value that knob takes."""
+    if not isinstance(when, dict):
+        errors.append(f"{where}.when: must be a mapping of an earlier knob to its required value")
+        when = {}
+    known = {p.name: p for p in earlier}
+    for other, value in when.items():
+        if other not in known:
+            errors.append(f"{where}.when: {other!r} is not a knob defined before {name!r}")
+        elif known[other].type == "categorical" and value not in known[other].choices:
+            errors.append(f"{where}.when: {value!r} is not a choice of {other!r}")
+        elif known[other].type == "bool" and not isinstance(value, bool):
+            errors.append(f"{where}.when: {other!r} is a bool knob, {value!r} is not true/false")
+    return when
+
+
+def _check_default(where: str, kind: Any, choices: Any, default: Any, errors: list[str]) -> None:
+    """A stated default must be a value the knob can take."""
+    if default is not None:
+        allowed = (
+            default in choices
+            if kind == "categorical"
+            else isinstance(default, bool)
+            if kind == "bool"
+            else _is_number(default) or default in MACHINE_BOUNDS
+        )
+        if not allowed:
+            errors.append(f"{where}.default: {default!r} is not a value this knob can take")
+
+
+def _parse_requires(where: str, requires: Any, errors: list[str]) -> list[Any]:
+    """The study facts a knob requires (none when the list is not valid)."""
+    if not isinstance(requires, list) or any(r not in REQUIREMENTS for r in requires):
+        errors.append(f"{where}.requires: must be a list of {', '.join(REQUIREMENTS)}")
+        requires = []
+    return requires
 
 
 def default_batch_sizes(

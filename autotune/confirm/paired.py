@@ -26,8 +26,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import replace
-from typing import Any
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -223,22 +222,28 @@ def _p_text(p: float) -> str:
     return f"={p:.3f}" if p >= 0.001 else "<0.001"
 
 
-def decide_paired(
-    base: RoundFigures,
+@dataclass(frozen=True)
+class _Triage:
+    """The finalists sorted by the paired test and by what the other evidence says of them."""
+
+    p_values: list[float]  # each finalist's one-sided sign test
+    gains: list[float | None]  # each finalist's own search figure, None where unknown
+    contradicted: list[RoundFigures]  # paired wins the search measured the other way
+    set_aside: dict[int, float]  # trial number -> a search figure too far off to count
+    split: list[tuple[RoundFigures, Sequence[float]]]  # paired wins not held in every leg
+    unsure: list[RoundFigures]  # contradicted or split
+    passing: list[RoundFigures]  # paired wins nothing doubts
+
+
+def _triage(
     figures: Sequence[RoundFigures],
     ratios: Sequence[Sequence[float]],
     noise: HostNoise,
-    *,
-    cycles: int,
-    objective: Objective,
-    search_gains: Sequence[float | None] = (),
-    legs: Sequence[Sequence[float]] = (),
-) -> Confirmation:
-    """The verdict; ``search_gains`` are the finalists' own search figures against the
-    baseline's (> 1 better): a paired win that the search contradicts (below 1, within
-    ``SEARCH_FLIP`` of the paired gain) is not a win.
-    ``legs`` are each finalist's gains within each set of worker processes: a win must hold
-    in every one (a lucky process is not a better config)."""
+    search_gains: Sequence[float | None],
+    legs: Sequence[Sequence[float]],
+) -> _Triage:
+    """Test each finalist (sign test, Holm-corrected, beyond the noise), then set apart the
+    paired wins that the search contradicts or that do not hold in every set of workers."""
     p_values = [sign_test_p(f.wins, f.pairs) for f in figures]
     significant = holm(p_values) if figures else []
     gains = list(search_gains) or [None] * len(figures)
@@ -263,25 +268,57 @@ def decide_paired(
     ]
     unsure = contradicted + [f for f, _ in split]
     passing = [f for f, ok in zip(figures, paired_ok, strict=True) if ok and f not in unsure]
-    threshold = 1 + max(MIN_GAIN, noise.margin)
-    twin_known = math.isfinite(noise.twin_ratio)
+    return _Triage(p_values, gains, contradicted, set_aside, split, unsure, passing)
+
+
+def _where(noise: HostNoise, cycles: int) -> str:
+    """How the verdict was measured: the cycles, the sets of workers, and the twin's agreement."""
     sets = f" in {len(noise.twin_legs)} sets of workers" if len(noise.twin_legs) > 1 else ""
-    where = f"{cycles} cycles of paired blocks{sets}; " + (
+    return f"{cycles} cycles of paired blocks{sets}; " + (
         f"identical configs agreed within {abs(noise.twin_ratio - 1):.1%}"
-        if twin_known
+        if math.isfinite(noise.twin_ratio)
         else f"the baseline's twin failed, so the host's noise was taken as {NOISY:.0%}"
     )
 
+
+def _notes(
+    base: RoundFigures, noise: HostNoise, objective: Objective, triage: _Triage
+) -> list[str]:
+    """The verdict's notes: an outlying search baseline, and each search figure set aside."""
     outlier = search_outlier(base, noise, objective)
     notes = [outlier] if outlier else []
+    set_aside = triage.set_aside
     notes += [
         f"#{f.trial_number} measured {set_aside[f.trial_number]:.2f}x in the search, "
         f"{f.gain / set_aside[f.trial_number]:.1f}x below its paired {f.gain:.2f}x: further "
         f"apart than the host's speed modes move a ranking ({SEARCH_FLIP:g}x), so that one "
         "search window was set aside, not taken as the direction"
-        for f in passing
+        for f in triage.passing
         if f.trial_number in set_aside
     ]
+    return notes
+
+
+def decide_paired(
+    base: RoundFigures,
+    figures: Sequence[RoundFigures],
+    ratios: Sequence[Sequence[float]],
+    noise: HostNoise,
+    *,
+    cycles: int,
+    objective: Objective,
+    search_gains: Sequence[float | None] = (),
+    legs: Sequence[Sequence[float]] = (),
+) -> Confirmation:
+    """The verdict; ``search_gains`` are the finalists' own search figures against the
+    baseline's (> 1 better): a paired win that the search contradicts (below 1, within
+    ``SEARCH_FLIP`` of the paired gain) is not a win.
+    ``legs`` are each finalist's gains within each set of worker processes: a win must hold
+    in every one (a lucky process is not a better config)."""
+    triage = _triage(figures, ratios, noise, search_gains, legs)
+    threshold = 1 + max(MIN_GAIN, noise.margin)
+    where = _where(noise, cycles)
+    notes = _notes(base, noise, objective, triage)
 
     def verdict_of(winner: int, kind: str, verdict: str) -> Confirmation:
         return Confirmation(
@@ -292,91 +329,152 @@ def decide_paired(
     if not base.values:
         verdict = "the baseline failed in the confirmation; nothing could be confirmed"
         return verdict_of(base.trial_number, "no gain", verdict)
-    if passing:
-        win = max(passing, key=lambda f: f.gain)
-        p = p_values[list(figures).index(win)]
-        verdict = (
-            f"trial #{win.trial_number} is {win.gain:.2f}x better than ONNX Runtime's defaults "
-            f"on {objective.name} (median of paired blocks; {where}; it won {win.wins}/"
-            f"{win.pairs} paired blocks, sign test p{_p_text(p)}, Holm-corrected over "
-            f"{len(figures)} finalist(s))"
-        )
+    if triage.passing:
+        win = max(triage.passing, key=lambda f: f.gain)
+        p = triage.p_values[list(figures).index(win)]
+        verdict = _winner_text(win, p, len(figures), objective, where)
         return verdict_of(win.trial_number, "winner", verdict)
     lost = [lost_clearly(f, noise, r) for f, r in zip(figures, ratios, strict=True)]
     if any(lost) and all(gone or not f.values for f, gone in zip(figures, lost, strict=True)):
-        each = ", ".join(
-            f"#{f.trial_number} {f.gain:.2f}x (won {f.wins} of {f.pairs} blocks)"
-            if f.values
-            else f"#{f.trial_number} failed"
-            for f in figures
-        )
-        verdict = (
-            f"no gain on {objective.name}: every finalist was slower than ONNX Runtime's "
-            f"defaults in paired blocks: {each} ({where}); keeping the defaults"
-        )
-        return verdict_of(base.trial_number, "no gain", verdict)
+        return verdict_of(base.trial_number, "no gain", _all_lost_text(figures, objective, where))
     hopeful = [
         f
-        for f, p in zip(figures, p_values, strict=True)
+        for f, p in zip(figures, triage.p_values, strict=True)
         if f.values and f.gain >= 1 + MIN_GAIN and p <= ALPHA
     ]
+    if _too_noisy(figures, ratios, lost, noise, triage, hopeful):
+        verdict = _noisy_text(base, figures, hopeful, triage, noise, objective)
+        return verdict_of(base.trial_number, "too noisy", verdict)
+    return verdict_of(base.trial_number, "no gain", _no_gain_text(figures, objective, where))
+
+
+def _winner_text(
+    win: RoundFigures, p: float, finalists: int, objective: Objective, where: str
+) -> str:
+    """The verdict for a finalist that won: its gain, its blocks won and its sign test."""
+    return (
+        f"trial #{win.trial_number} is {win.gain:.2f}x better than ONNX Runtime's defaults "
+        f"on {objective.name} (median of paired blocks; {where}; it won {win.wins}/"
+        f"{win.pairs} paired blocks, sign test p{_p_text(p)}, Holm-corrected over "
+        f"{finalists} finalist(s))"
+    )
+
+
+def _all_lost_text(figures: Sequence[RoundFigures], objective: Objective, where: str) -> str:
+    """The verdict when every finalist lost clearly or failed, naming each one's figures."""
+    each = ", ".join(
+        f"#{f.trial_number} {f.gain:.2f}x (won {f.wins} of {f.pairs} blocks)"
+        if f.values
+        else f"#{f.trial_number} failed"
+        for f in figures
+    )
+    return (
+        f"no gain on {objective.name}: every finalist was slower than ONNX Runtime's "
+        f"defaults in paired blocks: {each} ({where}); keeping the defaults"
+    )
+
+
+def _too_noisy(
+    figures: Sequence[RoundFigures],
+    ratios: Sequence[Sequence[float]],
+    lost: Sequence[bool],
+    noise: HostNoise,
+    triage: _Triage,
+    hopeful: Sequence[RoundFigures],
+) -> bool:
+    """Whether the host's noise, or evidence that disagrees, keeps a possible win undecided."""
     # A noisy host matters only when a finalist could still be a win within its own band
     # (one that lost clearly cannot, however wide its band on a few blocks).
     plausible = any(
         f.values and not gone and f.gain + median_band(r) >= 1 + MIN_GAIN
         for f, r, gone in zip(figures, ratios, lost, strict=True)
     )
+    twin_known = math.isfinite(noise.twin_ratio)
     unsteady = not twin_known or abs(noise.twin_ratio - 1) + _half(noise) > NOISY
-    noisy = bool(unsure) or bool(hopeful) or (unsteady and plausible)
-    if noisy:
-        best = max(hopeful or [f for f in figures if f.values] or [base], key=lambda f: f.gain)
-        disagreement = (
+    return bool(triage.unsure) or bool(hopeful) or (unsteady and plausible)
+
+
+def _noisy_text(
+    base: RoundFigures,
+    figures: Sequence[RoundFigures],
+    hopeful: Sequence[RoundFigures],
+    triage: _Triage,
+    noise: HostNoise,
+    objective: Objective,
+) -> str:
+    """The "too noisy" verdict: how noisy the host was, which wins the evidence doubts, the
+    best finalist's figure, and what to do about it."""
+    best = max(hopeful or [f for f in figures if f.values] or [base], key=lambda f: f.gain)
+    return (
+        f"too noisy to decide on {objective.name}: {_disagreement(noise)}"
+        + _host_trouble(noise)
+        + "".join(
+            _flip_text(f, triage.gains[list(figures).index(f)], noise, objective)
+            for f in triage.contradicted
+        )
+        + "".join(_split_text(f, leg) for f, leg in triage.split)
+        + (
+            f"; the best finalist, #{best.trial_number}, measured {best.gain:.2f}x"
+            if best is not base
+            else ""
+        )
+        + "; keeping the defaults. Re-run with --reconfirm on a quieter machine (no other "
+        "work, a dedicated or larger VM) or with more --rounds"
+    )
+
+
+def _disagreement(noise: HostNoise) -> str:
+    """How far two workers running the same config disagreed, or that the twin failed."""
+    if math.isfinite(noise.twin_ratio):
+        return (
             f"two workers running the same config disagreed by "
             f"{abs(noise.twin_ratio - 1):.1%} (spread {noise.twin_spread:.0%})"
-            if twin_known
-            else "the baseline's twin failed, so the host's noise is unknown"
         )
-        verdict = (
-            f"too noisy to decide on {objective.name}: {disagreement}"
-            + (
-                f", the hypervisor stole {noise.steal:.0%} of the CPU time"
-                if noise.steal is not None and noise.steal >= 0.005
-                else ""
-            )
-            + (
-                f", the host changed speed in {noise.mode_switches} of {noise.blocks} blocks"
-                if noise.mode_switches
-                else ""
-            )
-            + "".join(
-                f", #{f.trial_number} won the paired blocks ({f.gain:.2f}x) but measured "
-                f"{gains[list(figures).index(f)]:.2f}x in the search: the two disagree on the "
-                "direction (a ranking can flip with the host's speed mode"
-                + (
-                    f"; the defaults ran {_times(noise.search_shift, objective)} here than in "
-                    "the search"
-                    if noise.search_shift
-                    else ""
-                )
-                + ")"
-                for f in contradicted
-            )
-            + "".join(
-                f", #{f.trial_number} won the paired blocks ({f.gain:.2f}x) but measured "
-                + " and ".join(f"{g:.2f}x" for g in leg)
-                + " in its successive worker processes: one process's luck (where its threads "
-                "and memory landed) moved it by more than the gain"
-                for f, leg in split
-            )
-            + (
-                f"; the best finalist, #{best.trial_number}, measured {best.gain:.2f}x"
-                if best is not base
-                else ""
-            )
-            + "; keeping the defaults. Re-run with --reconfirm on a quieter machine (no other "
-            "work, a dedicated or larger VM) or with more --rounds"
+    return "the baseline's twin failed, so the host's noise is unknown"
+
+
+def _host_trouble(noise: HostNoise) -> str:
+    """The stolen CPU time and the host's speed changes, where there were any."""
+    return (
+        f", the hypervisor stole {noise.steal:.0%} of the CPU time"
+        if noise.steal is not None and noise.steal >= 0.005
+        else ""
+    ) + (
+        f", the host changed speed in {noise.mode_switches} of {noise.blocks} blocks"
+        if noise.mode_switches
+        else ""
+    )
+
+
+def _flip_text(
+    f: RoundFigures, searched: float | None, noise: HostNoise, objective: Objective
+) -> str:
+    """A paired win that its search figure (``searched``) contradicts."""
+    return (
+        f", #{f.trial_number} won the paired blocks ({f.gain:.2f}x) but measured "
+        f"{searched:.2f}x in the search: the two disagree on the "
+        "direction (a ranking can flip with the host's speed mode"
+        + (
+            f"; the defaults ran {_times(noise.search_shift, objective)} here than in the search"
+            if noise.search_shift
+            else ""
         )
-        return verdict_of(base.trial_number, "too noisy", verdict)
+        + ")"
+    )
+
+
+def _split_text(f: RoundFigures, leg: Sequence[float]) -> str:
+    """A paired win that did not hold in each of its successive worker processes."""
+    return (
+        f", #{f.trial_number} won the paired blocks ({f.gain:.2f}x) but measured "
+        + " and ".join(f"{g:.2f}x" for g in leg)
+        + " in its successive worker processes: one process's luck (where its threads "
+        "and memory landed) moved it by more than the gain"
+    )
+
+
+def _no_gain_text(figures: Sequence[RoundFigures], objective: Objective, where: str) -> str:
+    """The verdict when no finalist beat the defaults beyond the noise."""
     ranked = sorted((f for f in figures if f.values), key=lambda f: f.gain, reverse=True)
     detail = (
         f"the best finalist, #{ranked[0].trial_number}, measured {ranked[0].gain:.2f}x and won "
@@ -384,11 +482,10 @@ def decide_paired(
         if ranked
         else "every finalist failed in the confirmation"
     )
-    verdict = (
+    return (
         f"no finalist beat ONNX Runtime's defaults on {objective.name} beyond the noise "
         f"({detail}; {where}); keeping the defaults"
     )
-    return verdict_of(base.trial_number, "no gain", verdict)
 
 
 def _times(shift: float, objective: Objective) -> str:
@@ -436,6 +533,100 @@ def clear_loser(f: RoundFigures) -> bool:
     return f.pairs >= RETIRE_AFTER and lost_significantly(f)
 
 
+@dataclass
+class _Duel:
+    """The contenders of one paired confirmation, and what its verdict needs besides their blocks.
+
+    ``last`` is the verdict of the latest cycle :meth:`decided` judged; ``settled`` whether no
+    finalist still running could then have become a winner."""
+
+    number: int  # the baseline's trial number
+    base: Contender
+    twin: Contender
+    others: list[Contender]
+    numbers: list[int]  # the finalists' trial numbers, in the order of ``others``
+    base_search: Measurement
+    objective: Objective
+    also: Sequence[Objective]
+    plan: DuelPlan
+    steal0: tuple[int, int] | None
+    gains: list[float | None]  # each finalist's own search figure against the baseline's
+    last: Confirmation | None = None
+    settled: bool = True
+
+    def verdict(self, cycles: int) -> Confirmation:
+        """The verdict on the blocks of the first ``cycles`` cycles."""
+        objective, base = self.objective, self.base
+        legs = self.plan.legs(cycles)
+        noise = host_noise(
+            objective,
+            base.blocks,
+            self.twin.blocks,
+            steal_share(since=self.steal0),
+            self.base_search,
+            legs,
+        )
+        base_figures = _figures(
+            self.number, base.blocks, base.blocks, objective, None, self.also, True
+        )
+        figures = [
+            _figures(n, c.blocks, base.blocks, objective, None, self.also)
+            for n, c in zip(self.numbers, self.others, strict=True)
+        ]
+        ratios = [_ratios(objective, c.blocks, base.blocks) for c in self.others]
+        return decide_paired(
+            base_figures,
+            figures,
+            ratios,
+            noise,
+            cycles=cycles,
+            objective=objective,
+            search_gains=self.gains,
+            legs=[leg_gains(objective, c.blocks, base.blocks, legs) for c in self.others],
+        )
+
+    def decided(self, cycles: int) -> bool:
+        """Retire clear losers; settled once no finalist still running could become a winner."""
+        last = self.last = self.verdict(cycles)
+        left = self.plan.max_cycles - cycles
+        settled = True
+        leader = [
+            c
+            for f, c in zip(last.finalists, self.others, strict=True)
+            if f.trial_number == last.winner
+        ]
+        for f, contender in zip(last.finalists, self.others, strict=True):
+            if contender.retired or f.trial_number == last.winner:
+                continue
+            if clear_loser(f):
+                contender.retired = True
+            elif f.values and f.gain >= 1 + MIN_GAIN:
+                if leader and not could_beat(self.objective, contender, leader[0]):
+                    continue  # the winner stands: this one cannot beat it by a gain worth having
+                if sign_test_p(f.wins + left, f.pairs + left) <= ALPHA / len(self.numbers):
+                    settled = False  # could still win with the cycles left
+        self.settled = settled
+        return settled
+
+    def over(self) -> bool:
+        """Every finalist retired as a clear loser or failed: the baseline and its twin would
+        only be measuring each other."""
+        return all(c.retired or c.failure is not None for c in self.others)
+
+
+def _search_gains(
+    objective: Objective,
+    finalists: Sequence[tuple[int, TrialConfig]],
+    searched: Mapping[int, Measurement] | None,
+    base_search: Measurement,
+) -> list[float | None]:
+    """Each finalist's own search figure against the baseline's; None where it has none."""
+    return [
+        objective.gain(searched[n], base_search) if searched and n in searched else None
+        for n, _ in finalists
+    ]
+
+
 def confirm_paired(
     baseline: tuple[int, TrialConfig, Measurement],
     finalists: Sequence[tuple[int, TrialConfig]],
@@ -456,96 +647,57 @@ def confirm_paired(
     minimum while a finalist is undecided: the confirmation should not outlast the search."""
     number, base_config, base_search = baseline
     plan = plan_for(base_search, rounds)
-    base = Contender("baseline", job_for(base_config))
-    twin = Contender("twin", job_for(base_config))
-    others = [Contender(f"#{n}", job_for(c)) for n, c in finalists]
-    steal0 = cpu_times()
-    state: dict[str, Any] = {}
-    gains = [  # each finalist's own search figure against the baseline's
-        objective.gain(searched[n], base_search) if searched and n in searched else None
-        for n, _ in finalists
-    ]
-
-    def verdict(cycles: int) -> Confirmation:
-        legs = plan.legs(cycles)
-        noise = host_noise(
-            objective, base.blocks, twin.blocks, steal_share(since=steal0), base_search, legs
-        )
-        base_figures = _figures(number, base.blocks, base.blocks, objective, None, also, True)
-        figures = [
-            _figures(n, c.blocks, base.blocks, objective, None, also)
-            for (n, _), c in zip(finalists, others, strict=True)
-        ]
-        ratios = [_ratios(objective, c.blocks, base.blocks) for c in others]
-        return decide_paired(
-            base_figures,
-            figures,
-            ratios,
-            noise,
-            cycles=cycles,
-            objective=objective,
-            search_gains=gains,
-            legs=[leg_gains(objective, c.blocks, base.blocks, legs) for c in others],
-        )
-
-    def decided(cycles: int) -> bool:
-        """Retire clear losers; settled once no finalist still running could become a winner."""
-        last = state["last"] = verdict(cycles)
-        left = plan.max_cycles - cycles
-        settled = True
-        leader = [
-            c for f, c in zip(last.finalists, others, strict=True) if f.trial_number == last.winner
-        ]
-        for f, contender in zip(last.finalists, others, strict=True):
-            if contender.retired or f.trial_number == last.winner:
-                continue
-            if clear_loser(f):
-                contender.retired = True
-            elif f.values and f.gain >= 1 + MIN_GAIN:
-                if leader and not could_beat(objective, contender, leader[0]):
-                    continue  # the winner stands: this one cannot beat it by a gain worth having
-                if sign_test_p(f.wins + left, f.pairs + left) <= ALPHA / len(finalists):
-                    settled = False  # could still win with the cycles left
-        state["settled"] = settled
-        return settled
-
-    def over() -> bool:
-        """Every finalist retired as a clear loser or failed: the baseline and its twin would
-        only be measuring each other."""
-        return all(c.retired or c.failure is not None for c in others)
-
+    duel = _Duel(
+        number=number,
+        base=Contender("baseline", job_for(base_config)),
+        twin=Contender("twin", job_for(base_config)),
+        others=[Contender(f"#{n}", job_for(c)) for n, c in finalists],
+        numbers=[n for n, _ in finalists],
+        base_search=base_search,
+        objective=objective,
+        also=also,
+        plan=plan,
+        steal0=cpu_times(),
+        gains=_search_gains(objective, finalists, searched, base_search),
+    )
     cycles = run_duel(
-        [base, twin, *others],
+        [duel.base, duel.twin, *duel.others],
         plan,
         timeout_s=timeout_s,
         command=command,
-        decided=decided,
-        over=over,
+        decided=duel.decided,
+        over=duel.over,
         on_cycle=(lambda done: on_cycle(done, plan.max_cycles)) if on_cycle else None,
         budget_s=budget_s,
     )
-    last = state.get("last")
-    result = last if last is not None and last.rounds == cycles else verdict(cycles)
-    overall = {c.name: _overall(c) for c in (base, *others)}
+    return _final_verdict(duel, cycles, budget_s)
+
+
+def _final_verdict(duel: _Duel, cycles: int, budget_s: float | None) -> Confirmation:
+    """The verdict on every cycle run, with each contender's overall measurement, its failures,
+    the finalists retired early, and a note when the duel stopped while still undecided."""
+    last = duel.last
+    result = last if last is not None and last.rounds == cycles else duel.verdict(cycles)
+    overall = {c.name: _overall(c) for c in (duel.base, *duel.others)}
     base_figures = replace(result.baseline, measurement=overall["baseline"])
     figures = tuple(
         replace(f, measurement=overall[c.name], failures=f.failures + (1 if c.failure else 0))
-        for f, c in zip(result.finalists, others, strict=True)
+        for f, c in zip(result.finalists, duel.others, strict=True)
     )
     failures = [
         f"{c.name}: {c.failure.kind}: {c.failure.message[:200]}"
-        for c in (base, twin, *others)
+        for c in (duel.base, duel.twin, *duel.others)
         if c.failure
     ]
     retired = [
         f"{c.name} after {f.pairs} cycles ({f.wins}/{f.pairs} won)"
-        for f, c in zip(figures, others, strict=True)
+        for f, c in zip(figures, duel.others, strict=True)
         if c.retired
     ]
     verdict_text = result.verdict + (f" (failed: {'; '.join(failures)})" if failures else "")
     if retired:
         verdict_text += f"; stopped early as clear losers: {', '.join(retired)}"
-    if not state.get("settled", True) and cycles < plan.max_cycles and not STOP.is_set():
+    if not duel.settled and cycles < duel.plan.max_cycles and not STOP.is_set():
         verdict_text += (
             f"; a finalist was still undecided when the confirmation reached the search's own "
             f"time ({budget_s:.0f} s): more --rounds (a longer minimum) or --reconfirm can settle it"

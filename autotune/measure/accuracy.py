@@ -216,55 +216,26 @@ def compare(
             problems.append(f"output {name!r} of the baseline is missing")
             continue
         out, ref = _masked(np.asarray(outputs[name]), np.asarray(ref), mask)
-        # Texts of other lengths are other widths of one dtype: compared value by value below.
-        same_dtype = out.dtype == ref.dtype or out.dtype.kind == ref.dtype.kind == "U"
-        if out.shape != ref.shape or (not same_dtype and metric is None):
-            problems.append(
-                f"output {name!r} is {out.dtype}{list(out.shape)}, "
-                f"the baseline's {ref.dtype}{list(ref.shape)}"
-            )
+        problem, errors = _compare_output(name, out, ref, rtol, atol, metric)
+        if problem:
+            problems.append(problem)
+        if errors is None:
             continue
-        if ref.dtype.kind not in "fc":
-            mismatched = int(np.count_nonzero(out != ref))
-            if mismatched:
-                problems.append(f"output {name!r} differs in {mismatched} of {out.size} values")
-            continue
-        r_tol, a_tol = tolerance_for(ref.dtype, rtol, atol)
-        a, b = out.astype(np.float64), ref.astype(np.float64)
-        both_nan = np.isnan(a) & np.isnan(b)
-        diff = np.nan_to_num(np.where(both_nan, 0.0, np.abs(a - b)), nan=np.inf)
-        abs_err = float(diff.max(initial=0.0))
-        # Relative error where the reference is not ~0 (there only the absolute error means anything).
-        floor = max(a_tol, 1e-12)
-        rel_err = float((diff / np.maximum(np.abs(b), floor)).max(initial=0.0))
+        abs_err, rel_err = errors.abs_err, errors.rel_err
         worst = (
             (abs_err, max(rel_err, worst[1]), name)
             if abs_err > worst[0]
             else (worst[0], max(rel_err, worst[1]), worst[2])
         )
-        cosines.append(_cosine(a, b))
-        if ref.ndim == 2:  # [batch, classes]: logits or scores, where the argmax is the answer
-            top1s.append(_top1(a, b))
-        if metric is None:
-            bad = int(np.count_nonzero(diff > a_tol + r_tol * np.abs(b)))
-            if bad:
-                problems.append(
-                    f"output {name!r} differs from the baseline's in {bad} of {out.size} values "
-                    f"(max abs err {abs_err:.3g}, max rel err {rel_err:.3g}; rtol {r_tol:g}, atol {a_tol:g})"
-                )
+        cosines.append(errors.cosine)
+        if errors.top1 is not None:
+            top1s.append(errors.top1)
     cosine = min(cosines) if cosines else None
     top1 = min(top1s) if top1s else None
     if metric is not None and threshold is not None:
-        value = {"cosine": cosine, "top1-agreement": top1, "max-abs": worst[0]}[metric]
-        if value is None:
-            problems.append(
-                f"{metric} cannot be computed for these outputs; choose another --accuracy"
-            )
-        elif (value < threshold) if metric != "max-abs" else (value > threshold):
-            sign = ">=" if metric != "max-abs" else "<="
-            problems.append(
-                f"{metric} {value:.6g} against the baseline's outputs, needs {sign} {threshold:g}"
-            )
+        problem = _metric_problem(metric, threshold, cosine, top1, worst[0])
+        if problem:
+            problems.append(problem)
     return Comparison(
         ok=not problems,
         max_abs_err=worst[0],
@@ -275,6 +246,84 @@ def compare(
         top1_agreement=top1,
         skipped=tuple(skipped),
     )
+
+
+@dataclass(frozen=True)
+class _Errors:
+    """How far one float output is from the reference's."""
+
+    abs_err: float  # the largest absolute difference
+    rel_err: float  # the largest relative one, where the reference is not ~0
+    cosine: float
+    top1: float | None  # argmax agreement, for an output of rank 2 only
+
+
+def _compare_output(
+    name: str,
+    out: np.ndarray,
+    ref: np.ndarray,
+    rtol: float | None,
+    atol: float | None,
+    metric: str | None,
+) -> tuple[str, _Errors | None]:
+    """What is wrong with one output ("" when nothing), and its errors when it is a float
+    output of the reference's shape."""
+    # Texts of other lengths are other widths of one dtype: compared value by value below.
+    same_dtype = out.dtype == ref.dtype or out.dtype.kind == ref.dtype.kind == "U"
+    if out.shape != ref.shape or (not same_dtype and metric is None):
+        return (
+            f"output {name!r} is {out.dtype}{list(out.shape)}, "
+            f"the baseline's {ref.dtype}{list(ref.shape)}"
+        ), None
+    if ref.dtype.kind not in "fc":
+        mismatched = int(np.count_nonzero(out != ref))
+        if mismatched:
+            return f"output {name!r} differs in {mismatched} of {out.size} values", None
+        return "", None
+    return _float_errors(name, out, ref, rtol, atol, metric)
+
+
+def _float_errors(
+    name: str,
+    out: np.ndarray,
+    ref: np.ndarray,
+    rtol: float | None,
+    atol: float | None,
+    metric: str | None,
+) -> tuple[str, _Errors]:
+    """A float output's errors against the reference; without ``metric``, the values beyond
+    tolerance as a problem ("" when none)."""
+    r_tol, a_tol = tolerance_for(ref.dtype, rtol, atol)
+    a, b = out.astype(np.float64), ref.astype(np.float64)
+    both_nan = np.isnan(a) & np.isnan(b)
+    diff = np.nan_to_num(np.where(both_nan, 0.0, np.abs(a - b)), nan=np.inf)
+    abs_err = float(diff.max(initial=0.0))
+    # Relative error where the reference is not ~0 (there only the absolute error means anything).
+    floor = max(a_tol, 1e-12)
+    rel_err = float((diff / np.maximum(np.abs(b), floor)).max(initial=0.0))
+    # [batch, classes]: logits or scores, where the argmax is the answer
+    errors = _Errors(abs_err, rel_err, _cosine(a, b), _top1(a, b) if ref.ndim == 2 else None)
+    if metric is None:
+        bad = int(np.count_nonzero(diff > a_tol + r_tol * np.abs(b)))
+        if bad:
+            return (
+                f"output {name!r} differs from the baseline's in {bad} of {out.size} values "
+                f"(max abs err {abs_err:.3g}, max rel err {rel_err:.3g}; rtol {r_tol:g}, atol {a_tol:g})"
+            ), errors
+    return "", errors
+
+
+def _metric_problem(
+    metric: str, threshold: float, cosine: float | None, top1: float | None, max_abs: float
+) -> str:
+    """Why the outputs fail the ``--accuracy`` metric ("" when they pass)."""
+    value = {"cosine": cosine, "top1-agreement": top1, "max-abs": max_abs}[metric]
+    if value is None:
+        return f"{metric} cannot be computed for these outputs; choose another --accuracy"
+    if (value < threshold) if metric != "max-abs" else (value > threshold):
+        sign = ">=" if metric != "max-abs" else "<="
+        return f"{metric} {value:.6g} against the baseline's outputs, needs {sign} {threshold:g}"
+    return ""
 
 
 def _judged_by(

@@ -16,7 +16,7 @@ import re
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from autotune.config import ConcurrencySweep, Measurement, TrialFailure
+from autotune.config import ConcurrencySweep, Measurement, TrialFailure, TunedConfig
 from autotune.confirm.sweep import sweep_verdict
 from autotune.errors import UsageError
 from autotune.fmt import fmt_number
@@ -240,10 +240,37 @@ def sweep_plot(sweep: ConcurrencySweep, path: Path) -> None:
     plt.close(fig)
 
 
+#: One section of the report: its heading, its plot's file (None: no plot) and its Markdown lines.
+_Section = tuple[str, str | None, list[str]]
+
+
 def write_report(view: StudyView, importances: dict[str, float], folder: Path) -> Path:
     """Write the plots, report.md and index.html into ``folder``; return the HTML page."""
     folder.mkdir(parents=True, exist_ok=True)
-    sections: list[tuple[str, str | None, list[str]]] = []
+    sections: list[_Section] = [_history_section(view, folder)]
+    if importances:
+        importance_plot(importances, folder / "importance.png")
+        sections.append(("Knob importance", "importance.png", []))
+    if view.pareto:
+        sections.append(_pareto_section(view, folder))
+    batches = batch_table(view)
+    if len(batches) > 1:
+        sections.append(_batch_section(batches, folder))
+    tuned = tuned_for_trial(view)
+    if tuned.sweep is not None:
+        sections.append(_sweep_section(tuned.sweep, folder))
+    sections.insert(0, ("Baseline against the chosen config", None, _baseline_rows(view, tuned)))
+    title = f"autotune report: {view.name}"
+    head = [f"# {title}", "", f"Model `{view.attrs.get('model_path')}`, objective `{view.objective.name}`, "
+            f"{len(view.records)} trials, space `{view.attrs.get('space')}`.", ""]  # fmt: skip
+    (folder / "report.md").write_text(_markdown(head, sections))
+    index = folder / "index.html"
+    index.write_text(_html_page(title, head, sections))
+    return index
+
+
+def _history_section(view: StudyView, folder: Path) -> _Section:
+    """The optimization history's plot, and where its figures come from."""
     confirmed = source(view.confirmation) if view.confirmation else None
     history_plot(view, folder / "history.png")
     history = [
@@ -254,50 +281,59 @@ def write_report(view: StudyView, importances: dict[str, float], folder: Path) -
             else ""
         )
     ]
-    sections.append(("Optimization history", "history.png", history))
-    if importances:
-        importance_plot(importances, folder / "importance.png")
-        sections.append(("Knob importance", "importance.png", []))
-    if view.pareto:
-        pareto_plot(view, folder / "pareto.png")
-        names = [o.name for o in view.objectives]
-        table = [f"| trial | {' | '.join(names)} | settings |", "|" + " --- |" * (len(names) + 2)]
-        for r in view.pareto:
-            values = " | ".join(fmt_number(o.value(r.outcome)) for o in view.objectives)  # type: ignore[arg-type]
-            table.append(f"| #{r.number} | {values} | {r.config.describe()} |")
-        table += ["", f"Figures: {SEARCH} per trial."]
-        sections.append(("Pareto front", "pareto.png", table))
-    batches = batch_table(view)
-    if len(batches) > 1:
-        batch_plot(batches, folder / "batch.png")
-        table = [
-            "| batch | source | trial | throughput (samples/s) | p50 ms | p99 ms |",
-            "| --- | --- | --- | --- | --- | --- |",
-        ]
-        table += [
-            f"| {r.batch} | {r.source} | #{r.trial} | {fmt_number(r.throughput)} "
-            f"| {fmt_number(r.p50)} | {fmt_number(r.p99)} |"
-            for r in batches
-        ]
-        note = (
-            "Each batch size's best trial, as the confirmation measured it where it measured a"
-            " trial of that size, else as the search did."
-        )
-        if len({r.source for r in batches}) > 1:
-            note += " Rows of different sources are different measurements: do not compare them."
-        table += ["", note]
-        sections.append(("Throughput and latency against batch size", "batch.png", table))
-    tuned = tuned_for_trial(view)
-    if tuned.sweep is not None:
-        sweep_plot(tuned.sweep, folder / "sweep.png")
-        grid = sweep_table(tuned.sweep)
-        table = ["| " + " | ".join(grid[0]) + " |", "|" + " --- |" * len(grid[0])]
-        table += ["| " + " | ".join(row) + " |" for row in grid[1:]]
-        table += ["", f"Figures: {SWEEP}."]
-        verdict = sweep_verdict(tuned.sweep)
-        if verdict:
-            table += ["", verdict]
-        sections.append(("Concurrency sweep", "sweep.png", table))
+    return ("Optimization history", "history.png", history)
+
+
+def _pareto_section(view: StudyView, folder: Path) -> _Section:
+    """The Pareto front's plot and table: each trial's figure on every objective."""
+    pareto_plot(view, folder / "pareto.png")
+    names = [o.name for o in view.objectives]
+    table = [f"| trial | {' | '.join(names)} | settings |", "|" + " --- |" * (len(names) + 2)]
+    for r in view.pareto:
+        values = " | ".join(fmt_number(o.value(r.outcome)) for o in view.objectives)  # type: ignore[arg-type]
+        table.append(f"| #{r.number} | {values} | {r.config.describe()} |")
+    table += ["", f"Figures: {SEARCH} per trial."]
+    return ("Pareto front", "pareto.png", table)
+
+
+def _batch_section(batches: list[BatchRow], folder: Path) -> _Section:
+    """Throughput and latency against batch size: the plot, the table and their sources."""
+    batch_plot(batches, folder / "batch.png")
+    table = [
+        "| batch | source | trial | throughput (samples/s) | p50 ms | p99 ms |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    table += [
+        f"| {r.batch} | {r.source} | #{r.trial} | {fmt_number(r.throughput)} "
+        f"| {fmt_number(r.p50)} | {fmt_number(r.p99)} |"
+        for r in batches
+    ]
+    note = (
+        "Each batch size's best trial, as the confirmation measured it where it measured a"
+        " trial of that size, else as the search did."
+    )
+    if len({r.source for r in batches}) > 1:
+        note += " Rows of different sources are different measurements: do not compare them."
+    table += ["", note]
+    return ("Throughput and latency against batch size", "batch.png", table)
+
+
+def _sweep_section(sweep: ConcurrencySweep, folder: Path) -> _Section:
+    """The concurrency sweep's plot, its table and its verdict."""
+    sweep_plot(sweep, folder / "sweep.png")
+    grid = sweep_table(sweep)
+    table = ["| " + " | ".join(grid[0]) + " |", "|" + " --- |" * len(grid[0])]
+    table += ["| " + " | ".join(row) + " |" for row in grid[1:]]
+    table += ["", f"Figures: {SWEEP}."]
+    verdict = sweep_verdict(sweep)
+    if verdict:
+        table += ["", verdict]
+    return ("Concurrency sweep", "sweep.png", table)
+
+
+def _baseline_rows(view: StudyView, tuned: TunedConfig) -> list[str]:
+    """The baseline against the chosen config (a ratio only where one source measured both),
+    the chosen config and the confirmation's verdict."""
     base_from, best_from = tuned_sources(tuned)
     same = base_from == best_from  # else no ratio: two kinds of measurement do not compare
     number = view.baseline.number if view.baseline else "?"
@@ -323,16 +359,21 @@ def write_report(view: StudyView, importances: dict[str, float], folder: Path) -
         "",
         verdict,
     ]
-    sections.insert(0, ("Baseline against the chosen config", None, rows))
-    title = f"autotune report: {view.name}"
-    head = [f"# {title}", "", f"Model `{view.attrs.get('model_path')}`, objective `{view.objective.name}`, "
-            f"{len(view.records)} trials, space `{view.attrs.get('space')}`.", ""]  # fmt: skip
+    return rows
+
+
+def _markdown(head: list[str], sections: list[_Section]) -> str:
+    """report.md: the head, then each section's heading, plot and lines."""
     markdown = list(head)
     for name, image, lines in sections:
         markdown += (
             [f"## {name}", ""] + ([f"![{name}]({image})", ""] if image else []) + lines + [""]
         )
-    (folder / "report.md").write_text("\n".join(markdown))
+    return "\n".join(markdown)
+
+
+def _html_page(title: str, head: list[str], sections: list[_Section]) -> str:
+    """index.html: the same sections as report.md, as one self-contained page."""
     page = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
             "<style>body{font-family:sans-serif;max-width:60em;margin:2em auto}table{border-collapse:collapse}"
             "td,th{border:1px solid #ccc;padding:.2em .6em;text-align:right}</style></head><body>",
@@ -343,9 +384,7 @@ def write_report(view: StudyView, importances: dict[str, float], folder: Path) -
             page.append(f"<img src='{image}' alt='{html.escape(name)}' style='max-width:100%'>")
         page.append(_markdown_to_html(lines))
     page.append("</body></html>")
-    index = folder / "index.html"
-    index.write_text("\n".join(page))
-    return index
+    return "\n".join(page)
 
 
 def _inline(text: str) -> str:

@@ -253,8 +253,40 @@ def summary_table(
     limits: Limits | None = None,
 ) -> str:
     """Baseline against the chosen config (confirmed figures when confirmed), then the story."""
-    base, best = tuned.baseline, tuned.metrics
+    lines = _headline(tuned, result)
+    lines += ["", f"chosen config: {tuned.config.describe()}"]
+    search = tuned.search
+    lines.append(
+        f"{SEARCH} per trial: best trial #{search.trial_number} measured "
+        f"{format_value(objective, search.metrics)} against the baseline's "
+        f"{format_value(objective, search.baseline)} ({search.speedup:.2f}x)"
+    )
+    lines += _fronts_and_shapes(tuned, result, objective, objectives)
     confirmation = tuned.confirmation
+    if confirmation is not None:
+        lines += ["", *confirmation_table(confirmation, objective), confirmation.verdict]
+        lines += [f"note: {note}" for note in confirmation.notes]
+    elif result.best.number == result.baseline.number:
+        lines.append(
+            f"{objective.name}: no trial beat ONNX Runtime's defaults; keeping the defaults"
+        )
+    lines += _trial_counts(result, limits)
+    if tuned.sweep is not None:
+        lines += ["", f"concurrency sweep ({SWEEP}):"]
+        lines += text_table(sweep_table(tuned.sweep))
+        verdict = sweep_verdict(tuned.sweep)
+        if verdict:
+            lines.append(verdict)
+    for m, who in ((tuned.baseline, "baseline"), (tuned.metrics, "chosen")):
+        lines += [f"note: {who}: {note}" for note in m.notes]
+        lines += [f"warning: {who} measurement unstable: {reason}" for reason in m.unstable]
+    return "\n".join(lines)
+
+
+def _headline(tuned: TunedConfig, result: TuneResult) -> list[str]:
+    """The baseline against the chosen config, row by row (a ratio only where one source
+    measured both), and a note when the chosen batch size costs p99 latency."""
+    base, best = tuned.baseline, tuned.metrics
     base_from, best_from = tuned_sources(tuned)
     same = base_from == best_from  # else no ratio: two kinds of measurement do not compare
     rows: list[tuple[str, ...]] = [
@@ -281,13 +313,18 @@ def summary_table(
             f"({fmt_number(best.latency_ms.p99)} ms); if requests must answer faster, bound it "
             "with --max-latency-ms"
         )
-    lines += ["", f"chosen config: {tuned.config.describe()}"]
-    search = tuned.search
-    lines.append(
-        f"{SEARCH} per trial: best trial #{search.trial_number} measured "
-        f"{format_value(objective, search.metrics)} against the baseline's "
-        f"{format_value(objective, search.baseline)} ({search.speedup:.2f}x)"
-    )
+    return lines
+
+
+def _fronts_and_shapes(
+    tuned: TunedConfig,
+    result: TuneResult,
+    objective: Objective,
+    objectives: Sequence[Objective] | None,
+) -> list[str]:
+    """The search's Pareto front, the confirmed one, and the figures per shape of a mix."""
+    lines: list[str] = []
+    confirmation = tuned.confirmation
     if result.pareto:
         lines += ["", *pareto_table(result.pareto, objectives or [objective])]
     if confirmation is not None and confirmation.front and objectives:
@@ -297,26 +334,27 @@ def summary_table(
                 confirmation, objectives, result.records, searched=len(result.pareto)
             ),
         ]
-    if best.per_shape:
+    if tuned.metrics.per_shape:
+        base_from, best_from = tuned_sources(tuned)
+        same = base_from == best_from
         both = best_from if same else f"baseline {base_from}; chosen {best_from}"
-        lines += ["", *shape_table(base, best, both)]
-    if confirmation is not None:
-        lines += ["", *confirmation_table(confirmation, objective), confirmation.verdict]
-        lines += [f"note: {note}" for note in confirmation.notes]
-    elif result.best.number == result.baseline.number:
-        lines.append(
-            f"{objective.name}: no trial beat ONNX Runtime's defaults; keeping the defaults"
-        )
+        lines += ["", *shape_table(tuned.baseline, tuned.metrics, both)]
+    return lines
+
+
+def _trial_counts(result: TuneResult, limits: Limits | None) -> list[str]:
+    """The trials in the study (failed, unstable), why the search stopped, the constraints
+    broken and the per-trial overhead."""
     failed = [r for r in result.records if not r.ok]
     kinds = sorted({r.outcome.kind for r in failed if isinstance(r.outcome, TrialFailure)})
     measured = [r.outcome for r in result.records if isinstance(r.outcome, Measurement)]
     unstable = sum(1 for m in measured if m.unstable)
     overheads = [m.overhead_s for m in measured if m.overhead_s is not None]
-    lines.append(
+    lines = [
         f"trials: {len(result.records)} in study ({result.ran} this run, {len(failed)} failed"
         f"{': ' + ', '.join(kinds) if kinds else ''}; {unstable} flagged unstable); "
         f"stopped: {result.stop_reason}"
-    )
+    ]
     if limits is not None and limits.bounds:
         infeasible = sum(1 for m in measured if not limits.feasible(m))
         lines.append(f"constraints: {limits.describe()}; {infeasible} measured trials broke them")
@@ -324,16 +362,7 @@ def summary_table(
         lines.append(
             f"per-trial overhead (process start, imports): median {statistics.median(overheads):.2f} s"
         )
-    if tuned.sweep is not None:
-        lines += ["", f"concurrency sweep ({SWEEP}):"]
-        lines += text_table(sweep_table(tuned.sweep))
-        verdict = sweep_verdict(tuned.sweep)
-        if verdict:
-            lines.append(verdict)
-    for m, who in ((base, "baseline"), (best, "chosen")):
-        lines += [f"note: {who}: {note}" for note in m.notes]
-        lines += [f"warning: {who} measurement unstable: {reason}" for reason in m.unstable]
-    return "\n".join(lines)
+    return lines
 
 
 def batch_wording(rows: list[tuple[str, ...]], inputs: FeedPlan | None) -> list[tuple[str, ...]]:
