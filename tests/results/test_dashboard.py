@@ -15,7 +15,7 @@ import pytest
 
 import autotune
 
-ARTIFACTS = Path(__file__).parent.parent / "results" / "test-artifacts"  # git-ignored
+ARTIFACTS = Path(__file__).parents[2] / "results" / "test-artifacts"  # git-ignored
 
 
 def _free_port() -> int:
