@@ -24,7 +24,7 @@ from autotune.measure import zygote as zygotes
 from autotune.measure.runner import minimal_env, run_trial
 from tests.conftest import worker_job as _job
 
-HERE = "tests.test_zygote"
+HERE = "tests.measure.test_zygote"
 
 
 def _report(facts: dict[str, Any]) -> dict[str, Any]:
