@@ -288,26 +288,72 @@ class ShapePoint:
 
 
 @dataclass(frozen=True)
+class Traffic:
+    """Open-loop arrivals (``--rate``, ``--trace``, ``--objective capacity``): requests arrive on
+    a schedule that never waits for the server, and each one's latency runs from its scheduled
+    arrival (autotune.measure.openloop).
+
+    With ``max_latency_ms`` and no rate, every trial searches the highest offered rate its
+    config serves with the ``quantile`` latency under the limit and at least
+    ``min_completed`` of the requests answered: its capacity.
+    """
+
+    rate: float | None = None  # offered requests/s
+    arrivals: str = "poisson"  # or "uniform"
+    trace: tuple[float, ...] = ()  # replayed arrival offsets in seconds, instead of a rate
+    max_latency_ms: float | None = None  # the SLO a capacity search holds
+    quantile: str = "p99"
+    min_completed: float = 0.99
+
+    @property
+    def finds_capacity(self) -> bool:
+        return self.rate is None and not self.trace
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["trace"] = list(self.trace)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Traffic:
+        names = {f.name for f in fields(cls)}
+        kwargs = {k: v for k, v in data.items() if k in names}
+        kwargs["trace"] = tuple(float(t) for t in data.get("trace", ()))
+        return cls(**kwargs)
+
+
+@dataclass(frozen=True)
 class Workload:
     """How the deployment drives the model: requests in flight at once, and the shape mix.
 
     ``concurrency`` caller threads issue requests back to back; ``shapes`` (empty: the feed
     plan's one shape) are each measured under that load and aggregated with their weights.
+    With ``traffic``, requests arrive open-loop instead, and the config's server threads take
+    them (``concurrency`` is then the most server threads the search tries).
     """
 
     concurrency: int = 1
     shapes: tuple[ShapePoint, ...] = ()
+    traffic: Traffic | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"concurrency": self.concurrency, "shapes": [p.to_dict() for p in self.shapes]}
+        data: dict[str, Any] = {
+            "concurrency": self.concurrency,
+            "shapes": [p.to_dict() for p in self.shapes],
+        }
+        if self.traffic is not None:  # left out when closed-loop: earlier studies compare equal
+            data["traffic"] = self.traffic.to_dict()
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None) -> Workload:
         if not data:
             return cls()
+        traffic = data.get("traffic")
         return cls(
             concurrency=int(data.get("concurrency", 1)),
             shapes=tuple(ShapePoint.from_dict(p) for p in data.get("shapes", ())),
+            traffic=Traffic.from_dict(traffic) if traffic else None,
         )
 
 
@@ -436,6 +482,47 @@ class ShapeFigures:
 
 
 @dataclass(frozen=True)
+class RateProbe:
+    """One open-loop window at one offered rate."""
+
+    offered_rate: float  # requests/s scheduled
+    achieved_rate: float  # requests/s answered
+    latency_ms: float  # the traffic's quantile, unfinished requests counted at the window's close
+    completed: float  # share of the offered requests answered
+    met: bool  # the SLO held (and enough requests were answered)
+
+
+@dataclass(frozen=True)
+class OpenLoopFigures:
+    """What open-loop traffic showed: the window the figures come from, and every probe."""
+
+    offered_rate: float
+    achieved_rate: float
+    sent: int
+    completed: int
+    unfinished: int  # not answered by the window's close (counted as misses)
+    queue_depth_max: int
+    queue_depth_mean: float
+    mean_batch: float  # requests per run (server-side batching)
+    late_dispatch_s: float  # how far the load generator itself ran behind its schedule
+    server_threads: int
+    capacity: float | None = None  # requests/s at the SLO (a capacity search), else None
+    probes: tuple[RateProbe, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["probes"] = [asdict(p) for p in self.probes]
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> OpenLoopFigures:
+        names = {f.name for f in fields(cls)}
+        kwargs = {k: v for k, v in data.items() if k in names}
+        kwargs["probes"] = tuple(RateProbe(**p) for p in data.get("probes", ()))
+        return cls(**kwargs)
+
+
+@dataclass(frozen=True)
 class Measurement:
     """One successful trial's figures. Times in seconds unless the name says otherwise."""
 
@@ -465,6 +552,7 @@ class Measurement:
     # A shape mix: each shape's own figures; ``latency_ms`` and ``throughput`` then aggregate
     # them by weight (per-sample time averaged), and ``first_run_s`` sums their first runs.
     per_shape: tuple[ShapeFigures, ...] = ()
+    open_loop: OpenLoopFigures | None = None  # open-loop traffic: rates, queue, capacity
 
     @property
     def startup_s(self) -> float:
@@ -480,6 +568,7 @@ class Measurement:
         for key in ("providers", "unstable", "notes"):
             data[key] = list(data[key])
         data["per_shape"] = [f.to_dict() for f in self.per_shape]
+        data["open_loop"] = self.open_loop.to_dict() if self.open_loop else None
         data["startup_s"] = self.startup_s
         data["overhead_s"] = self.overhead_s
         return data
@@ -492,6 +581,8 @@ class Measurement:
         for key in ("providers", "unstable", "notes"):
             kwargs[key] = tuple(data.get(key, ()))
         kwargs["per_shape"] = tuple(ShapeFigures.from_dict(f) for f in data.get("per_shape", ()))
+        open_loop = data.get("open_loop")
+        kwargs["open_loop"] = OpenLoopFigures.from_dict(open_loop) if open_loop else None
         return cls(**kwargs)
 
     def with_process(

@@ -1,6 +1,7 @@
 """Objectives: which figure of a Measurement a study optimises, and in which direction.
 
-``throughput`` (samples/s, maximise), ``latency`` (p50 ms; ``latency:p90``, ``latency:p99``, ...
+``throughput`` (samples/s, maximise), ``capacity`` (requests/s a config serves under open-loop
+traffic with its latency quantile under ``--max-latency-ms``, maximise), ``latency`` (p50 ms; ``latency:p90``, ``latency:p99``, ...
 pick the percentile; minimise), ``memory`` (peak RSS MB, minimise), ``gpu-memory`` (peak GPU MB
 from NVML, minimise), ``startup`` (session creation plus first inference, seconds, minimise).
 """
@@ -16,7 +17,9 @@ from autotune.errors import UsageError
 from autotune.fmt import fmt_number
 
 PERCENTILES = ("p50", "p90", "p95", "p99", "mean", "min", "max")
-OBJECTIVE_HELP = "throughput | latency[:p50|p90|p95|p99|mean] | memory | gpu-memory | startup"
+OBJECTIVE_HELP = (
+    "throughput | capacity | latency[:p50|p90|p95|p99|mean] | memory | gpu-memory | startup"
+)
 
 
 @dataclass(frozen=True)
@@ -33,6 +36,9 @@ class Objective:
         kind, _, stat = self.name.partition(":")
         if kind == "throughput":
             return m.throughput
+        if kind == "capacity":
+            found = m.open_loop.capacity if m.open_loop is not None else None
+            return found or 0.0  # no offered rate met the SLO
         if kind == "latency":
             return float(getattr(m.latency_ms, stat))
         if kind == "memory":
@@ -49,6 +55,11 @@ class Objective:
     def pairable(self) -> bool:
         """Measured in paired blocks of warm workers (memory and startup need a process alone)."""
         return self.name.partition(":")[0] in ("throughput", "latency")
+
+    @property
+    def open_loop(self) -> bool:
+        """Measured under open-loop traffic only (a rate search per trial)."""
+        return self.name == "capacity"
 
     def ratio(self, value: float, base: float) -> float:
         """How many times better ``value`` is than ``base`` (> 1 is better, either direction)."""
@@ -90,6 +101,8 @@ def parse_objective(text: str) -> Objective:
     kind, _, stat = text.strip().lower().partition(":")
     if kind == "throughput" and not stat:
         return Objective("throughput", "maximize", "samples/s")
+    if kind == "capacity" and not stat:
+        return Objective("capacity", "maximize", "req/s")
     if kind == "latency" and (stat or "p50") in PERCENTILES:
         return Objective(f"latency:{stat or 'p50'}", "minimize", "ms")
     if kind == "memory" and not stat:

@@ -76,6 +76,28 @@ class RunOptions:
         low=1,
         why="give the number of requests the deployment has in flight at once (1 for one caller)",
     )
+    rate: float | None = option(
+        None,
+        "Open-loop traffic: requests per second arriving on their own schedule, latency counted "
+        "from each one's arrival (not with --concurrency).",
+    )
+    arrivals: str = option("poisson", "Arrival process of --rate: poisson or uniform.")
+    trace: Path | None = option(
+        None, "Open-loop traffic replayed from arrival times in seconds (.csv or .npy)."
+    )
+    slo: str = option(
+        "latency:p99", "The latency quantile --max-latency-ms bounds for capacity: latency:p95, ..."
+    )
+    batching: bool | None = option(
+        None,
+        "Search server-side dynamic batching (max_batch, max_queue_delay_ms) under open-loop "
+        "traffic (default: on when the model's batch dim is dynamic).",
+        show_default=False,
+    )
+    target_rate: float | None = option(
+        None, "With capacity: the fleet's total requests/s, to say how many machines each needs.",
+        low=0,
+    )  # fmt: skip
     sweep: bool | None = option(
         None,
         "After the search, measure the chosen config and the defaults at concurrency 1, 2, 4, "
@@ -119,7 +141,10 @@ class RunOptions:
         None, "Stop the search after this many trials without a new best (then confirm).", low=1
     )
     max_latency_ms: float | None = option(
-        None, "Constraint: p99 latency per run; the sampler learns it.", low=0
+        None,
+        "Constraint: p99 latency per run; the sampler learns it. With --objective capacity, the "
+        "latency SLO each trial's rate search holds (the quantile of --slo).",
+        low=0,
     )
     max_startup_s: float | None = option(
         None, "Constraint: session creation + first inference.", low=0
@@ -179,7 +204,7 @@ class RunOptions:
         set_ = object.__setattr__
         set_(self, "model", Path(self.model))
         set_(self, "out", Path(self.out))
-        for name in ("inputs", "calibration"):
+        for name in ("inputs", "calibration", "trace"):
             value = getattr(self, name)
             if value is not None:
                 set_(self, name, Path(value))

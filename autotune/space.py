@@ -53,12 +53,18 @@ TARGETS = (
     "sessions",
     "global_thread_pool",
     "free_dim_overrides",
+    "server_threads",
+    "max_batch",
+    "max_queue_delay_ms",
 )
 TYPES = ("int", "float", "bool", "categorical")
 #: Bounds resolved per study: the CPUs this process may use, the workload's concurrent callers,
 #: and the most sessions worth searching for them (one per caller, up to the usable CPUs: a
 #: session beyond those has no core to run on).
-MACHINE_BOUNDS = ("usable_cpus", "concurrency", "max_sessions")
+MACHINE_BOUNDS = ("usable_cpus", "concurrency", "max_sessions", "max_servers", "max_delay_ms")
+#: Open-loop traffic: server threads searched per usable CPU at most (a thread waiting on I/O or
+#: a batch leaves its core to another).
+MAX_SERVERS_PER_CPU = 2
 PARAM_KEYS = {
     "target", "type", "low", "high", "step", "log", "choices", "when", "requires", "provider", "help",
     "default",
@@ -66,7 +72,7 @@ PARAM_KEYS = {
 #: Facts about the study a knob can require; a knob whose requirement fails is not searched.
 #: ``fixable_dims``: the inputs pin a named dynamic dim other than the batch to one size, so
 #: free-dimension overrides can change the session.
-REQUIREMENTS = ("static_shapes", "concurrent", "fixable_dims")
+REQUIREMENTS = ("static_shapes", "concurrent", "fixable_dims", "open_loop", "batching")
 TOP_KEYS = {"schema", "description", "providers", "params"}
 ENUM_CHOICES: Mapping[str, Sequence[str]] = {
     "execution_mode": EXECUTION_MODES,
@@ -158,24 +164,36 @@ class SearchSpace:
         study_dir: str | None = None,
         concurrency: int = 1,
         fixable_dims: bool = True,
+        open_loop: bool = False,
+        batching: bool = False,
+        max_delay_ms: float = 10.0,
     ) -> SearchSpace:
         """Bind machine-relative bounds, the batch sizes and the study's facts.
 
         Drops the batch knob when there is one batch size, and knobs whose ``requires`` fails
         (``static_shapes``: the input shapes never change, i.e. one batch size and no shape
         mix, by default; ``concurrent``: more than one caller; ``fixable_dims``: the inputs pin
-        a named non-batch dim, so free-dimension overrides change something).
+        a named non-batch dim, so free-dimension overrides change something; ``open_loop``:
+        requests arrive on their own schedule and the config's server threads take them, up to
+        ``max_servers``, twice the CPUs; ``batching``: the server may join them into batches,
+        waiting up to ``max_delay_ms``).
         ``{study_dir}`` in provider options becomes the study's folder (TensorRT caches).
         """
+        if open_loop:  # the server threads are the callers: as many as the search may pick
+            concurrency = MAX_SERVERS_PER_CPU * cpus
         facts = {
             "static_shapes": len(batch_sizes) == 1 if static_shapes is None else static_shapes,
             "concurrent": concurrency > 1,
             "fixable_dims": fixable_dims,
+            "open_loop": open_loop,
+            "batching": open_loop and batching,
         }
         bounds = {
             "usable_cpus": cpus,
             "concurrency": concurrency,
             "max_sessions": max(1, min(concurrency, cpus)),
+            "max_servers": MAX_SERVERS_PER_CPU * cpus,
+            "max_delay_ms": max_delay_ms,
         }
         params = []
         for p in self.params:
@@ -252,6 +270,7 @@ class SearchSpace:
         sessions = 1
         global_pool = False
         free_dims = False
+        serving: dict[str, Any] = {}  # open-loop server threads and the batcher
         for p in self.params:
             if p.name not in values:
                 continue
@@ -274,6 +293,10 @@ class SearchSpace:
                 global_pool = bool(value)
             elif p.target == "free_dim_overrides":
                 free_dims = bool(value)
+            elif p.target in ("server_threads", "max_batch", "max_queue_delay_ms"):
+                serving[p.target] = value
+        serving = _serving(serving)
+        sessions = min(sessions, serving.get("server_threads") or sessions)
         if sessions > 1 and not global_pool and self.cpus:
             session = self._threads_within_cpus(session, sessions)
         providers = tuple(ProviderSpec(p.name, options[p.name]) for p in self.providers)
@@ -287,6 +310,7 @@ class SearchSpace:
             sessions=sessions,
             global_thread_pool=global_pool,
             free_dim_overrides=free_dims,
+            **serving,
         )
 
     def _threads_within_cpus(self, session: dict[str, Any], sessions: int) -> dict[str, Any]:
@@ -309,6 +333,8 @@ class SearchSpace:
         has, within their ranges; none for one caller.
         """
         knobs = {p.name: p for p in self.params}
+        if "server_threads" in knobs:
+            return self._open_loop_presets(knobs)
         if concurrency <= 1 or "sessions" not in knobs:
             return []
         threads = knobs.get("intra_op_num_threads")
@@ -330,6 +356,37 @@ class SearchSpace:
             if params not in layouts:
                 layouts.append(params)
         return layouts
+
+    def _open_loop_presets(self, knobs: Mapping[str, Param]) -> list[dict[str, Any]]:
+        """Open-loop traffic: one server thread per CPU, each request on one intra-op thread,
+        on one shared session and on a session each, and the first with a small batcher. One
+        thread per request served 1.5x the requests of ONNX Runtime's defaults at the same p99
+        on a 2-CPU machine (issue 22's measurement)."""
+        cpus = self.cpus or 1
+
+        def clamp(name: str, value: float) -> Any:
+            low, high = knobs[name].bounds()
+            kind = int if knobs[name].type == "int" else float
+            return kind(min(max(value, low), high))
+
+        base: dict[str, Any] = {"server_threads": clamp("server_threads", cpus)}
+        if "intra_op_num_threads" in knobs:
+            base["intra_op_num_threads"] = clamp("intra_op_num_threads", 1)
+        spinning = knobs.get("session.intra_op.allow_spinning")
+        if spinning is not None and "0" in spinning.choices:
+            base[spinning.name] = "0"
+        if "max_batch" in knobs:
+            base["max_batch"] = 1
+        layouts = [{**base, "sessions": 1} if "sessions" in knobs else base]
+        if "sessions" in knobs and clamp("sessions", cpus) > 1:
+            layouts.append({**base, "sessions": clamp("sessions", cpus)})
+        if "max_batch" in knobs and 4 in knobs["max_batch"].choices:
+            batched = {**layouts[0], "max_batch": 4}
+            if "max_queue_delay_ms" in knobs:
+                batched["max_queue_delay_ms"] = clamp("max_queue_delay_ms", 2.0)
+            layouts.append(batched)
+        # everything else at ONNX Runtime's defaults: the layout is what is being tried
+        return [self.default_params(**layout) for layout in layouts]
 
     def default_params(self, **fixed: Any) -> dict[str, Any]:
         """The knob values closest to ONNX Runtime's own defaults (each knob's ``default``),
@@ -381,6 +438,19 @@ class SearchSpace:
                 f"search space {self.name!r} needs {', '.join(missing)}, which this onnxruntime "
                 f"build does not offer (it has {', '.join(available)}); pick another --space"
             )
+
+
+def _serving(values: Mapping[str, Any]) -> dict[str, Any]:
+    """The serving knobs as TrialConfig takes them: no delay without batching (it would change
+    nothing), the delay rounded to 0.1 ms (finer is below the scheduler's noise)."""
+    max_batch = int(values.get("max_batch", 1))
+    out: dict[str, Any] = {}
+    if "server_threads" in values:
+        out["server_threads"] = int(values["server_threads"])
+    if max_batch > 1:
+        out["max_batch"] = max_batch
+        out["max_queue_delay_ms"] = round(float(values.get("max_queue_delay_ms", 0.0)), 1)
+    return out
 
 
 def _option_text(value: Any) -> str:

@@ -8,6 +8,7 @@ name) from the :class:`~autotune.options.RunOptions`, runs :func:`autotune.study
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Callable, Sequence
@@ -15,12 +16,21 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from autotune.config import FeedPlan, MeasureSettings, ShapePoint, TunedConfig, Workload
+from autotune.config import (
+    FeedPlan,
+    MeasureSettings,
+    ShapePoint,
+    Traffic,
+    TunedConfig,
+    Workload,
+)
 from autotune.confirm.sweep import sweep_levels
 from autotune.errors import UsageError
 from autotune.interrupt import STOP, check_stop
 from autotune.machine import environment, usable_cpus
 from autotune.measure.accuracy import load_judge
+from autotune.measure.openloop import ARRIVAL_KINDS, read_trace
+from autotune.measure.serving import QUANTILES
 from autotune.model import (
     PRECISION_TOLERANCES,
     ModelInfo,
@@ -30,7 +40,7 @@ from autotune.model import (
     read_model,
     resolve_inputs,
 )
-from autotune.objectives import Limits, parse_objectives
+from autotune.objectives import Limits, Objective, parse_objectives
 from autotune.options import RunOptions, public_options
 from autotune.results.export import (
     keep_previous,
@@ -73,6 +83,11 @@ def default_study_name(
         name += f"-c{workload.concurrency}"
     if workload is not None and workload.shapes:
         name += f"-{len(workload.shapes)}shapes"
+    traffic = workload.traffic if workload is not None else None
+    if traffic is not None and traffic.max_latency_ms is not None:
+        name += f"-{traffic.quantile}-{traffic.max_latency_ms:g}ms"
+    elif traffic is not None:
+        name += f"-r{traffic.rate:g}" if traffic.rate else f"-trace{len(traffic.trace)}"
     return name
 
 
@@ -240,6 +255,7 @@ def resolve_space(
     providers that really work here."""
     cpus = usable_cpus()
     check_concurrency(workload.concurrency, cpus)
+    traffic = workload.traffic
     space = space.resolve(
         batch_sizes=batch_sizes,
         cpus=cpus,
@@ -247,6 +263,9 @@ def resolve_space(
         study_dir=str(study_dir),
         concurrency=workload.concurrency,
         fixable_dims=bool(fixed_dims(model, feeds, workload.shapes, batch_sizes[0])),
+        open_loop=traffic is not None,
+        batching=traffic is not None and model.has_dynamic_batch and options.batching is not False,
+        max_delay_ms=(traffic.max_latency_ms or 40.0) / 4 if traffic is not None else 10.0,
     )
     if options.max_gpu_memory_mb is not None:
         space = with_gpu_memory_limit(space, options.max_gpu_memory_mb)
@@ -255,10 +274,81 @@ def resolve_space(
     return space
 
 
-def _limits(options: RunOptions) -> Limits:
-    """The constraints a chosen config must meet."""
+def traffic_of(options: RunOptions, objectives: Sequence[Objective]) -> Traffic | None:
+    """Open-loop traffic from --rate, --trace or --objective capacity (None: closed-loop
+    callers, as --concurrency sets), checked before anything is measured."""
+    capacity = any(o.open_loop for o in objectives)
+    if options.rate is None and options.trace is None and not capacity:
+        if options.batching:
+            raise UsageError(
+                "--batching batches requests that arrive on their own: give --rate, --trace or "
+                "--objective capacity"
+            )
+        return None
+    if options.rate is not None and not (math.isfinite(options.rate) and options.rate > 0):
+        raise UsageError(f"--rate {options.rate:g}: give the requests per second, above 0")
+    if options.rate is not None and options.trace is not None:
+        raise UsageError("--rate and --trace both set the arrivals: give one")
+    if capacity and (options.rate is not None or options.trace is not None):
+        raise UsageError(
+            "--objective capacity searches the rate itself: drop --rate/--trace, or keep them "
+            "and optimise the latency at that rate (-o latency:p99)"
+        )
+    if capacity and options.max_latency_ms is None:
+        raise UsageError(
+            "--objective capacity needs --max-latency-ms X, the latency limit the served rate "
+            "must hold (p99 by default; --slo latency:p95 picks another quantile)"
+        )
+    if options.concurrency != 1:
+        raise UsageError(
+            "--concurrency sets closed-loop callers; open-loop traffic (--rate, --trace, "
+            "capacity) is served by server threads the search picks: drop --concurrency"
+        )
+    if options.arrivals not in ARRIVAL_KINDS:
+        raise UsageError(f"--arrivals {options.arrivals!r}: use {' or '.join(ARRIVAL_KINDS)}")
+    kind, _, quantile = options.slo.partition(":")
+    if kind != "latency" or quantile not in QUANTILES:
+        raise UsageError(f"--slo {options.slo!r}: use latency:{'|'.join(QUANTILES)}")
+    trace: tuple[float, ...] = ()
+    if options.trace is not None:
+        try:
+            trace = tuple(float(t) for t in read_trace(options.trace))
+        except ValueError as exc:
+            raise UsageError(f"--trace: {exc}") from None
+    return Traffic(
+        rate=options.rate,
+        arrivals=options.arrivals,
+        trace=trace,
+        max_latency_ms=options.max_latency_ms if capacity else None,
+        quantile=quantile,
+    )
+
+
+def describe_traffic(traffic: Traffic) -> str:
+    """One line on the open-loop traffic a run measures."""
+    if traffic.trace:
+        what = f"{len(traffic.trace)} arrivals replayed from --trace"
+    elif traffic.rate is not None:
+        what = f"{traffic.rate:g} requests/s, {traffic.arrivals} arrivals"
+    else:
+        what = (
+            f"capacity: the most requests/s, {traffic.arrivals} arrivals, with "
+            f"{traffic.quantile} <= {traffic.max_latency_ms:g} ms and >= "
+            f"{traffic.min_completed:.0%} answered"
+        )
+    return (
+        f"open loop, {what}; latency counted from each request's arrival. Server threads, "
+        "sessions, threads and the batcher are searched; the baseline is one session at the "
+        "defaults called by one server thread per usable CPU"
+    )
+
+
+def _limits(options: RunOptions, traffic: Traffic | None) -> Limits:
+    """The constraints a chosen config must meet (with capacity, --max-latency-ms is the SLO
+    each trial's rate search holds, not a constraint)."""
+    slo = traffic is not None and traffic.finds_capacity
     bounds = {
-        "max_latency_ms": options.max_latency_ms,
+        "max_latency_ms": None if slo else options.max_latency_ms,
         "max_startup_s": options.max_startup_s,
         "max_memory_mb": options.max_memory_mb,
         "max_gpu_memory_mb": options.max_gpu_memory_mb,
@@ -269,6 +359,12 @@ def _limits(options: RunOptions) -> Limits:
 def prepare(options: RunOptions) -> TuneRequest:
     """Validate every input and build the study request; nothing is written before this passes."""
     objectives = parse_objectives(options.objective)
+    traffic = traffic_of(options, objectives)
+    if traffic is not None and options.batch_sizes is not None:
+        raise UsageError(
+            "--batch-sizes sets the batch a caller sends; under open-loop traffic each request "
+            "is one sample and server-side batching (--batching) joins them: drop --batch-sizes"
+        )
     parse_variants(options.variants)  # validated here, made after every other check
     accuracy = parse_accuracy(options.accuracy)
     if options.calibration is not None and not options.calibration.is_file():
@@ -286,11 +382,16 @@ def prepare(options: RunOptions) -> TuneRequest:
         seed=options.seed,
         dim_weights=options.dim_weights,
     )
-    workload = Workload(concurrency=options.concurrency, shapes=resolved.shapes)
+    workload = Workload(concurrency=options.concurrency, shapes=resolved.shapes, traffic=traffic)
+    if options.batching and not model.has_dynamic_batch:
+        raise UsageError(
+            "--batching: the model's batch dim is fixed, so requests cannot be joined into one "
+            "run; drop --batching (or export the model with a dynamic batch dim)"
+        )
     guard = guard_options(options, model, accuracy)
     throughput = any(o.name == "throughput" for o in objectives)
     batch_sizes = default_batch_sizes(
-        objective="throughput" if throughput else objectives[0].name,
+        objective="throughput" if throughput and traffic is None else "latency",
         has_dynamic_batch=model.has_dynamic_batch,
         pinned=resolved.pinned_batch,
         requested=requested_batches,
@@ -341,7 +442,8 @@ def prepare(options: RunOptions) -> TuneRequest:
         workload=workload,
         reconfirm=options.reconfirm,
         sweep_levels=sweep_levels(usable_cpus(), workload.concurrency) if sweep else (),
-        limits=_limits(options),
+        limits=_limits(options, workload.traffic),
+        target_rate=options.target_rate,
     )
 
 
@@ -371,7 +473,9 @@ def _echo_header(request: TuneRequest, options: RunOptions, echo: Callable[[str]
     weights = f", weights in {len(model.external)} external file(s)" if model.external else ""
     echo(f"model:   {model.path} (sha256 {model.sha256[:12]}, {model.precision}{weights})")
     echo(f"inputs:  {describe_inputs(request.feeds, request.workload.shapes)}")
-    if request.workload.concurrency > 1:
+    if request.workload.traffic is not None:
+        echo(f"load:    {describe_traffic(request.workload.traffic)}")
+    elif request.workload.concurrency > 1:
         echo(
             f"load:    {request.workload.concurrency} concurrent callers; sessions, threads per "
             "session and the thread pool searched with the other knobs"
@@ -441,7 +545,14 @@ def write_result(request: TuneRequest, result: TuneResult, out: Path) -> RunOutc
             if change:  # the same verdict again: new figures, nothing to keep
                 change.append(f"the previous best.json is kept as {keep_previous(destination)}")
         path = write_best(tuned, out)
-    table = summary_table(tuned, result, request.objective, request.all_objectives, request.limits)
+    table = summary_table(
+        tuned,
+        result,
+        request.objective,
+        request.all_objectives,
+        request.limits,
+        request.target_rate,
+    )
     if not tuned.confirmed and written:
         table += (
             f"\nUNCONFIRMED: {tuned.unconfirmed}; re-run the same command to confirm it "
@@ -450,7 +561,12 @@ def write_result(request: TuneRequest, result: TuneResult, out: Path) -> RunOutc
     if change:
         table += "\n" + "\n".join(change)
     table += f"\n{'wrote' if written else 'unchanged'} {path}\n"
-    if request.workload.concurrency > 1:
+    if request.workload.traffic is not None:
+        table += (
+            f"serve it with: autotune.load_pool({str(path)!r}) (its sessions, server threads "
+            "and batcher; pool.submit(feeds) returns a future), or export -f triton"
+        )
+    elif request.workload.concurrency > 1:
         table += (
             f"serve {request.workload.concurrency} concurrent callers with: "
             f"autotune.load_pool({str(path)!r}) (its sessions, thread pools and workload)"

@@ -62,6 +62,14 @@ class OpenLoopWindow:
     samples: int  # batch rows of the answered requests
     cpu_cores: float  # process CPU time over the window's wall time
     late_dispatch_s: float  # how far behind schedule the dispatcher got, at most
+    # Unanswered requests: how long each had waited when the window closed (a lower bound).
+    unfinished_waits_s: tuple[float, ...] = ()
+
+    @property
+    def charged_latencies_s(self) -> tuple[float, ...]:
+        """Every offered request's latency as far as the window saw it: the answered ones', and
+        the unfinished ones' wait until the close, which their real latency exceeds."""
+        return self.latencies_s + self.unfinished_waits_s
 
     @property
     def completed_fraction(self) -> float:
@@ -295,7 +303,7 @@ def _pool(requests: Sequence[Feeds], batch_axes: Mapping[str, int] | None, batch
 # --- the server ------------------------------------------------------------------------------
 
 
-class _Waiting:
+class WaitingRequests:
     """Requests waiting for a server, by shape key, oldest (lowest index) first."""
 
     def __init__(self) -> None:
@@ -353,7 +361,7 @@ class _Shared:
     """What the dispatcher, the servers and the caller of one window share."""
 
     def __init__(self, count: int) -> None:
-        self.waiting = _Waiting()
+        self.waiting = WaitingRequests()
         self.stop = threading.Event()  # the window is closed: dispatch no more
         self.settled = threading.Event()  # every request answered, or a server failed
         self.lock = threading.Lock()
@@ -525,12 +533,14 @@ def _summary(
         runs = [size for at, size in shared.runs if at <= end]
         depths = np.asarray(list(shared.depths) or [0])
     answered = np.flatnonzero(done_at <= end)
+    waiting = np.flatnonzero(~(done_at <= end))
     sent, completed = len(due), len(answered)
     wall = max(end - start, duration)
     return OpenLoopWindow(
         offered_rate=sent / duration,
         achieved_rate=completed / wall,
         latencies_s=tuple((done_at[answered] - due[answered]).tolist()),
+        unfinished_waits_s=tuple(np.maximum(0.0, end - due[waiting]).tolist()),
         sent=sent,
         completed=completed,
         unfinished=sent - completed,

@@ -13,11 +13,13 @@ import os
 import threading
 import warnings
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from autotune.config import FeedPlan, ShapePoint, TrialConfig, TunedConfig
 from autotune.errors import AutotuneError
+from autotune.measure.server import Server
 
 if TYPE_CHECKING:
     import numpy as np
@@ -447,6 +449,11 @@ class SessionPool:
     ``run`` is safe to call from any number of threads: each thread keeps one session (assigned
     round-robin on its first call), as the tuning's callers did, so N callers spread over the
     sessions evenly. ``session_for(i)`` gives caller ``i``'s session for explicit dispatch.
+
+    ``submit(feeds)`` serves a request as an open-loop tuning measured it: the config's server
+    threads (one per usable CPU when it says 0) and its dynamic batcher
+    (:mod:`autotune.measure.server`); it returns a future of the outputs. ``close()`` (or a
+    ``with`` block) stops those threads.
     """
 
     def __init__(self, sessions: Sequence[ort.InferenceSession], tuned: TunedConfig) -> None:
@@ -457,6 +464,35 @@ class SessionPool:
         self._next = 0
         self._lock = threading.Lock()
         self._mine = threading.local()
+        self._server: Server | None = None
+
+    def submit(self, feeds: Mapping[str, Any]) -> Future[list[Any]]:
+        """Queue one request for the config's server threads and batcher."""
+        with self._lock:
+            if self._server is None:
+                from autotune.measure.serving import servers_of
+
+                config = self.tuned.config
+                self._server = Server(
+                    [_run_of(session) for session in self.sessions],
+                    server_threads=servers_of(config.server_threads),
+                    max_batch=config.max_batch,
+                    delay_s=config.max_queue_delay_ms / 1e3,
+                )
+        return self._server.submit(feeds)
+
+    def close(self) -> None:
+        """Stop the server threads ``submit`` started (``run`` keeps working)."""
+        with self._lock:
+            server, self._server = self._server, None
+        if server is not None:
+            server.close()
+
+    def __enter__(self) -> SessionPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def session_for(self, caller: int) -> ort.InferenceSession:
         return self.sessions[caller % len(self.sessions)]
@@ -471,6 +507,13 @@ class SessionPool:
                 self._next += 1
             self._mine.session = session
         return list(session.run(output_names, dict(feeds), **kwargs))
+
+
+def _run_of(session: ort.InferenceSession) -> Callable[[Mapping[str, Any]], list[Any]]:
+    def run(feeds: Mapping[str, Any]) -> list[Any]:
+        return list(session.run(None, dict(feeds)))
+
+    return run
 
 
 def load_pool(

@@ -8,7 +8,9 @@ Order of work: import onnxruntime (timed), create the config's sessions (timed),
 shape of the workload: each session's first inference at that shape (timed, part of startup),
 the accuracy check over the guarded pool batches against the baseline's outputs (a mismatch ends
 the trial before any timing), then the load (:mod:`autotune.measure.callers`): one caller, or the
-workload's concurrent callers sharing the sessions, warm-up first, then a timed window.
+workload's concurrent callers sharing the sessions, warm-up first, then a timed window. Under
+open-loop traffic (``--rate``, ``--trace``, capacity) the config's server threads serve
+requests arriving on their own schedule instead (:mod:`autotune.measure.serving`).
 
 With ``--serve FD`` the worker stays warm for a paired confirmation (:mod:`autotune.confirm.duel`): it
 prepares and warms up once, then runs one short block per command read from FD.
@@ -194,6 +196,10 @@ def prepare(job: WorkerJob) -> Prepared:
     started = clock()
     config, workload = job.config, job.workload
     callers = workload.concurrency
+    if workload.traffic is not None:  # open loop: the config's server threads call the sessions
+        from autotune.measure.serving import servers_of
+
+        callers = servers_of(config.server_threads)
     if config.sessions > callers:
         raise ValueError(
             f"the config asks for {config.sessions} sessions but the workload has only "
@@ -304,10 +310,79 @@ def assemble(
     )
 
 
+def open_loop_requests(job: WorkerJob) -> list[dict[str, Any]]:
+    """The requests open-loop traffic cycles through: the pool's batches at each shape of the
+    workload, the shapes interleaved by weight (smooth weighted round robin)."""
+    from autotune.model import make_feeds, pool_batches
+
+    batch = job.config.batch_size
+    points: Sequence[ShapePoint | None] = job.workload.shapes or (None,)
+    pools = [
+        [
+            make_feeds(job.feeds, batch, index=k, dims=point.dims if point else None)
+            for k in range(pool_batches(job.feeds, batch))
+        ]
+        for point in points
+    ]
+    weights = [point.weight if point else 1.0 for point in points]
+    credit = [0.0] * len(points)
+    taken = [0] * len(points)
+    requests = []
+    for _ in range(max(len(points) * 8, max(len(p) for p in pools))):
+        credit = [c + w for c, w in zip(credit, weights, strict=True)]
+        pick = credit.index(max(credit))
+        credit[pick] -= sum(weights)
+        requests.append(pools[pick][taken[pick] % len(pools[pick])])
+        taken[pick] += 1
+    return requests
+
+
+def measure_open_loop(job: WorkerJob, prepared: Prepared, import_s: float) -> Measurement:
+    """The trial under open-loop traffic (:mod:`autotune.measure.serving`)."""
+    from autotune.measure.serving import check_batching, serve_traffic, window_stats
+
+    runs = [
+        (lambda feeds, session=session: session.run(None, feeds)) for session in prepared.sessions
+    ]
+    requests = open_loop_requests(job)
+    for run in runs:  # a short warm-up of every session
+        for feeds in requests[:3]:
+            run(feeds)
+    if job.config.max_batch > 1:
+        names = [o.name for o in prepared.sessions[0].get_outputs()]
+        why = check_batching(runs, requests, names, job.accuracy)
+        if why:
+            raise OutputMismatch(why, {"batching": True, "max_batch": job.config.max_batch})
+    window, figures = serve_traffic(job, runs, requests)
+    accuracy = prepared.accuracy
+    return Measurement(
+        batch_size=job.config.batch_size,
+        import_s=import_s,
+        create_s=prepared.create_s,
+        first_run_s=sum(s.first_run_s for s in prepared.stages),
+        latency_ms=window_stats(window),
+        throughput=window.samples / window.wall_s,
+        timed_s=window.wall_s,
+        warmup_runs=3,
+        providers=tuple(prepared.sessions[0].get_providers()),
+        work_s=clock() - prepared.started,
+        notes=tuple(prepared.notes),
+        cpu_cores=round(window.cpu_cores, 3),
+        max_abs_err=accuracy.get("max_abs_err"),
+        max_rel_err=accuracy.get("max_rel_err"),
+        cosine=accuracy.get("cosine"),
+        top1_agreement=accuracy.get("top1_agreement"),
+        concurrency=figures.server_threads,
+        open_loop=figures,
+    )
+
+
 def measure(job: WorkerJob, import_s: float) -> Measurement:
     from autotune.measure.callers import many_callers, one_caller
 
     prepared = prepare(job)
+    if job.workload.traffic is not None:
+        return measure_open_loop(job, prepared, import_s)
     windows = [
         one_caller(stage.runners[0], job.measure)
         if len(stage.runners) == 1

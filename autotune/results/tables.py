@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections.abc import Callable, Sequence
 
@@ -10,6 +11,7 @@ from autotune.config import (
     Confirmation,
     FeedPlan,
     Measurement,
+    OpenLoopFigures,
     TrialFailure,
     TunedConfig,
 )
@@ -251,9 +253,10 @@ def summary_table(
     objective: Objective,
     objectives: Sequence[Objective] | None = None,
     limits: Limits | None = None,
+    target_rate: float | None = None,
 ) -> str:
     """Baseline against the chosen config (confirmed figures when confirmed), then the story."""
-    lines = _headline(tuned, result)
+    lines = _headline(tuned, result) + capacity_lines(tuned, target_rate)
     lines += ["", f"chosen config: {tuned.config.describe()}"]
     search = tuned.search
     lines.append(
@@ -283,6 +286,55 @@ def summary_table(
     return "\n".join(lines)
 
 
+OPEN_LOOP_ROWS: list[tuple[str, Callable[[OpenLoopFigures], float], str]] = [
+    ("server threads", lambda f: f.server_threads, ""),
+    ("offered rate (req/s)", lambda f: f.offered_rate, ""),
+    ("achieved rate (req/s)", lambda f: f.achieved_rate, "higher"),
+    ("unfinished requests", lambda f: f.unfinished, "lower"),
+    ("queue depth (max)", lambda f: f.queue_depth_max, "lower"),
+    ("requests per run (mean)", lambda f: f.mean_batch, ""),
+]
+
+
+def open_loop_rows(base: Measurement, best: Measurement, same: bool) -> list[tuple[str, ...]]:
+    """What open-loop traffic showed for both: achieved against offered rate, the queue."""
+    a, b = base.open_loop, best.open_loop
+    if a is None or b is None:
+        return []
+    rows: list[tuple[str, ...]] = []
+    for label, get, better in OPEN_LOOP_ROWS:
+        x, y = get(a), get(b)
+        rows.append((label, fmt_number(x), fmt_number(y), trade(x, y, better) if same else "-"))
+    return rows
+
+
+def capacity_lines(tuned: TunedConfig, target_rate: float | None = None) -> list[str]:
+    """The capacity headline: requests/s at the SLO for the defaults and the chosen config,
+    and how many machines like this one each needs for ``target_rate``."""
+    traffic = tuned.workload.traffic
+    a, b = tuned.baseline.open_loop, tuned.metrics.open_loop
+    if traffic is None or traffic.max_latency_ms is None or a is None or b is None:
+        return []
+    base, best = a.capacity or 0.0, b.capacity or 0.0
+    ratio = f" ({best / base:.2f}x)" if base > 0 else ""
+    lines = [
+        "",
+        f"capacity at {traffic.quantile} <= {traffic.max_latency_ms:g} ms: defaults "
+        f"{fmt_number(base)} req/s, tuned {fmt_number(best)} req/s{ratio}",
+        f"(defaults: one session at ONNX Runtime's defaults called by {a.server_threads} server "
+        "threads, one per usable CPU: what a server does when nobody tunes it)",
+    ]
+    if target_rate:
+        need = [f"{math.ceil(target_rate / c)}" if c > 0 else "no number of" for c in (base, best)]
+        lines.append(
+            f"for {fmt_number(target_rate)} req/s: {need[0]} machine(s) like this one at the "
+            f"defaults, {need[1]} tuned"
+        )
+    if b.unfinished:
+        lines.append(f"note: chosen left {b.unfinished} request(s) unanswered at its capacity")
+    return lines
+
+
 def _headline(tuned: TunedConfig, result: TuneResult) -> list[str]:
     """The baseline against the chosen config, row by row (a ratio only where one source
     measured both), and a note when the chosen batch size costs p99 latency."""
@@ -300,7 +352,7 @@ def _headline(tuned: TunedConfig, result: TuneResult) -> list[str]:
     for label, get, better in ROWS:
         a, b = get(base), get(best)
         rows.append((label, fmt_number(a), fmt_number(b), trade(a, b, better) if same else "-"))
-    rows = batch_wording(rows, tuned.inputs)
+    rows = batch_wording(rows, tuned.inputs) + open_loop_rows(base, best, same)
     if base.peak_gpu_mb is not None and best.peak_gpu_mb is not None:
         a, b = base.peak_gpu_mb, best.peak_gpu_mb
         ratio = trade(a, b, "lower") if same else "-"

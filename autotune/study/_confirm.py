@@ -116,7 +116,8 @@ def _confirm(state: State, run: Run) -> Confirmation | None:
     finalists = _finalists(state)
     if request.finalists <= 0 or request.rounds <= 0 or not finalists:
         return None
-    if request.paired and all(o.pairable for o in request.all_objectives):
+    pairable = all(o.pairable for o in request.all_objectives)
+    if request.paired and pairable and request.workload.traffic is None:
         confirmation = _confirm_paired(state, run, finalists)
     else:
         confirmation = _confirm_in_rounds(state, run, finalists)

@@ -57,6 +57,7 @@ class TuneRequest:
     storage_retry_s: float = 120.0  # the storage retry policy's bound (--storage-retry-s)
     spool_dir: str = ""  # measured trials the database could not take wait here (default: none)
     sweep_levels: tuple[int, ...] = ()  # concurrencies to measure chosen and defaults at, after
+    target_rate: float | None = None  # --target-rate: machines needed at capacity (the report)
 
     @property
     def all_objectives(self) -> tuple[Objective, ...]:

@@ -1,0 +1,252 @@
+"""A trial under open-loop traffic: its server threads, its batcher, its capacity at the SLO.
+
+Used only inside the measuring worker, after :func:`autotune.measure.worker.prepare` made the
+config's sessions and ran their first inferences. The config decides how requests are served:
+``server_threads`` threads (0: one per usable CPU, what an untuned server does) take them off
+the queue and run them on session ``i % sessions``, joined into batches by Triton's dynamic
+batcher when ``max_batch`` is above 1 (:mod:`autotune.measure.openloop`).
+
+- At a fixed rate (``--rate``) or a replayed trace, one window; its latencies count from each
+  request's scheduled arrival, unfinished ones at what they had waited by the close.
+- For ``--objective capacity``, a bounded search over offered rates: seeded by the config's
+  closed-loop throughput, it brackets the highest rate that keeps the latency quantile under
+  the limit with at least 99 % of the requests answered, then narrows the bracket to about
+  10 %. The figures are those of the highest rate that held.
+
+A batching config first proves that a batched answer matches the unbatched ones.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from autotune.config import (
+    AccuracyCheck,
+    LatencyStats,
+    OpenLoopFigures,
+    RateProbe,
+    Traffic,
+    WorkerJob,
+)
+from autotune.machine import usable_cpus
+from autotune.measure.openloop import (
+    OpenLoopWindow,
+    arrival_times,
+    join_requests,
+    serve_open_loop,
+    split_rows,
+)
+
+clock = time.perf_counter
+Feeds = dict[str, Any]
+Run = Callable[[Feeds], Sequence[Any]]
+
+MIN_REQUESTS = 200  # a window long enough for its p99 to rest on a couple of requests
+MAX_WINDOW_S = 5.0
+SEED_S = 0.3  # the closed-loop run that seeds the capacity search
+MAX_PROBES = 7
+RESOLUTION = 1.1  # the capacity search stops once the bracket is this narrow (hi / lo)
+FIRST_PROBE = 0.8  # of the closed-loop throughput
+QUANTILES = {"p50": 0.5, "p90": 0.9, "p95": 0.95, "p99": 0.99}
+
+
+def servers_of(server_threads: int) -> int:
+    """How many server threads a config runs: its own number, or one per usable CPU."""
+    return server_threads or usable_cpus()
+
+
+def quantile_of(traffic: Traffic) -> float:
+    return QUANTILES[traffic.quantile]
+
+
+def check_batching(
+    runs: Sequence[Run], requests: Sequence[Feeds], names: Sequence[str], accuracy: AccuracyCheck
+) -> str:
+    """Why batched answers differ from the unbatched ones beyond the accuracy guard's own
+    tolerances or metric ("" when they do not): batching counts in the guard."""
+    from autotune.measure.accuracy import compare
+
+    chosen = list(requests[:4]) if len(requests) >= 2 else [requests[0]] * 2
+    together = split_rows(runs[0](join_requests(chosen)), [1] * len(chosen))
+    for k, (feeds, joined) in enumerate(zip(chosen, together, strict=True)):
+        alone = dict(zip(names, runs[0](feeds), strict=True))
+        result = compare(
+            dict(zip(names, joined, strict=True)),
+            {n: np.asarray(v) for n, v in alone.items() if isinstance(v, np.ndarray)},
+            rtol=accuracy.rtol,
+            atol=accuracy.atol,
+            metric=accuracy.metric,
+            threshold=accuracy.threshold,
+        )
+        if not result.ok:
+            return (
+                f"request {k} served in a batch of {len(chosen)} answers differently from alone "
+                f"({result.message}): server-side batching changes this model's answers beyond "
+                "the accuracy guard; loosen --rtol/--atol or --accuracy if that is acceptable"
+            )
+    return ""
+
+
+def closed_loop_rate(runs: Sequence[Run], requests: Sequence[Feeds], servers: int) -> float:
+    """Requests/s that ``servers`` threads complete back to back: the capacity search's seed."""
+    counts = [0] * servers
+    stop = threading.Event()
+
+    def serve(i: int) -> None:
+        run, k = runs[i % len(runs)], i
+        while not stop.is_set():
+            run(requests[k % len(requests)])
+            counts[i] += 1
+            k += servers
+
+    threads = [threading.Thread(target=serve, args=(i,), daemon=True) for i in range(servers)]
+    start = clock()
+    for thread in threads:
+        thread.start()
+    time.sleep(SEED_S)
+    stop.set()
+    for thread in threads:
+        thread.join()
+    return max(sum(counts), 1) / (clock() - start)
+
+
+class Server:
+    """The config's way of serving: its sessions, server threads and batcher, at any rate."""
+
+    def __init__(
+        self, job: WorkerJob, runs: Sequence[Run], requests: Sequence[Feeds], seed: int
+    ) -> None:
+        self.job, self.runs, self.requests, self.seed = job, runs, requests, seed
+        traffic = job.workload.traffic
+        assert traffic is not None
+        self.traffic = traffic
+        self.servers = servers_of(job.config.server_threads)
+        slo_s = (traffic.max_latency_ms or 1000.0) / 1e3
+        self.drain_s = min(max(0.2, 2 * slo_s), 5.0)  # answers later than that are misses anyway
+
+    def window_s(self, rate: float) -> float:
+        return min(MAX_WINDOW_S, max(self.job.measure.min_time_s, MIN_REQUESTS / rate))
+
+    def at(self, arrivals: np.ndarray, duration_s: float | None = None) -> OpenLoopWindow:
+        config = self.job.config
+        return serve_open_loop(
+            self.runs,
+            self.requests,
+            arrivals,
+            server_threads=self.servers,
+            max_batch=config.max_batch,
+            max_queue_delay_s=config.max_queue_delay_ms / 1e3,
+            drain_s=self.drain_s,
+            duration_s=duration_s,
+        )
+
+    def at_rate(self, rate: float) -> OpenLoopWindow:
+        self.seed += 1  # each probe its own arrivals, reproducible from the job's seed
+        length = self.window_s(rate)
+        arrivals = arrival_times(
+            rate,
+            length,
+            kind=self.traffic.arrivals,  # type: ignore[arg-type]
+            seed=self.seed,
+        )
+        if not arrivals.size:
+            arrivals = np.zeros(1)
+        return self.at(arrivals, duration_s=length)
+
+    def probe(self, window: OpenLoopWindow) -> RateProbe:
+        traffic = self.traffic
+        if traffic.max_latency_ms is None:  # a fixed rate: held when it was answered
+            met = window.completed_fraction >= traffic.min_completed
+        else:
+            met = window.meets(traffic.max_latency_ms, quantile_of(traffic), traffic.min_completed)
+        charged = window.charged_latencies_s or (0.0,)
+        return RateProbe(
+            offered_rate=window.offered_rate,
+            achieved_rate=window.achieved_rate,
+            latency_ms=float(np.quantile(charged, quantile_of(traffic))) * 1e3,
+            completed=window.completed_fraction,
+            met=met,
+        )
+
+
+def find_capacity(
+    server: Server, seed_rate: float
+) -> tuple[float | None, OpenLoopWindow, list[RateProbe]]:
+    """The highest offered rate that held the SLO, as served (None: not even the lowest held),
+    that rate's window (else the lowest one's), and every probe in order."""
+    rate, lo, hi = FIRST_PROBE * seed_rate, 0.0, math.inf
+    probes: list[RateProbe] = []
+    held: OpenLoopWindow | None = None
+    lowest: tuple[float, OpenLoopWindow] | None = None
+    for _ in range(MAX_PROBES):
+        window = server.at_rate(rate)
+        probe = server.probe(window)
+        probes.append(probe)
+        if lowest is None or rate < lowest[0]:
+            lowest = (rate, window)
+        if probe.met and rate > lo:
+            lo, held = rate, window
+        elif not probe.met:
+            hi = min(hi, rate)
+        if math.isinf(hi):
+            rate *= 1.5
+        elif lo == 0.0:
+            rate *= 0.5
+        elif hi / lo <= RESOLUTION:
+            break
+        else:
+            rate = math.sqrt(lo * hi)
+    assert lowest is not None
+    if held is None:
+        return None, lowest[1], probes
+    return held.offered_rate, held, probes  # the rate it really served, not the nominal one
+
+
+def figures(
+    window: OpenLoopWindow, servers: int, capacity: float | None, probes: Sequence[RateProbe]
+) -> OpenLoopFigures:
+    runs = window.batch_sizes
+    return OpenLoopFigures(
+        offered_rate=window.offered_rate,
+        achieved_rate=window.achieved_rate,
+        sent=window.sent,
+        completed=window.completed,
+        unfinished=window.unfinished,
+        queue_depth_max=window.queue_depth_max,
+        queue_depth_mean=round(window.queue_depth_mean, 3),
+        mean_batch=round(sum(runs) / len(runs), 3) if runs else 0.0,
+        late_dispatch_s=round(window.late_dispatch_s, 4),
+        server_threads=servers,
+        capacity=capacity,
+        probes=tuple(probes),
+    )
+
+
+def serve_traffic(
+    job: WorkerJob, runs: Sequence[Run], requests: Sequence[Feeds]
+) -> tuple[OpenLoopWindow, OpenLoopFigures]:
+    """Serve the job's traffic with its config: the window its figures come from, and them."""
+    server = Server(job, runs, requests, job.feeds.seed)
+    traffic = server.traffic
+    if traffic.trace:
+        window = server.at(np.asarray(traffic.trace))
+        return window, figures(window, server.servers, None, [server.probe(window)])
+    if traffic.rate is not None:
+        window = server.at_rate(traffic.rate)
+        return window, figures(window, server.servers, None, [server.probe(window)])
+    seed_rate = closed_loop_rate(runs, requests, server.servers)
+    capacity, window, probes = find_capacity(server, seed_rate)
+    return window, figures(window, server.servers, capacity, probes)
+
+
+def window_stats(window: OpenLoopWindow) -> LatencyStats:
+    """The window's latency figures, unfinished requests counted at their wait by the close."""
+    from autotune.measure.stats import latency_stats
+
+    return latency_stats(window.charged_latencies_s or (0.0,))
