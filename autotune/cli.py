@@ -12,11 +12,14 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
 from autotune.errors import AutotuneError, UsageError
+
+if TYPE_CHECKING:
+    from autotune.config import TunedConfig
 
 app = typer.Typer(
     name="autotune",
@@ -210,7 +213,7 @@ def show(
         typer.echo(trials_table(view))
 
 
-FORMATS = ("json", "python", "ort-config", "optimized-model")
+FORMATS = ("json", "python", "ort-config", "optimized-model", "triton")
 
 
 @app.command()
@@ -230,8 +233,13 @@ def export(
         str | None,
         typer.Option(
             help="A file, a folder (DIR/) for the default file name, or - for stdout "
-            "(json, python). Default: OUT/STUDY/<file>."
+            "(json, python). Default: OUT/STUDY/<file>. -f triton: the model repository "
+            "(required); the model goes in DIR/NAME."
         ),
+    ] = None,
+    name: Annotated[
+        str | None,
+        typer.Option(help="-f triton: the model's NAME in the repository (default: the study's)."),
     ] = None,
     debug: DebugOption = False,
 ) -> None:
@@ -252,6 +260,14 @@ def export(
         typer.echo(f"Error: unknown --format {format!r}; use one of {', '.join(FORMATS)}", err=True)
         raise typer.Exit(code=2)
 
+    if format == "triton" and dest in (None, "-"):
+        typer.echo("Error: -f triton writes a model repository: give --dest DIR/", err=True)
+        raise typer.Exit(code=2)
+
+    if name is not None and format != "triton":
+        typer.echo("Error: --name is for -f triton only", err=True)
+        raise typer.Exit(code=2)
+
     if dest == "-" and format not in ("json", "python"):
         typer.echo(
             f"Error: --format {format} writes an .onnx file, not text: give --dest a file or "
@@ -264,6 +280,10 @@ def export(
         url = _storage(storage, out, storage_retry_s)
         view = load_study_view(url, the_study(url, study))
         tuned = tuned_for_trial(view, trial)
+        if format == "triton":
+            assert dest is not None
+            _export_triton(tuned, Path(dest).expanduser(), name)
+            return
         stem = Path(tuned.model_path).stem
         default = {
             "json": f"trial-{tuned.trial_number}.json",
@@ -315,6 +335,16 @@ def export(
                 )
 
     _guarded(debug, do)
+
+
+def _export_triton(tuned: TunedConfig, repository: Path, name: str | None) -> None:
+    """``export -f triton``: the model repository, and a warning for each knob it cannot carry."""
+    from autotune.results.triton import model_name, write_repository
+
+    folder, left_out = write_repository(tuned, repository, model_name(name, tuned.study_name))
+    typer.echo(f"wrote {folder}; serve it: tritonserver --model-repository {repository}")
+    for item in left_out:
+        typer.echo(f"warning: config.pbtxt cannot carry {item}", err=True)
 
 
 @app.command()

@@ -38,7 +38,8 @@ from autotune.storage import shown
 from autotune.study import StudyView, TrialRecord, TuneResult
 
 
-def _umask() -> int:
+def user_umask() -> int:
+    """The process umask (read by setting it and putting it back)."""
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
@@ -52,7 +53,7 @@ def write_text_atomic(path: Path, text: str) -> None:
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.fchmod(fd, 0o666 & ~_umask())
+    os.fchmod(fd, 0o666 & ~user_umask())
     try:
         with os.fdopen(fd, "w") as handle:
             handle.write(text)
