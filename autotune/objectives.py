@@ -54,7 +54,7 @@ class Objective:
     @property
     def pairable(self) -> bool:
         """Measured in paired blocks of warm workers (memory and startup need a process alone)."""
-        return self.name.partition(":")[0] in ("throughput", "latency")
+        return self.name.partition(":")[0] in ("throughput", "latency", "capacity")
 
     @property
     def open_loop(self) -> bool:

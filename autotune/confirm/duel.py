@@ -144,15 +144,26 @@ def start(contender: Contender, *, timeout_s: float, command: Sequence[str] | No
         contender.ready = reply
 
 
-def block(contender: Contender, *, seconds: float, min_runs: int, timeout_s: float) -> None:
-    """Ask for one block of requests; record its figures, or the failure that ended it."""
+def block(
+    contender: Contender,
+    *,
+    seconds: float,
+    min_runs: int,
+    timeout_s: float,
+    rates: Sequence[float] = (),
+    cycle: int = 0,
+) -> None:
+    """Ask for one block of requests (with ``rates``: one open-loop window at each offered
+    rate, the same arrivals for every contender in a cycle); record its figures, or the
+    failure that ended it."""
     if contender.failure is not None or contender.retired:
         contender.blocks.append(None)
         return
+    command: dict[str, Any] = {"op": "block", "seconds": seconds, "min_runs": min_runs}
+    if rates:
+        command.update(rates=list(rates), cycle=cycle)
     with contextlib.suppress(OSError):
-        contender.commands.write(
-            json.dumps({"op": "block", "seconds": seconds, "min_runs": min_runs}) + "\n"
-        )
+        contender.commands.write(json.dumps(command) + "\n")
     reply = _read_line(contender, timeout_s)
     if reply is None or reply.get("status") == "failed":
         if reply is not None:
@@ -196,6 +207,9 @@ class DuelPlan:
     # time cancels the host's speed, not a process's own luck (where its threads and pages
     # landed), so each contender is measured in more than one process.
     restarts: tuple[int, ...] = ()
+    # Open-loop traffic: each block is one window per offered rate, the same rates for every
+    # contender (a capacity's ladder, or the one --rate).
+    rates: tuple[float, ...] = ()
 
     def legs(self, cycles: int) -> list[range]:
         """The cycles each set of workers ran, for a duel that ran ``cycles``."""
@@ -245,7 +259,12 @@ def run_duel(
                     continue
                 time.sleep(SETTLE_S)
                 block(
-                    contender, seconds=plan.block_s, min_runs=plan.min_runs, timeout_s=block_timeout
+                    contender,
+                    seconds=plan.block_s,
+                    min_runs=plan.min_runs,
+                    timeout_s=block_timeout,
+                    rates=plan.rates,
+                    cycle=done,
                 )
             done += 1
             if on_cycle is not None:

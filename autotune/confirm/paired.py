@@ -81,8 +81,10 @@ def median_band(ratios: Sequence[float]) -> float:
     """Half-width of a rough 95 % band around the median of the ratios (a boxplot's notch)."""
     if len(ratios) < 2:
         return math.inf
-    q1, q3 = np.percentile(ratios, [25, 75])
-    return float(1.57 * (q3 - q1) / math.sqrt(len(ratios)))
+    with np.errstate(invalid="ignore"):  # a block whose baseline held no rate: an inf ratio
+        q1, q3 = np.percentile(ratios, [25, 75])
+    width = float(1.57 * (q3 - q1) / math.sqrt(len(ratios)))
+    return width if math.isfinite(width) else math.inf
 
 
 def holm(p_values: Sequence[float], alpha: float = ALPHA) -> list[bool]:
@@ -498,7 +500,7 @@ def _half(noise: HostNoise) -> float:
     return noise.margin - abs(noise.twin_ratio - 1)
 
 
-def plan_for(baseline: Measurement, rounds: int) -> DuelPlan:
+def plan_for(baseline: Measurement, rounds: int, rates: Sequence[float] = ()) -> DuelPlan:
     """Blocks of about 20 requests (0.1 s to 0.5 s); 12 cycles at least (2 per round beyond
     6 rounds), up to 3x that while a finalist is undecided.
 
@@ -508,6 +510,16 @@ def plan_for(baseline: Measurement, rounds: int) -> DuelPlan:
     30 tunings (results/BENCHMARKS.md); 20 (the old 4 per round at ``--rounds 5``) cost 1.7x
     the time for the same verdicts (benchmarks/tuning_time.py).
     """
+    if rates:  # open loop: a block is a window per rate, seconds each (capacity's ladder)
+        cycles = max(6, rounds + 1)
+        return DuelPlan(
+            cycles=cycles,
+            max_cycles=2 * cycles,
+            block_s=2.0 * len(rates),
+            min_runs=1,
+            restarts=(cycles // 2,),
+            rates=tuple(rates),
+        )
     per_request = baseline.latency_ms.p50 / 1e3
     block_s = min(0.5, max(0.1, 20 * per_request))
     callers = max(1, baseline.concurrency)
@@ -640,13 +652,15 @@ def confirm_paired(
     also: Sequence[Objective] = (),
     on_cycle: Callable[[int, int], None] | None = None,
     budget_s: float | None = None,
+    rates: Sequence[float] = (),
 ) -> Confirmation:
     """Duel the baseline, its twin and the finalists; the verdict with the host's noise.
 
     ``budget_s`` (the search's own measuring time) bounds the cycles added beyond the plan's
-    minimum while a finalist is undecided: the confirmation should not outlast the search."""
+    minimum while a finalist is undecided: the confirmation should not outlast the search.
+    ``rates``: open-loop traffic, every block one window per offered rate, the same for all."""
     number, base_config, base_search = baseline
-    plan = plan_for(base_search, rounds)
+    plan = plan_for(base_search, rounds, rates)
     duel = _Duel(
         number=number,
         base=Contender("baseline", job_for(base_config)),

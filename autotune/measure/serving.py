@@ -245,6 +245,69 @@ def serve_traffic(
     return window, figures(window, server.servers, capacity, probes)
 
 
+LADDER_MISSES = 2  # failed rates in a row that end a ladder: the ones above it fail too
+
+
+def serve_ladder(
+    job: WorkerJob,
+    runs: Sequence[Run],
+    requests: Sequence[Feeds],
+    rates: Sequence[float],
+    cycle: int,
+) -> tuple[OpenLoopWindow, OpenLoopFigures]:
+    """One window per offered rate, lowest first (a paired confirmation's block): with a
+    capacity objective, the highest rate that held and its window, stopping after
+    ``LADDER_MISSES`` failures in a row (a config that holds none goes below the ladder, up to
+    ``BELOW_LADDER`` rates, each 1.5x lower); else the one rate's window. Every worker of a
+    cycle gets the same arrivals at a rate (seeded by the cycle and the rate's place)."""
+    server = Server(job, runs, requests, job.feeds.seed)
+    ordered = sorted(rates)
+    if not server.traffic.finds_capacity:
+        server.seed = 1_000_003 * (cycle + 1)  # at_rate adds one
+        window = server.at_rate(ordered[0])
+        return window, figures(window, server.servers, None, [server.probe(window)])
+    probes: list[RateProbe] = []
+    windows: list[OpenLoopWindow] = []
+
+    def probe_at(index: int, rate: float) -> bool:
+        server.seed = 1_000_003 * (cycle + 1) + index  # at_rate adds one
+        windows.append(server.at_rate(rate))
+        probes.append(server.probe(windows[-1]))
+        return probes[-1].met
+
+    held: OpenLoopWindow | None = None
+    misses = 0
+    for index, rate in enumerate(ordered):
+        if probe_at(index, rate):
+            held, misses = windows[-1], 0
+        else:
+            misses += 1
+            if misses >= LADDER_MISSES:
+                break
+    for k in range(1, BELOW_LADDER + 1 if held is None else 0):
+        if probe_at(len(ordered) + k, ordered[0] / 1.5**k):
+            held = windows[-1]
+            break
+    lowest = min(windows, key=lambda w: w.offered_rate)
+    capacity = held.offered_rate if held is not None else None
+    return held or lowest, figures(held or lowest, server.servers, capacity, probes)
+
+
+BELOW_LADDER = 2
+
+
+def ladder(capacities: Sequence[float], points: int = 7) -> tuple[float, ...]:
+    """Offered rates a paired confirmation measures every contender at: ``points`` rates
+    spaced evenly on a log scale from 0.6x the lowest capacity the search found to 1.3x the
+    highest."""
+    found = [c for c in capacities if c > 0]
+    if not found:
+        return ()
+    lo, hi = 0.6 * min(found), 1.3 * max(found)
+    step = (hi / lo) ** (1 / (points - 1))
+    return tuple(round(lo * step**i, 3) for i in range(points))
+
+
 def window_stats(window: OpenLoopWindow) -> LatencyStats:
     """The window's latency figures, unfinished requests counted at their wait by the close."""
     from autotune.measure.stats import latency_stats

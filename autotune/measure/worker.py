@@ -39,7 +39,9 @@ from autotune.config import (
 )
 
 if TYPE_CHECKING:
+    from autotune.config import OpenLoopFigures
     from autotune.measure.callers import Window
+    from autotune.measure.openloop import OpenLoopWindow
     from autotune.measure.session import Runner
 
 T = TypeVar("T")
@@ -337,23 +339,39 @@ def open_loop_requests(job: WorkerJob) -> list[dict[str, Any]]:
     return requests
 
 
-def measure_open_loop(job: WorkerJob, prepared: Prepared, import_s: float) -> Measurement:
-    """The trial under open-loop traffic (:mod:`autotune.measure.serving`)."""
-    from autotune.measure.serving import check_batching, serve_traffic, window_stats
+def open_loop_setup(job: WorkerJob, prepared: Prepared) -> tuple[list[Any], list[dict[str, Any]]]:
+    """The sessions' run functions and the requests, every session warmed up; a batching
+    config's batched answers checked against the unbatched ones (OutputMismatch)."""
+    from autotune.measure.serving import check_batching
 
     runs = [
         (lambda feeds, session=session: session.run(None, feeds)) for session in prepared.sessions
     ]
     requests = open_loop_requests(job)
     for run in runs:  # a short warm-up of every session
-        for feeds in requests[:3]:
+        for feeds in requests[:OPEN_LOOP_WARMUP]:
             run(feeds)
     if job.config.max_batch > 1:
         names = [o.name for o in prepared.sessions[0].get_outputs()]
         why = check_batching(runs, requests, names, job.accuracy)
         if why:
             raise OutputMismatch(why, {"batching": True, "max_batch": job.config.max_batch})
-    window, figures = serve_traffic(job, runs, requests)
+    return runs, requests
+
+
+OPEN_LOOP_WARMUP = 3  # requests per session before any window
+
+
+def open_loop_measurement(
+    job: WorkerJob,
+    prepared: Prepared,
+    import_s: float,
+    window: OpenLoopWindow,
+    figures: OpenLoopFigures,
+) -> Measurement:
+    """The trial's figures from the open-loop window they come from."""
+    from autotune.measure.serving import window_stats
+
     accuracy = prepared.accuracy
     return Measurement(
         batch_size=job.config.batch_size,
@@ -363,7 +381,7 @@ def measure_open_loop(job: WorkerJob, prepared: Prepared, import_s: float) -> Me
         latency_ms=window_stats(window),
         throughput=window.samples / window.wall_s,
         timed_s=window.wall_s,
-        warmup_runs=3,
+        warmup_runs=OPEN_LOOP_WARMUP,
         providers=tuple(prepared.sessions[0].get_providers()),
         work_s=clock() - prepared.started,
         notes=tuple(prepared.notes),
@@ -375,6 +393,62 @@ def measure_open_loop(job: WorkerJob, prepared: Prepared, import_s: float) -> Me
         concurrency=figures.server_threads,
         open_loop=figures,
     )
+
+
+def measure_open_loop(job: WorkerJob, prepared: Prepared, import_s: float) -> Measurement:
+    """The trial under open-loop traffic (:mod:`autotune.measure.serving`)."""
+    from autotune.measure.serving import serve_traffic
+
+    runs, requests = open_loop_setup(job, prepared)
+    window, figures = serve_traffic(job, runs, requests)
+    return open_loop_measurement(job, prepared, import_s, window, figures)
+
+
+def serve_open_loop(
+    job: WorkerJob,
+    prepared: Prepared,
+    import_s: float,
+    commands: TextIO,
+    answer: Callable[[dict[str, Any]], None],
+) -> None:
+    """A warm worker under open-loop traffic: each block is one window per offered rate in
+    the command (the same arrivals for every worker of a cycle); ``quit`` answers with the
+    block of median capacity (or p99) and this process's peak memory."""
+    from autotune.measure.serving import serve_ladder
+
+    setup = _guard(lambda: open_loop_setup(job, prepared))
+    if isinstance(setup, dict):
+        answer(setup)
+        return
+    runs, requests = setup
+    answer({"schema": RESULT_SCHEMA, "status": "ready", "create_s": prepared.create_s})
+    measured: list[Measurement] = []
+    for line in commands:
+        command = json.loads(line)
+        if command.get("op") == "quit":
+            if measured:
+                ranked = sorted(measured, key=_served)
+                middle = replace(ranked[len(ranked) // 2], peak_rss_mb=own_peak_rss_mb())
+                answer({"schema": RESULT_SCHEMA, "status": "ok", "measurement": middle.to_dict()})
+            return
+        rates, cycle = [float(r) for r in command["rates"]], int(command.get("cycle", 0))
+
+        def one_block(rates: list[float] = rates, cycle: int = cycle) -> Measurement:
+            window, figures = serve_ladder(job, runs, requests, rates, cycle)
+            return open_loop_measurement(job, prepared, import_s, window, figures)
+
+        result = _guard(one_block)
+        if not isinstance(result, Measurement):
+            answer(result)
+            return
+        measured.append(result)
+        answer({"schema": RESULT_SCHEMA, "status": "ok", "measurement": result.to_dict()})
+
+
+def _served(m: Measurement) -> tuple[float, float]:
+    """How well a block served: its capacity, then its p99 (lower is better)."""
+    capacity = m.open_loop.capacity if m.open_loop is not None else None
+    return (capacity or 0.0, -m.latency_ms.p99)
 
 
 def measure(job: WorkerJob, import_s: float) -> Measurement:
@@ -408,6 +482,9 @@ def serve(job: WorkerJob, import_s: float, commands: TextIO, out: TextIO) -> Non
         answer(document)
         return
     prepared = document
+    if job.workload.traffic is not None:
+        serve_open_loop(job, prepared, import_s, commands, answer)
+        return
     for stage in prepared.stages:
         for runner in stage.runners:
             warm_up(runner, job.measure)

@@ -29,6 +29,7 @@ from autotune.confirm.sweep import run_sweep
 from autotune.fmt import fmt_number
 from autotune.interrupt import STOP
 from autotune.measure.lock import machine_lock
+from autotune.measure.serving import ladder
 from autotune.study._records import TrialRecord, best_of, pareto_of
 from autotune.study._request import TuneRequest
 from autotune.study._search import INTERRUPTED, finished
@@ -117,8 +118,10 @@ def _confirm(state: State, run: Run) -> Confirmation | None:
     if request.finalists <= 0 or request.rounds <= 0 or not finalists:
         return None
     pairable = all(o.pairable for o in request.all_objectives)
-    if request.paired and pairable and request.workload.traffic is None:
-        confirmation = _confirm_paired(state, run, finalists)
+    # open loop: paired at shared offered rates; a trace (or no capacity found) in rounds
+    rates = _rates(state, finalists)
+    if request.paired and pairable and (request.workload.traffic is None or rates):
+        confirmation = _confirm_paired(state, run, finalists, rates)
     else:
         confirmation = _confirm_in_rounds(state, run, finalists)
     confirmation = replace(confirmation, confirmed_at=_now(), trials=finished(state.records))
@@ -131,12 +134,15 @@ def _who(state: State, finalists: Sequence[Finalist]) -> str:
     return f"{what} {', '.join(f'#{n}' for n, _, _ in finalists)}"
 
 
-def _confirm_paired(state: State, run: Run, finalists: Sequence[Finalist]) -> Confirmation:
+def _confirm_paired(
+    state: State, run: Run, finalists: Sequence[Finalist], rates: Sequence[float]
+) -> Confirmation:
     """Paired blocks in warm workers: baseline, its twin and the finalists take turns."""
     request, baseline, measurer = state.request, state.the_baseline, state.measurer
+    at = f", each block one window at each of {len(rates)} offered rates" if rates else ""
     run.say(
         f"confirming: baseline #{baseline.number}, its twin and {_who(state, finalists)} in "
-        "warm workers taking turns in short blocks (paired under the same host state)"
+        f"warm workers taking turns in short blocks{at} (paired under the same host state)"
     )
     assert isinstance(baseline.outcome, Measurement)
     began = last = time.monotonic()
@@ -162,11 +168,26 @@ def _confirm_paired(state: State, run: Run, finalists: Sequence[Finalist]) -> Co
             also=also,
             on_cycle=on_cycle,
             budget_s=_measuring_s(state.records),
+            rates=rates,
         )
     if len(request.all_objectives) > 1:
         front = confirmed_front(confirmation, [request.objective, *also])
         confirmation = replace(confirmation, front=front)
     return confirmation
+
+
+def _rates(state: State, finalists: Sequence[Finalist]) -> tuple[float, ...]:
+    """Open-loop traffic: the offered rates every contender's block is measured at, the same
+    for all (the capacity's ladder around what the search found, or the one --rate)."""
+    traffic = state.request.workload.traffic
+    if traffic is None:
+        return ()
+    if not traffic.finds_capacity:
+        return (traffic.rate,) if traffic.rate else ()
+    found = [state.the_baseline.outcome, *(o for _, _, o in finalists)]
+    return ladder(
+        [m.open_loop.capacity or 0.0 for m in found if isinstance(m, Measurement) and m.open_loop]
+    )
 
 
 def _confirm_in_rounds(state: State, run: Run, finalists: Sequence[Finalist]) -> Confirmation:
