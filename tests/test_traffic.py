@@ -109,6 +109,12 @@ def test_capacity_is_tuned_confirmed_and_served(tiny_model: Path, tmp_path: Path
             expected = pool.sessions[0].run(None, request)
             np.testing.assert_allclose(answer[0], expected[0], rtol=1e-5, atol=1e-6)
 
+    report = runner.invoke(app, ["report", "--out", str(out)])
+    assert report.exit_code == 0, report.output
+    page = (path.parent / "report" / "report.md").read_text()
+    assert (path.parent / "report" / "capacity.png").is_file()
+    assert "## Capacity at the latency limit" in page and "capacity at p99 <= 50 ms" in page
+
     again = runner.invoke(app, args)  # a finished study: its stored verdict, nothing measured
     assert again.exit_code == 0, again.output
     assert "study already confirmed" in again.stderr

@@ -26,6 +26,7 @@ from autotune.results.tables import (
     ROWS,
     SEARCH,
     SWEEP,
+    capacity_lines,
     source,
     sweep_table,
     trade,
@@ -240,6 +241,51 @@ def sweep_plot(sweep: ConcurrencySweep, path: Path) -> None:
     plt.close(fig)
 
 
+def capacity_plot(tuned: TunedConfig, path: Path) -> bool:
+    """The latency quantile against the offered rate for the defaults and the chosen config,
+    both measured in the same run, with the SLO line and each one's capacity marked. False when
+    there is nothing to draw (closed-loop figures)."""
+    traffic = tuned.workload.traffic
+    figures = {"ORT defaults": tuned.baseline.open_loop, "chosen": tuned.metrics.open_loop}
+    if traffic is None or any(f is None or not f.probes for f in figures.values()):
+        return False
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for (label, f), (marker, color) in zip(
+        figures.items(), (("s--", "tab:gray"), ("o-", "tab:blue")), strict=True
+    ):
+        assert f is not None
+        probes = sorted(f.probes, key=lambda p: p.offered_rate)
+        ax.plot([p.offered_rate for p in probes], [p.latency_ms for p in probes], marker,
+                color=color, label=label)  # fmt: skip
+        if f.capacity:
+            ax.axvline(f.capacity, color=color, linestyle=":", alpha=0.8)
+            ax.annotate(f"{fmt_number(f.capacity)} req/s", (f.capacity, 0), color=color,
+                        textcoords="offset points", xytext=(3, 6), xycoords=("data", "axes fraction"))  # fmt: skip
+    if traffic.max_latency_ms is not None:
+        ax.axhline(traffic.max_latency_ms, color="tab:red", linestyle="--",
+                   label=f"{traffic.quantile} limit")  # fmt: skip
+    ax.set_yscale("log")
+    ax.set_xlabel("offered rate (requests/s, open loop)")
+    ax.set_ylabel(f"latency {traffic.quantile} (ms, from arrival)")
+    ax.set_title("Latency against offered rate; dotted: each config's capacity")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def _capacity_section(tuned: TunedConfig, folder: Path) -> _Section | None:
+    """Capacity at the SLO: the plot and the headline lines."""
+    if not capacity_plot(tuned, folder / "capacity.png"):
+        return None
+    lines = [line for line in capacity_lines(tuned) if line]
+    lines += ["", "Each point is one open-loop window at that offered rate: latency counted from "
+              "each request's scheduled arrival, unfinished requests at what they had waited."]  # fmt: skip
+    return ("Capacity at the latency limit", "capacity.png", lines)
+
+
 #: One section of the report: its heading, its plot's file (None: no plot) and its Markdown lines.
 _Section = tuple[str, str | None, list[str]]
 
@@ -259,6 +305,9 @@ def write_report(view: StudyView, importances: dict[str, float], folder: Path) -
     tuned = tuned_for_trial(view)
     if tuned.sweep is not None:
         sections.append(_sweep_section(tuned.sweep, folder))
+    capacity = _capacity_section(tuned, folder)
+    if capacity is not None:
+        sections.insert(0, capacity)
     sections.insert(0, ("Baseline against the chosen config", None, _baseline_rows(view, tuned)))
     title = f"autotune report: {view.name}"
     head = [f"# {title}", "", f"Model `{view.attrs.get('model_path')}`, objective `{view.objective.name}`, "
