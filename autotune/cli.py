@@ -371,6 +371,80 @@ def profile(
 
 
 @app.command()
+def check(
+    config: Annotated[Path, typer.Argument(help="The best.json to check.", metavar="BEST_JSON")],
+    against: Annotated[
+        Path | None,
+        typer.Option(help="Check this other tuned config against BEST_JSON's, not the defaults."),
+    ] = None,
+    min_gain: Annotated[
+        float | None,
+        typer.Option(help="The least gain to accept now (exit 1 below it), e.g. 1.05."),
+    ] = None,
+    rounds: Annotated[int, typer.Option(min=1, help="Confirmation length, as for run.")] = 5,
+    model: Annotated[
+        Path | None, typer.Option(help="The tuned model here, if it moved (its sha256 must match).")
+    ] = None,
+    inputs: Annotated[
+        Path | None, typer.Option(help="The input data (.npz), if the tuning's moved.")
+    ] = None,
+    retune_if_lost: Annotated[
+        bool,
+        typer.Option(
+            "--retune-if-lost",
+            help="When the verdict is lost, tune again into a study named for this machine; "
+            "the old best.json is kept.",
+        ),
+    ] = False,
+    trials: Annotated[int, typer.Option(min=1, help="Trials of a --retune-if-lost study.")] = 30,
+    json_output: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    debug: DebugOption = False,
+) -> None:
+    """Re-measure a tuned config against ONNX Runtime's defaults (or --against another) here:
+    holds (exit 0), weaker or lost (1), too noisy (3)."""
+    from autotune.check import check as run_check
+    from autotune.interrupt import stop_on_signals
+
+    say = (lambda line: None) if json_output else (lambda line: typer.echo(line, err=True))
+    with stop_on_signals(lambda line: typer.echo(line, err=True)):
+        result = _guarded(
+            debug,
+            lambda: run_check(
+                config,
+                against=against,
+                model=model,
+                inputs=inputs,
+                rounds=rounds,
+                min_gain=min_gain,
+                say=say,
+            ),
+        )
+        if retune_if_lost and result.verdict == "lost":
+            result = _retune(result, config, trials, say, debug)
+    if json_output:
+        typer.echo(json.dumps(result.to_dict(), indent=2))
+    else:
+        typer.echo("\n".join(line for line in result.lines() if line))
+    raise typer.Exit(code=result.exit_code)
+
+
+def _retune(result: Any, config: Path, trials: int, say: Callable[[str], None], debug: bool) -> Any:
+    """--retune-if-lost: a new study for this machine; both best.json paths are printed."""
+    from dataclasses import replace
+
+    from autotune.check import read_checked, retune_options
+    from autotune.tuning import run_tuning
+
+    def tune() -> Path:
+        options = retune_options(read_checked(config), config, trials=trials)
+        say(f"lost: retuning into study {options.study} (the old best.json stays at {config})")
+        return run_tuning(options, echo=say).best_path
+
+    written = _guarded(debug, tune)
+    return replace(result, retuned=f"{written} (the old one: {config})")
+
+
+@app.command()
 def report(
     study: Annotated[
         str | None,

@@ -905,6 +905,11 @@ class TunedConfig:
     # Why the config was not re-measured against the defaults ("" when it was, or when it is
     # the defaults): its figures are then one search measurement, which a deployment is warned of.
     unconfirmed: str = ""
+    # What the baseline ran: ONNX Runtime's defaults (the study's providers and their fixed
+    # options) on the original model, sha256 included (a variant's best.json names its own
+    # file above). ``autotune check`` measures against them; None in files from before.
+    defaults: TrialConfig | None = None
+    original_model: tuple[str, str] | None = None  # (path, sha256)
 
     @property
     def confirmed(self) -> bool:
@@ -944,12 +949,19 @@ class TunedConfig:
             "sweep": self.sweep.to_dict() if self.sweep else None,
             "environment": dict(self.environment),
             "created": self.created,
+            **({"defaults": self._defaults_dict()} if self.defaults is not None else {}),
         }
+
+    def _defaults_dict(self) -> dict[str, Any]:
+        assert self.defaults is not None
+        path, sha = self.original_model or (self.model_path, self.model_sha256)
+        return {"config": self.defaults.to_dict(), "model": {"path": path, "sha256": sha}}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TunedConfig:
         _check_schema(data, TUNED_SCHEMA, "tuned config")
         confirmation = data.get("confirmation")
+        defaults = data.get("defaults")
         unconfirmed = data.get("unconfirmed", "")
         if "confirmed" not in data and not confirmation and data["metrics"] != data["baseline"]:
             unconfirmed = "written before autotune recorded it, with no confirmation"
@@ -973,4 +985,8 @@ class TunedConfig:
             sweep=ConcurrencySweep.from_dict(data["sweep"]) if data.get("sweep") else None,
             tuning={str(k): float(v) for k, v in (data.get("tuning") or {}).items()},
             unconfirmed=str(unconfirmed or ""),
+            defaults=TrialConfig.from_dict(defaults["config"]) if defaults else None,
+            original_model=(defaults["model"]["path"], defaults["model"]["sha256"])
+            if defaults
+            else None,
         )

@@ -65,6 +65,27 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+#: The CPU features ONNX Runtime's kernels pick between (int8 speedups depend on VNNI and AMX).
+ISA_FLAGS = (
+    "sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni",
+    "avx512_bf16", "avx512_fp16", "amx_tile", "amx_int8", "amx_bf16", "asimd", "asimddp", "sve",
+)  # fmt: skip
+
+
+def isa_flags() -> list[str]:
+    """The ``ISA_FLAGS`` this CPU has (from /proc/cpuinfo; empty where there is none)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return []
+    flags: set[str] = set()
+    for line in text.splitlines():
+        if line.startswith(("flags", "Features")):
+            flags.update(line.split(":", 1)[1].split())
+            break
+    return [f for f in ISA_FLAGS if f in flags]
+
+
 def installed_ort_distributions() -> dict[str, str]:
     """Every installed onnxruntime distribution with its version (two at once is a breakage)."""
     found = {}
@@ -92,6 +113,7 @@ def environment() -> dict[str, Any]:
         "onnxruntime_version": next(iter(distributions.values()), None),
         "onnxruntime_package": ",".join(distributions) or None,
         "cpu_model": cpu_model(),
+        "isa_flags": isa_flags(),
         "logical_cores": os.cpu_count(),
         "physical_cores": psutil.cpu_count(logical=False),
         "usable_cpus": usable_cpus(),

@@ -188,3 +188,23 @@ def tuner_log(out: Path) -> str:
 def study_of(url: str, name: str) -> optuna.Study:
     """A study of a storage URL as a user gives it (postgresql:// included)."""
     return optuna.load_study(study_name=name, storage=storage_url(url, Path()))
+
+
+@pytest.fixture(scope="session")
+def forest(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A random forest with ZipMap (label + a sequence of class -> probability maps), and a pool
+    of 64 real rows."""
+    from skl2onnx import to_onnx
+    from sklearn import datasets, ensemble
+
+    folder = tmp_path_factory.mktemp("forest")
+    x, y = datasets.load_breast_cancer(return_X_y=True)
+    x = x.astype(np.float32)
+    model = ensemble.RandomForestClassifier(n_estimators=30, max_depth=6, random_state=0)
+    model.fit(x, y)
+    onx = to_onnx(model, x[:1], target_opset={"": 17, "ai.onnx.ml": 3})
+    path = folder / "forest.onnx"
+    path.write_bytes(onx.SerializeToString())
+    pool = folder / "pool.npz"
+    np.savez(pool, X=x[:64])
+    return path, pool

@@ -14,32 +14,12 @@ import onnx
 import onnxruntime as ort
 import optuna
 import pytest
-import skl2onnx  # the test extra: a missing converter fails here, it does not skip
-import sklearn.datasets as sklearn_datasets
-import sklearn.ensemble as sklearn_ensemble
 from onnx import TensorProto, helper
 from typer.testing import CliRunner
 
 import autotune
 from autotune.cli import app
 from autotune.measure.accuracy import as_tensors, compare, load_references, save_reference
-
-
-@pytest.fixture(scope="module")
-def forest(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """A random forest with ZipMap (label + a sequence of class -> probability maps), and a pool
-    of 64 real rows."""
-    folder = tmp_path_factory.mktemp("forest")
-    x, y = sklearn_datasets.load_breast_cancer(return_X_y=True)
-    x = x.astype(np.float32)
-    model = sklearn_ensemble.RandomForestClassifier(n_estimators=30, max_depth=6, random_state=0)
-    model.fit(x, y)
-    onx = skl2onnx.to_onnx(model, x[:1], target_opset={"": 17, "ai.onnx.ml": 3})
-    path = folder / "forest.onnx"
-    path.write_bytes(onx.SerializeToString())
-    pool = folder / "pool.npz"
-    np.savez(pool, X=x[:64])
-    return path, pool
 
 
 def test_zipmap_outputs_are_flattened_stored_and_compared(

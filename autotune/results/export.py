@@ -138,6 +138,8 @@ def _tuned(
         sweep=sweep,
         tuning=dict(tuning or {}),
         unconfirmed=unconfirmed,
+        defaults=baseline.config,
+        original_model=source,
     )
 
 
