@@ -382,8 +382,10 @@ def result_of(
     figures = confirmation.figures(1)
     noise = 1 + confirmation.noise.margin if confirmation.noise else confirmation.threshold
     recorded = plan.tuned.confirmation
-    if recorded is not None and recorded.noise is not None and plan.reference_name.startswith(
-        "ONNX"
+    if (
+        recorded is not None
+        and recorded.noise is not None
+        and plan.reference_name.startswith("ONNX")
     ):  # the recorded gain carries its own run's noise too
         noise *= 1 + max(0.0, recorded.noise.margin)
     rates = _rates(plan)
