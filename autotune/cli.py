@@ -244,97 +244,101 @@ def export(
     debug: DebugOption = False,
 ) -> None:
     """Write a trial's configuration in the form a deployment takes."""
-    from autotune.results.export import (
-        compare_startup,
-        export_path,
-        optimized_model,
-        ort_config_model,
-        python_snippet,
-        tuned_for_trial,
-        write_json_atomic,
-        write_text_atomic,
-    )
-    from autotune.study import load_study_view, the_study
-
-    if format not in FORMATS:
-        typer.echo(f"Error: unknown --format {format!r}; use one of {', '.join(FORMATS)}", err=True)
-        raise typer.Exit(code=2)
-
-    if format == "triton" and dest in (None, "-"):
-        typer.echo("Error: -f triton writes a model repository: give --dest DIR/", err=True)
-        raise typer.Exit(code=2)
-
-    if name is not None and format != "triton":
-        typer.echo("Error: --name is for -f triton only", err=True)
-        raise typer.Exit(code=2)
-
-    if dest == "-" and format not in ("json", "python"):
-        typer.echo(
-            f"Error: --format {format} writes an .onnx file, not text: give --dest a file or "
-            "folder, not -",
-            err=True,
-        )
+    problem = _export_flags_problem(format, dest, name)
+    if problem:
+        typer.echo(f"Error: {problem}", err=True)
         raise typer.Exit(code=2)
 
     def do() -> None:
+        from autotune.results.export import export_path, python_snippet, tuned_for_trial
+        from autotune.study import load_study_view, the_study
+
         url = _storage(storage, out, storage_retry_s)
         view = load_study_view(url, the_study(url, study))
         tuned = tuned_for_trial(view, trial)
         if format == "triton":
             assert dest is not None
             _export_triton(tuned, Path(dest).expanduser(), name)
-            return
-        stem = Path(tuned.model_path).stem
-        default = {
-            "json": f"trial-{tuned.trial_number}.json",
-            "python": "session.py",
-            "ort-config": f"{stem}.ort-config.onnx",
-            "optimized-model": f"{stem}.optimized.onnx",
-        }[format]
-        if dest == "-":
-            text = (
-                json.dumps(tuned.to_dict(), indent=2) + "\n"
-                if format == "json"
-                else python_snippet(tuned)
-            )
-            sys.stdout.write(text)
-            return
-        path = export_path(dest, out.resolve() / view.name, default)
-        if format == "json":
-            write_json_atomic(path, tuned.to_dict())
-            typer.echo(f"wrote {path}")
-        elif format == "python":
-            write_text_atomic(path, python_snippet(tuned, beside=path))
-            typer.echo(f"wrote {path}; run it: python {path} [MODEL]")
-        elif format == "ort-config":
-            path, left_out = ort_config_model(tuned, path)
-            typer.echo(f"wrote {path}; load it with ORT_LOAD_CONFIG_FROM_MODEL=1")
-            for item in left_out:
-                typer.echo(f"warning: ort_config cannot carry {item}; set it in code", err=True)
+        elif dest == "-":
+            text = json.dumps(tuned.to_dict(), indent=2) + "\n" if format == "json" else None
+            sys.stdout.write(text or python_snippet(tuned))
         else:
-            path, optimized = optimized_model(tuned, path)
-            config_path = path.with_suffix(".json")
-            write_json_atomic(config_path, optimized.to_dict())
-            typer.echo(f"wrote {path} and {config_path} (graph optimizations off at load)")
-            if tuned.inputs is not None:
-                before, after = compare_startup(tuned, optimized, tuned.inputs)
-                verdict = "faster" if after < before else "NOT faster"
-                typer.echo(
-                    f"startup (session creation + first run, median of 5 interleaved fresh "
-                    f"processes): {before * 1e3:.1f} ms -> {after * 1e3:.1f} ms: {verdict}"
-                )
-            if tuned.config.session_options.get("graph_optimization_level") in (
-                None,
-                "ORT_ENABLE_ALL",
-                "ORT_ENABLE_LAYOUT",
-            ):
-                typer.echo(
-                    "note: a model optimized at ORT_ENABLE_ALL may hold hardware-specific "
-                    "operators; load it on the same kind of machine",
-                    err=True,
-                )
+            stem = Path(tuned.model_path).stem
+            default = {
+                "json": f"trial-{tuned.trial_number}.json",
+                "python": "session.py",
+                "ort-config": f"{stem}.ort-config.onnx",
+                "optimized-model": f"{stem}.optimized.onnx",
+            }[format]
+            _export_file(format, tuned, export_path(dest, out.resolve() / view.name, default))
 
     _guarded(debug, do)
+
+
+def _export_flags_problem(format: str, dest: str | None, name: str | None) -> str:
+    """What is wrong with export's flags together ("" when nothing is)."""
+    if format not in FORMATS:
+        return f"unknown --format {format!r}; use one of {', '.join(FORMATS)}"
+    if format == "triton" and dest in (None, "-"):
+        return "-f triton writes a model repository: give --dest DIR/"
+    if name is not None and format != "triton":
+        return "--name is for -f triton only"
+    if dest == "-" and format not in ("json", "python"):
+        return (
+            f"--format {format} writes an .onnx file, not text: give --dest a file or folder, not -"
+        )
+    return ""
+
+
+def _export_file(format: str, tuned: TunedConfig, path: Path) -> None:
+    """One export format written to ``path``, with what to do next."""
+    from autotune.results.export import (
+        ort_config_model,
+        python_snippet,
+        write_json_atomic,
+        write_text_atomic,
+    )
+
+    if format == "json":
+        write_json_atomic(path, tuned.to_dict())
+        typer.echo(f"wrote {path}")
+    elif format == "python":
+        write_text_atomic(path, python_snippet(tuned, beside=path))
+        typer.echo(f"wrote {path}; run it: python {path} [MODEL]")
+    elif format == "ort-config":
+        path, left_out = ort_config_model(tuned, path)
+        typer.echo(f"wrote {path}; load it with ORT_LOAD_CONFIG_FROM_MODEL=1")
+        for item in left_out:
+            typer.echo(f"warning: ort_config cannot carry {item}; set it in code", err=True)
+    else:
+        _export_optimized(tuned, path)
+
+
+def _export_optimized(tuned: TunedConfig, path: Path) -> None:
+    """-f optimized-model: the pre-optimized graph, its config, and startup before and after."""
+    from autotune.results.export import compare_startup, optimized_model, write_json_atomic
+
+    path, optimized = optimized_model(tuned, path)
+    config_path = path.with_suffix(".json")
+    write_json_atomic(config_path, optimized.to_dict())
+    typer.echo(f"wrote {path} and {config_path} (graph optimizations off at load)")
+    if tuned.inputs is not None:
+        before, after = compare_startup(tuned, optimized, tuned.inputs)
+        verdict = "faster" if after < before else "NOT faster"
+        typer.echo(
+            f"startup (session creation + first run, median of 5 interleaved fresh "
+            f"processes): {before * 1e3:.1f} ms -> {after * 1e3:.1f} ms: {verdict}"
+        )
+    if tuned.config.session_options.get("graph_optimization_level") in (
+        None,
+        "ORT_ENABLE_ALL",
+        "ORT_ENABLE_LAYOUT",
+    ):
+        typer.echo(
+            "note: a model optimized at ORT_ENABLE_ALL may hold hardware-specific "
+            "operators; load it on the same kind of machine",
+            err=True,
+        )
 
 
 def _export_triton(tuned: TunedConfig, repository: Path, name: str | None) -> None:
