@@ -294,6 +294,12 @@ def traffic_of(options: RunOptions, objectives: Sequence[Objective]) -> Traffic 
             "--objective capacity searches the rate itself: drop --rate/--trace, or keep them "
             "and optimise the latency at that rate (-o latency:p99)"
         )
+    if not capacity and any(o.name == "throughput" for o in objectives):
+        raise UsageError(
+            "--rate and --trace fix the requests per second, so throughput cannot differ: "
+            "optimise the latency at that rate (-o latency:p99), or the rate itself "
+            "(-o capacity --max-latency-ms X)"
+        )
     if capacity and options.max_latency_ms is None:
         raise UsageError(
             "--objective capacity needs --max-latency-ms X, the latency limit the served rate "

@@ -51,11 +51,19 @@ def test_bad_traffic_is_refused_in_one_line_with_nothing_written(
 ) -> None:
     out = tmp_path / "results"
     model = str(tiny_model)
-    assert "give the requests per second, above 0" in _refused([model, "--rate", "0"], out)
-    assert "above 0" in _refused([model, "--rate", "-5"], out)
+    assert "throughput cannot differ" in _refused([model, "--rate", "50"], out)
+    assert "give the requests per second, above 0" in _refused(
+        [model, "--rate", "0", "-o", "latency:p99"], out
+    )
+    assert "above 0" in _refused([model, "--rate", "-5", "-o", "latency"], out)
     assert "needs --max-latency-ms" in _refused([model, "-o", "capacity"], out)
-    assert "drop --concurrency" in _refused([model, "--rate", "50", "--concurrency", "2"], out)
-    assert "give one" in _refused([model, "--rate", "5", "--trace", str(tmp_path / "t.csv")], out)
+    latency = ["-o", "latency:p99"]
+    assert "drop --concurrency" in _refused(
+        [model, "--rate", "50", "--concurrency", "2", *latency], out
+    )
+    assert "give one" in _refused(
+        [model, "--rate", "5", "--trace", str(tmp_path / "t.csv"), *latency], out
+    )
     assert "searches the rate itself" in _refused(
         [model, "-o", "capacity", "--max-latency-ms", "50", "--rate", "20"], out
     )
@@ -63,17 +71,19 @@ def test_bad_traffic_is_refused_in_one_line_with_nothing_written(
         [model, "-o", "capacity", "--max-latency-ms", "50", "--slo", "p99"], out
     )
     assert "batch dim is fixed" in _refused(
-        [str(fixed_batch_model), "--rate", "50", "--batching"], out
+        [str(fixed_batch_model), "--rate", "50", "--batching", *latency], out
     )
     assert "--batching batches requests" in _refused([model, "--batching"], out)
-    assert "drop --batch-sizes" in _refused([model, "--rate", "50", "--batch-sizes", "1,4"], out)
+    assert "drop --batch-sizes" in _refused(
+        [model, "--rate", "50", "--batch-sizes", "1,4", *latency], out
+    )
     traces = tmp_path / "traces"
     traces.mkdir()
     (traces / "empty.csv").write_text("")
     (traces / "unsorted.csv").write_text("0.0\n0.5\n0.2\n")
     (traces / "garbage.npy").write_bytes(b"not an array")
     for name in ("empty.csv", "unsorted.csv", "garbage.npy", "missing.csv"):
-        line = _refused([model, "--trace", str(traces / name)], out)
+        line = _refused([model, "--trace", str(traces / name), *latency], out)
         assert line.startswith("Error: --trace: ") and name in line, line
 
 
