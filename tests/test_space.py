@@ -197,3 +197,33 @@ def test_grid_enumerates_every_allowed_combination() -> None:
         ("inter_op_num_threads" in p) == (p["execution_mode"] == "ORT_PARALLEL") for p in grid
     )
     assert len(load_space("cpu").resolve(batch_sizes=(1, 2), cpus=2).grid()) == 2 * len(grid)
+
+
+def test_open_loop_knobs_and_their_presets() -> None:
+    """Under open-loop traffic the server threads and (for a dynamic batch dim) the batcher are
+    searched; the known layouts are valid points; a delay without batching is dropped."""
+    from autotune.space import load_space
+
+    closed = load_space("cpu").resolve(batch_sizes=[1], cpus=4)
+    assert not {"server_threads", "max_batch", "max_queue_delay_ms"} & {
+        p.name for p in closed.params
+    }
+    space = load_space("cpu").resolve(
+        batch_sizes=[1], cpus=4, open_loop=True, batching=True, max_delay_ms=25.0
+    )
+    knobs = {p.name: p for p in space.params}
+    assert knobs["server_threads"].bounds() == (1, 8)
+    assert knobs["sessions"].bounds() == (1, 4)
+    assert knobs["max_queue_delay_ms"].bounds() == (0.0, 25.0)
+    no_batcher = load_space("cpu").resolve(batch_sizes=[1], cpus=4, open_loop=True)
+    assert "max_batch" not in {p.name for p in no_batcher.params}
+    presets = space.serving_presets(1)
+    configs = [space.config_from_params(p) for p in presets]
+    assert [c.server_threads for c in configs] == [4, 4, 4]
+    assert [c.sessions for c in configs] == [1, 4, 1]
+    assert [c.max_batch for c in configs] == [1, 1, 4]
+    assert configs[2].max_queue_delay_ms == 2.0
+    point = dict(presets[0], max_queue_delay_ms=7.3, sessions=4, server_threads=2)
+    config = space.config_from_params(point)
+    assert config.max_queue_delay_ms == 0.0  # no batcher, no delay: equal configs compare equal
+    assert config.sessions == 2  # never more sessions than server threads to call them
