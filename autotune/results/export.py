@@ -289,11 +289,21 @@ def python_snippet(tuned: TunedConfig, *, beside: Path | None = None) -> str:
     }
     pooled = ("intra_op_num_threads", "inter_op_num_threads")
     workload = tuned.workload
+    callers = workload.concurrency
+    batcher = ""
+    if workload.traffic is not None:  # open loop: the server threads are the callers
+        callers = config.server_threads or int(tuned.environment.get("usable_cpus") or 1)
+        if config.max_batch > 1:
+            batcher = (
+                f"\nIts server-side batcher (max_batch {config.max_batch}, max_queue_delay_ms "
+                f"{config.max_queue_delay_ms:g}) is not in this script: serve with "
+                "autotune.load_pool(best.json).submit, or export -f triton."
+            )
     lines = [
         f'"""Tuned by autotune (study {tuned.study_name}, trial #{tuned.trial_number}):',
         f"{tuned.objective} {tuned.speedup:.2f}x against ONNX Runtime's defaults under "
-        f"{workload.concurrency} concurrent caller(s) on "
-        f'{tuned.environment.get("cpu_model", "this machine")}."""',
+        f"{callers} concurrent caller(s) on "
+        f'{tuned.environment.get("cpu_model", "this machine")}.{batcher}"""',
         "",
         "import sys",
         "from concurrent.futures import ThreadPoolExecutor",
@@ -304,7 +314,7 @@ def python_snippet(tuned: TunedConfig, *, beside: Path | None = None) -> str:
         "",
         *_model_lines(tuned.model_path, beside),
         f"BATCH_SIZE = {config.batch_size}",
-        f"CONCURRENCY = {workload.concurrency}  # requests in flight at once",
+        f"CONCURRENCY = {callers}  # requests in flight at once",
         f"SESSIONS = {config.sessions}  # caller i runs on session i % SESSIONS",
         "",
     ]
