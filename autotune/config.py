@@ -52,6 +52,7 @@ FailureKind = Literal[
     "mismatch",  # outputs differ from the baseline's beyond tolerance
     "invalid",  # a known-bad combination of settings (autotune.rules); never started
     "interrupted",  # Ctrl-C, SIGTERM, or the tuner died while it ran; not counted
+    "repeat",  # the sampler proposed a config the study measured already; not measured
 ]
 
 
@@ -879,8 +880,9 @@ class ConcurrencySweep:
 class TunedConfig:
     """The deployable result (``best.json``): the config, its figures and where they came from.
 
-    ``metrics``, ``baseline`` and ``speedup`` are the confirmed figures (median round of the
-    interleaved re-measurement) when a confirmation ran, else the search's own.
+    ``metrics``, ``baseline`` and ``speedup`` are the confirmed figures when a confirmation ran
+    (paired blocks: all of a config's blocks merged, under open loop its median-capacity block;
+    fresh rounds: the median round), else the search's own.
     """
 
     config: TrialConfig

@@ -125,8 +125,8 @@ class RunOptions:
     finalists: int = option(3, "Top configs re-measured against the baseline (0: none).", low=0)
     rounds: int = option(
         5,
-        "Confirmation length: max(12, 2 x ROUNDS) cycles of paired blocks at least (ROUNDS "
-        "fresh-process rounds for memory and startup).",
+        "Confirmation length: max(12, 2 x ROUNDS) cycles of paired blocks at least (open-loop "
+        "traffic: max(6, ROUNDS + 1); ROUNDS fresh-process rounds for memory and startup).",
         low=1,
     )
     wait: bool = option(True, "Queue behind another autotune measuring here, or fail.")

@@ -455,7 +455,8 @@ def prepare(options: RunOptions) -> TuneRequest:
 
 def run_tuning(options: RunOptions, *, echo: Callable[[str], None]) -> RunOutcome:
     """Prepare, run the study and write best.json. A stop request (Ctrl-C, SIGTERM) that came
-    before the study started ends the run there with ``KeyboardInterrupt``, nothing written."""
+    before the study started ends the run there with ``KeyboardInterrupt``: no study and no
+    best.json written (the results folder and a variant cache may be)."""
     request = prepare(options)
     check_stop()
     out = options.out.resolve()

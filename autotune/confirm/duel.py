@@ -12,8 +12,9 @@ ratio of a finalist's block to the baseline's block in the same cycle cancels th
 The twin is the baseline's own config in a second worker: its paired ratios show how far two
 identical configs disagree on this host right now, which is the noise a win must exceed.
 
-Used by :mod:`autotune.confirm.rounds` for throughput and latency objectives; memory and startup are
-properties of a process measured alone and keep their fresh-process rounds.
+Used by :mod:`autotune.confirm.paired` for throughput, latency and capacity objectives (under
+open-loop traffic each block is one window per offered rate of a shared ladder); memory and
+startup are properties of a process measured alone and keep their fresh-process rounds.
 """
 
 from __future__ import annotations

@@ -116,7 +116,7 @@ def closed_loop_rate(runs: Sequence[Run], requests: Sequence[Feeds], servers: in
     return max(sum(counts), 1) / (clock() - start)
 
 
-class Server:
+class RateServer:
     """The config's way of serving: its sessions, server threads and batcher, at any rate."""
 
     def __init__(
@@ -176,7 +176,7 @@ class Server:
 
 
 def find_capacity(
-    server: Server, seed_rate: float
+    server: RateServer, seed_rate: float
 ) -> tuple[float | None, OpenLoopWindow, list[RateProbe]]:
     """The highest offered rate that held the SLO, as served (None: not even the lowest held),
     that rate's window (else the lowest one's), and every probe in order."""
@@ -232,7 +232,7 @@ def serve_traffic(
     job: WorkerJob, runs: Sequence[Run], requests: Sequence[Feeds]
 ) -> tuple[OpenLoopWindow, OpenLoopFigures]:
     """Serve the job's traffic with its config: the window its figures come from, and them."""
-    server = Server(job, runs, requests, job.feeds.seed)
+    server = RateServer(job, runs, requests, job.feeds.seed)
     traffic = server.traffic
     if traffic.trace:
         window = server.at(np.asarray(traffic.trace))
@@ -260,7 +260,7 @@ def serve_ladder(
     ``LADDER_MISSES`` failures in a row (a config that holds none goes below the ladder, up to
     ``BELOW_LADDER`` rates, each 1.5x lower); else the one rate's window. Every worker of a
     cycle gets the same arrivals at a rate (seeded by the cycle and the rate's place)."""
-    server = Server(job, runs, requests, job.feeds.seed)
+    server = RateServer(job, runs, requests, job.feeds.seed)
     ordered = sorted(rates)
     if not server.traffic.finds_capacity:
         server.seed = 1_000_003 * (cycle + 1)  # at_rate adds one

@@ -203,7 +203,7 @@ def _confirm_in_rounds(state: State, run: Run, finalists: Sequence[Finalist]) ->
             text = f"{fmt_number(request.objective.value(outcome))} {request.objective.unit}"
         else:
             text = f"FAILED {outcome.kind}"
-        cap = max(request.rounds, 3 * request.rounds)  # confirm()'s adaptive cap
+        cap = 3 * request.rounds  # confirm()'s adaptive cap
         run.say(f"  round {round_index + 1}, up to {cap}, #{number}: {text}")
 
     return confirm(

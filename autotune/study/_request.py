@@ -49,7 +49,7 @@ class TuneRequest:
     mask_input: str | None = None  # --accuracy-mask: padded positions are not judged
     judge: str | None = None  # --accuracy-fn, the user's own check (for every trial)
     finalists: int = 3  # configs re-measured against the baseline after the search (0: none)
-    rounds: int = 5  # interleaved confirmation rounds
+    rounds: int = 5  # the confirmation's length: fresh rounds, or the paired duel's cycles
     wait_for_lock: bool = True  # queue behind another autotune measuring here, or fail at once
     workload: Workload = field(default_factory=Workload)  # concurrency and shape mix
     paired: bool = True  # confirm in paired blocks of warm workers (throughput, latency)

@@ -22,7 +22,7 @@ from autotune.config import (
 )
 from autotune.measure.openloop import OpenLoopWindow
 from autotune.measure.runner import run_trial
-from autotune.measure.serving import MAX_PROBES, RESOLUTION, Server, find_capacity
+from autotune.measure.serving import MAX_PROBES, RESOLUTION, RateServer, find_capacity
 from autotune.model import read_model, resolve_inputs
 
 QUICK = MeasureSettings(warmup_runs=1, warmup_s=0.0, min_runs=5, min_time_s=0.2)
@@ -128,7 +128,7 @@ def _window(rate: float, capacity: float) -> OpenLoopWindow:
     )
 
 
-class _Constructed(Server):
+class _Constructed(RateServer):
     """The capacity search's server side with constructed windows: a config that holds the
     SLO exactly up to ``capacity`` requests/s."""
 
