@@ -411,6 +411,11 @@ class SearchSpace:
             return None
         return self.default_params(**{knob.name: max(knob.choices)})
 
+    def without_batching(self) -> SearchSpace:
+        """The space without the server-side batcher's knobs (a model it changes the answers of)."""
+        batcher = ("max_batch", "max_queue_delay_ms")
+        return replace(self, params=tuple(p for p in self.params if p.target not in batcher))
+
     def with_variants(self, names: Sequence[str]) -> SearchSpace:
         """The model file as the first knob: the original or one of the variants."""
         if not names:

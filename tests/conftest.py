@@ -208,3 +208,25 @@ def forest(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     pool = folder / "pool.npz"
     np.savez(pool, X=x[:64])
     return path, pool
+
+
+@pytest.fixture(scope="session")
+def batch_mixing_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """y = x - mean(x over the batch), with a pool of 16 real rows: batching requests changes
+    every request's answer."""
+    graph = helper.make_graph(
+        [
+            helper.make_node("ReduceMean", ["x"], ["m"], axes=[0], keepdims=1),
+            helper.make_node("Sub", ["x", "m"], ["y"]),
+        ],
+        "mixing",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 8])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    folder = tmp_path_factory.mktemp("mixing")
+    onnx.save(model, folder / "mixing.onnx")
+    rows = np.random.default_rng(0).standard_normal((16, 8)).astype(np.float32)
+    np.savez(folder / "pool.npz", x=rows)
+    return folder / "mixing.onnx", folder / "pool.npz"

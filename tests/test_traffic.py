@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import optuna
 import pytest
 from onnx import TensorProto, helper
 from typer.testing import CliRunner
@@ -148,3 +149,26 @@ def test_latency_at_a_fixed_rate_and_a_replayed_trace(tiny_model: Path, tmp_path
     for name in names:
         tuned = TunedConfig.from_dict(json.loads((out / name / "best.json").read_text()))
         assert tuned.metrics.open_loop is not None and tuned.metrics.open_loop.capacity is None
+
+
+def test_batching_that_changes_the_answers_is_screened_out_once(
+    batch_mixing_model: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """One worker judges the batcher before the search; no trial is spent rediscovering it."""
+    model, pool = batch_mixing_model
+    out = tmp_path / "results"
+    result = runner.invoke(
+        app,
+        ["run", str(model), "--inputs", str(pool), "-o", "capacity", "--max-latency-ms", "50",
+         "--trials", "3", "--finalists", "0", "--out", str(out), *FAST],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "batching: not searched: request 0 served in a batch of 4" in result.stderr
+    assert "FAILED mismatch" not in result.stderr
+    [path] = out.glob("*/best.json")
+    study = optuna.load_study(
+        study_name=path.parent.name, storage=f"sqlite:///{out / 'autotune.db'}"
+    )
+    assert study.user_attrs["batching_screen"]["ok"] is False
+    configs = [t.user_attrs["config"] for t in study.trials if "config" in t.user_attrs]
+    assert configs and all(c.get("max_batch", 1) == 1 for c in configs)

@@ -178,8 +178,9 @@ class RateServer:
 def find_capacity(
     server: RateServer, seed_rate: float
 ) -> tuple[float | None, OpenLoopWindow, list[RateProbe]]:
-    """The highest offered rate that held the SLO, as served (None: not even the lowest held),
-    that rate's window (else the lowest one's), and every probe in order."""
+    """The capacity: where the latency crosses the limit between the highest offered rate that
+    held (as served, not the nominal one) and the next that did not (None: not even the lowest
+    held); the window of the rate that held (else the lowest one's); every probe in order."""
     rate, lo, hi = FIRST_PROBE * seed_rate, 0.0, math.inf
     probes: list[RateProbe] = []
     held: OpenLoopWindow | None = None
@@ -205,7 +206,7 @@ def find_capacity(
     assert lowest is not None
     if held is None:
         return None, lowest[1], probes
-    return held.offered_rate, held, probes  # the rate it really served, not the nominal one
+    return between_rungs(probes, server.traffic), held, probes
 
 
 def figures(
@@ -289,8 +290,28 @@ def serve_ladder(
             held = windows[-1]
             break
     lowest = min(windows, key=lambda w: w.offered_rate)
-    capacity = held.offered_rate if held is not None else None
+    capacity = between_rungs(probes, server.traffic) if held is not None else None
     return held or lowest, figures(held or lowest, server.servers, capacity, probes)
+
+
+def between_rungs(probes: Sequence[RateProbe], traffic: Traffic) -> float | None:
+    """Where the latency quantile crosses the limit between the highest rate that held and
+    the next one up that did not, on a log scale of latency (a ladder's rungs are 10-20 %
+    apart; without this every capacity would be one of them). The rate that held when there
+    is no failed rate above it, or the limit is not crossed between them."""
+    held = [p for p in probes if p.met]
+    if not held or traffic.max_latency_ms is None:
+        return None
+    top = max(held, key=lambda p: p.offered_rate)
+    above = [p for p in probes if not p.met and p.offered_rate > top.offered_rate]
+    if not above:
+        return top.offered_rate
+    miss = min(above, key=lambda p: p.offered_rate)
+    limit = traffic.max_latency_ms
+    if not (0 < top.latency_ms <= limit < miss.latency_ms) or not math.isfinite(miss.latency_ms):
+        return top.offered_rate  # failed by unanswered requests, or a noisy crossing
+    share = math.log(limit / top.latency_ms) / math.log(miss.latency_ms / top.latency_ms)
+    return top.offered_rate + share * (miss.offered_rate - top.offered_rate)
 
 
 BELOW_LADDER = 2

@@ -1,4 +1,5 @@
-"""Model variants judged for accuracy once, before the search, so no trial rediscovers a mismatch.
+"""Model variants (and server-side batching) judged for accuracy once, before the search, so no
+trial rediscovers a mismatch.
 
 A variant's accuracy does not depend on the session options: each one runs once in a worker
 (a short measurement) after the baseline has written its reference outputs, and is compared
@@ -17,7 +18,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from autotune.config import Measurement, MeasureSettings
+from autotune.config import Measurement, MeasureSettings, Traffic, TrialFailure, Workload
 from autotune.fmt import fmt_number
 from autotune.interrupt import check_stop
 from autotune.variants.recipes import family_of
@@ -69,6 +70,47 @@ def _line(name: str, f: Mapping[str, Any], base_ms: float) -> str:
     if f["ok"]:
         return f"variant {name}: passes the accuracy guard ({figures}{speed}); searched"
     return f"variant {name}: fails the accuracy guard ({figures}; {f['message']}); left out"
+
+
+#: The batching screen's one window: fast, since only the batched answers are judged.
+BATCHING_RATE = 2000.0
+
+
+def screen_batching(
+    study: Study,
+    request: TuneRequest,
+    measure: Callable[[Any, Workload], Any],
+    say: Callable[[str], None],
+) -> bool:
+    """Whether server-side batching keeps the model's answers (searched only then).
+
+    One worker serves a short window with a batch of 4 (its batched answers are compared with
+    each request's own before any window): a model whose answers move when batched would fail
+    every batching trial as a mismatch. Stored on the study, so a resumed study reuses it."""
+    if "max_batch" not in {p.name for p in request.space.params}:
+        return True
+    stored = study.user_attrs.get("batching_screen")
+    if stored is not None:
+        return bool(stored["ok"])
+    config = replace(
+        request.space.baseline(), server_threads=1, max_batch=4, max_queue_delay_ms=1.0
+    )
+    traffic = replace(request.workload.traffic or Traffic(), rate=BATCHING_RATE, trace=())
+    outcome = measure(config, replace(request.workload, traffic=traffic))
+    check_stop()
+    kept = not (
+        isinstance(outcome, TrialFailure)
+        and outcome.kind == "mismatch"
+        and outcome.details.get("batching")
+    )
+    message = "" if kept else outcome.message
+    study.set_user_attr("batching_screen", {"ok": kept, "message": message[:500]})
+    if not kept:
+        say(
+            f"batching: not searched: {message[:300]} (with --inputs of real data a model's "
+            "batched answers often agree)"
+        )
+    return kept
 
 
 def screen_variants(

@@ -38,7 +38,7 @@ from autotune.study._records import (
     records_of,
 )
 from autotune.study._request import TuneRequest
-from autotune.study._screen import SCREEN, promising, screen_variants
+from autotune.study._screen import SCREEN, promising, screen_batching, screen_variants
 from autotune.study._search import Proposer, finished, search_trials
 from autotune.study._spool import replay_spool
 from autotune.study._state import Run, State
@@ -215,8 +215,23 @@ def _first_baseline(state: State, run: Run) -> TrialRecord:
 
 
 def screen(state: State, run: Run) -> State:
-    """The screen phase: each model variant judged once against the reference, before any
-    trial is spent; the space keeps those that pass."""
+    """The screen phase: server-side batching and each model variant judged once against the
+    reference, before any trial is spent; the space keeps what passes."""
+    request = state.request
+    batching = screen_batching(
+        run.study,
+        request,
+        lambda config, workload: state.measurer(config, measure=SCREEN, workload=workload),
+        run.say,
+    )
+    if not batching:
+        request = replace(request, space=request.space.without_batching())
+        state = replace(state, request=request, measurer=replace(state.measurer, request=request))
+    return _screen_variants(state, run)
+
+
+def _screen_variants(state: State, run: Run) -> State:
+    """Each model variant judged once; the space keeps those that pass."""
     request, baseline = state.request, state.the_baseline
     if not request.variant_paths:
         return state

@@ -5,15 +5,13 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import numpy as np
-import onnx
 import pytest
-from onnx import TensorProto, helper
 
 from autotune.config import (
     AccuracyCheck,
     Measurement,
     MeasureSettings,
+    RateProbe,
     Traffic,
     TrialConfig,
     TrialFailure,
@@ -22,7 +20,13 @@ from autotune.config import (
 )
 from autotune.measure.openloop import OpenLoopWindow
 from autotune.measure.runner import run_trial
-from autotune.measure.serving import MAX_PROBES, RESOLUTION, RateServer, find_capacity
+from autotune.measure.serving import (
+    MAX_PROBES,
+    RESOLUTION,
+    RateServer,
+    between_rungs,
+    find_capacity,
+)
 from autotune.model import read_model, resolve_inputs
 
 QUICK = MeasureSettings(warmup_runs=1, warmup_s=0.0, min_runs=5, min_time_s=0.2)
@@ -59,9 +63,10 @@ def test_the_capacity_search_reports_the_highest_rate_that_held(magika: Path) ->
     held = [p.offered_rate for p in figures.probes if p.met]
     if figures.capacity is None:
         assert not held
-    else:
-        assert figures.capacity == max(held)
-        assert figures.offered_rate == figures.capacity  # the figures are that window's
+    else:  # between the highest rate that held and the next one up that did not
+        above = [p.offered_rate for p in figures.probes if not p.met and p.offered_rate > max(held)]
+        assert max(held) <= figures.capacity < min(above, default=math.inf)
+        assert figures.offered_rate == max(held)  # the figures are that window's
         assert figures.completed / figures.sent >= traffic.min_completed
 
 
@@ -74,28 +79,11 @@ def test_the_batcher_joins_requests_whose_answers_hold(tiny_model: Path) -> None
     assert outcome.open_loop is not None and outcome.open_loop.mean_batch > 1
 
 
-def _batch_mixing_model(path: Path) -> Path:
-    """y = x - mean(x over the batch): a batch of requests changes every request's answer."""
-    graph = helper.make_graph(
-        [
-            helper.make_node("ReduceMean", ["x"], ["m"], axes=[0], keepdims=1),
-            helper.make_node("Sub", ["x", "m"], ["y"]),
-        ],
-        "mixing",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 8])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 8])],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.save(model, path)
-    return path
-
-
-def test_batching_that_changes_the_answers_is_a_mismatch(tmp_path: Path) -> None:
-    model = _batch_mixing_model(tmp_path / "mixing.onnx")
-    data = {"x": np.random.default_rng(0).standard_normal((16, 8)).astype(np.float32)}
-    np.savez(tmp_path / "pool.npz", **data)
-    plan = resolve_inputs(read_model(model), data_path=str(tmp_path / "pool.npz")).plan
+def test_batching_that_changes_the_answers_is_a_mismatch(
+    batch_mixing_model: tuple[Path, Path],
+) -> None:
+    model, pool = batch_mixing_model
+    plan = resolve_inputs(read_model(model), data_path=str(pool)).plan
     config = TrialConfig(server_threads=1, max_batch=4, max_queue_delay_ms=1.0)
     job = WorkerJob(
         str(model), config, plan, QUICK, AccuracyCheck(), Workload(traffic=Traffic(rate=20.0))
@@ -149,11 +137,27 @@ def test_the_rate_search_brackets_the_capacity_within_its_resolution(
     server = _Constructed(capacity)
     found, window, probes = find_capacity(server, seed_rate)
     assert len(probes) == len(server.rates) <= MAX_PROBES
-    assert found is not None and found <= capacity
+    held = max(r for r in server.rates if r <= capacity)
     failed = [r for r in server.rates if r > capacity]
-    assert window.offered_rate == found
+    assert found is not None and window.offered_rate == held <= capacity
+    assert held <= found < min(failed, default=math.inf)  # interpolated between the two
     if failed:  # the bracket narrowed to the resolution, or the probes ran out
-        assert min(failed) / found <= RESOLUTION or len(probes) == MAX_PROBES
+        assert min(failed) / held <= RESOLUTION or len(probes) == MAX_PROBES
+
+
+def test_between_rungs_interpolates_where_the_latency_crosses_the_limit() -> None:
+    traffic = Traffic(max_latency_ms=100.0)
+    held = RateProbe(
+        offered_rate=100.0, achieved_rate=100.0, latency_ms=10.0, completed=1, met=True
+    )
+    miss = RateProbe(
+        offered_rate=200.0, achieved_rate=150.0, latency_ms=1000.0, completed=1, met=False
+    )
+    assert between_rungs([held, miss], traffic) == pytest.approx(150.0)  # log 100 is half way
+    assert between_rungs([held], traffic) == 100.0  # nothing failed above it
+    unanswered = RateProbe(200.0, 150.0, 50.0, 0.9, False)  # failed by unanswered requests
+    assert between_rungs([held, unanswered], traffic) == 100.0
+    assert between_rungs([miss], traffic) is None
 
 
 def test_a_config_that_never_holds_the_slo_has_no_capacity() -> None:
