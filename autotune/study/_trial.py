@@ -97,23 +97,10 @@ class Measurer:
             model_path, config, r.feeds, measure or r.measure, accuracy, workload or r.workload
         )
 
-    def __call__(
-        self,
-        config: TrialConfig,
-        *,
-        write_reference: bool = False,
-        workload: Workload | None = None,
-        measure: MeasureSettings | None = None,
-        variant_paths: Mapping[str, str] | None = None,
-    ) -> TrialOutcome:
+    def __call__(self, config: TrialConfig, **job_options: Any) -> TrialOutcome:
+        """Measure ``config`` (``job_options`` as :meth:`job` takes them) in a fresh worker."""
         r = self.request
-        job = self.job(
-            config,
-            write_reference=write_reference,
-            workload=workload,
-            measure=measure,
-            variant_paths=variant_paths,
-        )
+        job = self.job(config, **job_options)
         if STOP.is_set():
             return TrialFailure("interrupted", "stopped by the user before it started")
         with machine_lock(wait=r.wait_for_lock, on_wait=self.on_wait, stop=STOP):
