@@ -37,7 +37,7 @@ from autotune.config import (
     TunedConfig,
     WorkerJob,
 )
-from autotune.confirm.paired import confirm_paired
+from autotune.confirm.paired import confirm_paired, median_band
 from autotune.confirm.rounds import confirm
 from autotune.errors import AutotuneError, UsageError
 from autotune.fmt import fmt_number
@@ -165,17 +165,45 @@ def _finite(value: float) -> float | None:
 
 
 def judge(
-    kind: str, recorded_gain: float, gain: float, noise: float, threshold: float = 1.0
+    kind: str,
+    recorded_gain: float,
+    gain: float,
+    noise: float,
+    threshold: float = 1.0,
+    bands: tuple[float, float] | None = None,
 ) -> str:
-    """The verdict from the confirmation's ``kind`` (winner, no gain, too noisy) and the gains:
-    a winner is ``weaker`` when the gain now falls short of the recorded one by more than the
-    host's noise (``noise``: the least gain beyond it, > 1; at least ``MIN_DROP``)."""
+    """The verdict from the confirmation's ``kind`` (winner, no gain, too noisy) and the gains.
+
+    A winner is ``weaker`` when the gain now falls short of the recorded one by at least
+    ``MIN_DROP`` and by more than the noise: with ``bands`` (the rough 95 % bands of the
+    recorded and the current median paired ratio), when the two bands do not overlap; without
+    them (no paired ratios recorded), when the drop exceeds ``noise`` (the least gain beyond
+    the host's noise now, > 1)."""
     if kind == "too noisy":
         return "too noisy"
     if kind != "winner" or not gain > max(1.0, threshold):
         return "lost"
-    allowed = max(noise, 1 + MIN_DROP)
-    return "weaker" if recorded_gain / gain > allowed else "holds"
+    if recorded_gain / gain <= 1 + MIN_DROP:
+        return "holds"
+    if bands is not None:
+        recorded_band, band = bands
+        return "weaker" if recorded_gain - recorded_band > gain + band else "holds"
+    return "weaker" if recorded_gain / gain > noise else "holds"
+
+
+def ratio_band(objective: Objective, confirmation: Confirmation, number: int) -> float | None:
+    """The rough 95 % band of a confirmation's median paired ratio of trial ``number`` against
+    its baseline (block by block; None when it recorded no pairs to compute it from)."""
+    try:
+        figures = confirmation.figures(number)
+    except KeyError:
+        return None
+    pairs = zip(figures.values, confirmation.baseline.values, strict=False)
+    ratios = [objective.ratio(value, base) for value, base in pairs]
+    ratios = [r for r in ratios if math.isfinite(r)]
+    if len(ratios) < 3 or confirmation.method != "paired blocks":
+        return None
+    return median_band(ratios)
 
 
 def read_checked(path: Path) -> TunedConfig:
@@ -392,7 +420,18 @@ def result_of(
     if len(rates) > 1:  # a capacity is one rung of the ladder: a smaller change is not seen
         noise = max(noise, rates[1] / rates[0])
     gain = figures.gain
-    verdict = judge(confirmation.kind, plan.recorded_gain, gain, noise, confirmation.threshold)
+    recorded_band = (
+        ratio_band(plan.objective, recorded, plan.tuned.trial_number)
+        if recorded is not None and plan.reference_name.startswith("ONNX")
+        else None
+    )
+    band_now = ratio_band(plan.objective, confirmation, 1)
+    bands = (
+        (recorded_band, band_now) if recorded_band is not None and band_now is not None else None
+    )
+    verdict = judge(
+        confirmation.kind, plan.recorded_gain, gain, noise, confirmation.threshold, bands
+    )
     objective = plan.objective
     return CheckResult(
         verdict=verdict,

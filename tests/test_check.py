@@ -37,6 +37,13 @@ def test_the_verdict_from_the_figures(
     assert judge(kind, recorded, now, noise) == verdict
 
 
+def test_with_both_runs_bands_weaker_needs_them_apart() -> None:
+    """Recorded 2.0x, now 1.5x: weaker when the two medians' bands do not overlap."""
+    assert judge("winner", 2.0, 1.5, 1.05, bands=(0.1, 0.1)) == "weaker"
+    assert judge("winner", 2.0, 1.5, 1.05, bands=(0.3, 0.3)) == "holds"
+    assert judge("winner", 2.0, 1.85, 1.05, bands=(0.0, 0.0)) == "holds"  # within MIN_DROP
+
+
 def _result(verdict: str, gain: float, min_gain: float | None = None) -> CheckResult:
     return CheckResult(
         verdict=verdict, objective="throughput", unit="samples/s", reference="defaults",
