@@ -11,8 +11,8 @@ those knobs, and config.pbtxt lists them in its opening comment.
 
 The layout (``instance_group``): a Triton instance runs one request batch at a time, so the
 instances are the tuned executions in flight: ``server_threads`` when the config serves a queue
-(one per usable CPU of the tuning machine when it batches with ``server_threads`` 0), else the
-workload's concurrent callers. The config's sessions become instance groups whose instances share
+(one per usable CPU of the tuning machine when it serves open-loop traffic or batches with
+``server_threads`` 0, as autotune's server did), else the workload's concurrent callers. The config's sessions become instance groups whose instances share
 one ONNX Runtime session (``share_session_between_instances``), instance i on session
 i % sessions, as autotune's callers were.
 """
@@ -170,7 +170,8 @@ def _executions(tuned: TunedConfig) -> int:
     config = tuned.config
     if config.server_threads > 0:
         return config.server_threads
-    if config.batches_requests:  # a batching server with one thread per usable CPU
+    if config.batches_requests or tuned.workload.traffic is not None:
+        # open-loop traffic, or a batching server: one server thread per usable CPU
         return int(tuned.environment.get("usable_cpus") or tuned.workload.concurrency)
     return tuned.workload.concurrency
 
