@@ -45,7 +45,7 @@ from autotune.interrupt import STOP
 from autotune.machine import environment
 from autotune.measure.lock import machine_lock
 from autotune.measure.runner import run_trial
-from autotune.measure.serving import ladder
+from autotune.measure.serving import shared_rates
 from autotune.measure.session import read_tuned
 from autotune.model import model_sha256
 from autotune.objectives import Objective, parse_objective
@@ -352,13 +352,8 @@ def plan_check(
 
 
 def _rates(plan: Plan) -> tuple[float, ...]:
-    traffic = plan.tuned.workload.traffic
-    if traffic is None or traffic.trace:
-        return ()
-    if not traffic.finds_capacity:
-        return (traffic.rate,) if traffic.rate else ()
-    found = [c.recorded.open_loop for c in (plan.reference, plan.candidate)]
-    return ladder([f.capacity or 0.0 for f in found if f is not None])
+    recorded = (plan.reference.recorded, plan.candidate.recorded)
+    return shared_rates(plan.tuned.workload.traffic, recorded)
 
 
 def measure(

@@ -19,7 +19,6 @@ A batching config first proves that a batched answer matches the unbatched ones.
 from __future__ import annotations
 
 import math
-import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -29,6 +28,8 @@ import numpy as np
 from autotune.config import (
     AccuracyCheck,
     LatencyStats,
+    Measurement,
+    MeasureSettings,
     OpenLoopFigures,
     RateProbe,
     Traffic,
@@ -49,7 +50,8 @@ Run = Callable[[Feeds], Sequence[Any]]
 
 MIN_REQUESTS = 200  # a window long enough for its p99 to rest on a couple of requests
 MAX_WINDOW_S = 5.0
-SEED_S = 0.3  # the closed-loop run that seeds the capacity search
+#: The closed-loop run that seeds the capacity search.
+SEED = MeasureSettings(warmup_runs=0, warmup_s=0.0, min_runs=2, min_time_s=0.3)
 MAX_PROBES = 7
 RESOLUTION = 1.1  # the capacity search stops once the bracket is this narrow (hi / lo)
 FIRST_PROBE = 0.8  # of the closed-loop throughput
@@ -93,27 +95,13 @@ def check_batching(
     return ""
 
 
-def closed_loop_rate(runs: Sequence[Run], requests: Sequence[Feeds], servers: int) -> float:
-    """Requests/s that ``servers`` threads complete back to back: the capacity search's seed."""
-    counts = [0] * servers
-    stop = threading.Event()
+def closed_loop_rate(runners: Sequence[Callable[[], Any]]) -> float:
+    """Requests/s the config's callers complete back to back (one per server thread, as
+    :func:`autotune.measure.callers.block` drives them): the capacity search's seed."""
+    from autotune.measure.callers import block
 
-    def serve(i: int) -> None:
-        run, k = runs[i % len(runs)], i
-        while not stop.is_set():
-            run(requests[k % len(requests)])
-            counts[i] += 1
-            k += servers
-
-    threads = [threading.Thread(target=serve, args=(i,), daemon=True) for i in range(servers)]
-    start = clock()
-    for thread in threads:
-        thread.start()
-    time.sleep(SEED_S)
-    stop.set()
-    for thread in threads:
-        thread.join()
-    return max(sum(counts), 1) / (clock() - start)
+    window = block(runners, SEED)
+    return len(window.times) / max(window.wall_s, 1e-9)
 
 
 class RateServer:
@@ -230,9 +218,13 @@ def figures(
 
 
 def serve_traffic(
-    job: WorkerJob, runs: Sequence[Run], requests: Sequence[Feeds]
+    job: WorkerJob,
+    runs: Sequence[Run],
+    requests: Sequence[Feeds],
+    callers: Sequence[Callable[[], Any]],
 ) -> tuple[OpenLoopWindow, OpenLoopFigures]:
-    """Serve the job's traffic with its config: the window its figures come from, and them."""
+    """Serve the job's traffic with its config: the window its figures come from, and them
+    (``callers``, one per server thread, seed a capacity search closed-loop)."""
     server = RateServer(job, runs, requests, job.feeds.seed)
     traffic = server.traffic
     if traffic.trace:
@@ -241,7 +233,7 @@ def serve_traffic(
     if traffic.rate is not None:
         window = server.at_rate(traffic.rate)
         return window, figures(window, server.servers, None, [server.probe(window)])
-    seed_rate = closed_loop_rate(runs, requests, server.servers)
+    seed_rate = closed_loop_rate(callers)
     capacity, window, probes = find_capacity(server, seed_rate)
     return window, figures(window, server.servers, capacity, probes)
 
@@ -327,6 +319,23 @@ def ladder(capacities: Sequence[float], points: int = 7) -> tuple[float, ...]:
     lo, hi = 0.6 * min(found), 1.3 * max(found)
     step = (hi / lo) ** (1 / (points - 1))
     return tuple(round(lo * step**i, 3) for i in range(points))
+
+
+def shared_rates(traffic: Traffic | None, measured: Sequence[object]) -> tuple[float, ...]:
+    """The offered rates a paired confirmation measures every contender at, the same for all:
+    the one ``--rate``, or a capacity's ladder around what ``measured`` (the contenders'
+    earlier measurements) found; none for closed-loop callers or a replayed trace."""
+    if traffic is None or traffic.trace:
+        return ()
+    if not traffic.finds_capacity:
+        return (traffic.rate,) if traffic.rate else ()
+    return ladder(
+        [
+            m.open_loop.capacity or 0.0
+            for m in measured
+            if isinstance(m, Measurement) and m.open_loop
+        ]
+    )
 
 
 def window_stats(window: OpenLoopWindow) -> LatencyStats:

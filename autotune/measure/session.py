@@ -474,7 +474,7 @@ class SessionPool:
 
                 config = self.tuned.config
                 self._server = Server(
-                    [_run_of(session) for session in self.sessions],
+                    [run_function(session) for session in self.sessions],
                     server_threads=servers_of(config.server_threads),
                     max_batch=config.max_batch,
                     delay_s=config.max_queue_delay_ms / 1e3,
@@ -509,7 +509,9 @@ class SessionPool:
         return list(session.run(output_names, dict(feeds), **kwargs))
 
 
-def _run_of(session: ort.InferenceSession) -> Callable[[Mapping[str, Any]], list[Any]]:
+def run_function(session: ort.InferenceSession) -> Callable[[Mapping[str, Any]], list[Any]]:
+    """``session.run`` for every output, as a function of the feeds (the open-loop servers)."""
+
     def run(feeds: Mapping[str, Any]) -> list[Any]:
         return list(session.run(None, dict(feeds)))
 

@@ -343,10 +343,9 @@ def open_loop_setup(job: WorkerJob, prepared: Prepared) -> tuple[list[Any], list
     """The sessions' run functions and the requests, every session warmed up; a batching
     config's batched answers checked against the unbatched ones (OutputMismatch)."""
     from autotune.measure.serving import check_batching
+    from autotune.measure.session import run_function
 
-    runs = [
-        (lambda feeds, session=session: session.run(None, feeds)) for session in prepared.sessions
-    ]
+    runs = [run_function(session) for session in prepared.sessions]
     requests = open_loop_requests(job)
     for run in runs:  # a short warm-up of every session
         for feeds in requests[:OPEN_LOOP_WARMUP]:
@@ -400,7 +399,7 @@ def measure_open_loop(job: WorkerJob, prepared: Prepared, import_s: float) -> Me
     from autotune.measure.serving import serve_traffic
 
     runs, requests = open_loop_setup(job, prepared)
-    window, figures = serve_traffic(job, runs, requests)
+    window, figures = serve_traffic(job, runs, requests, prepared.stages[0].runners)
     return open_loop_measurement(job, prepared, import_s, window, figures)
 
 

@@ -29,7 +29,7 @@ from autotune.confirm.sweep import run_sweep
 from autotune.fmt import fmt_number
 from autotune.interrupt import STOP
 from autotune.measure.lock import machine_lock
-from autotune.measure.serving import ladder
+from autotune.measure.serving import shared_rates
 from autotune.study._records import TrialRecord, best_of, pareto_of
 from autotune.study._request import TuneRequest
 from autotune.study._search import INTERRUPTED, finished
@@ -179,15 +179,8 @@ def _confirm_paired(
 def _rates(state: State, finalists: Sequence[Finalist]) -> tuple[float, ...]:
     """Open-loop traffic: the offered rates every contender's block is measured at, the same
     for all (the capacity's ladder around what the search found, or the one --rate)."""
-    traffic = state.request.workload.traffic
-    if traffic is None:
-        return ()
-    if not traffic.finds_capacity:
-        return (traffic.rate,) if traffic.rate else ()
     found = [state.the_baseline.outcome, *(o for _, _, o in finalists)]
-    return ladder(
-        [m.open_loop.capacity or 0.0 for m in found if isinstance(m, Measurement) and m.open_loop]
-    )
+    return shared_rates(state.request.workload.traffic, found)
 
 
 def _confirm_in_rounds(state: State, run: Run, finalists: Sequence[Finalist]) -> Confirmation:
