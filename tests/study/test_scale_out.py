@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
+import signal
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import optuna
@@ -58,13 +60,21 @@ def _tuner(model: Path, url: str, out: Path, study: str, trials: int) -> subproc
         return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, text=True)
 
 
-def _baseline_running(url: str, name: str) -> bool:
+def _trials_of(url: str, name: str) -> list[optuna.trial.FrozenTrial]:
+    """The study's trials; none while the study does not exist yet."""
     with contextlib.suppress(Exception):  # the study does not exist yet
-        return any(
-            t.user_attrs.get("baseline")
-            for t in study_of(url, name).get_trials(states=(optuna.trial.TrialState.RUNNING,))
-        )
-    return False
+        return study_of(url, name).get_trials(deepcopy=False)
+    return []
+
+
+def _await(
+    condition: Callable[[], bool], tuner: subprocess.Popen[str], log: Path, what: str
+) -> None:
+    deadline = time.monotonic() + 120
+    while not condition():
+        assert tuner.poll() is None, tuner_log(log)
+        assert time.monotonic() < deadline, what
+        time.sleep(0.05)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -91,12 +101,22 @@ def test_two_tuners_share_one_study_one_budget_and_one_baseline(
     storage = postgres
     name, trials = "shared", 8
     first = _tuner(magika, storage, tmp_path / "a", name, trials)
-    deadline = time.monotonic() + 60
-    while not _baseline_running(storage, name):
-        assert first.poll() is None, tuner_log(tmp_path / "a")
-        assert time.monotonic() < deadline, "the first tuner never started its baseline"
-        time.sleep(0.05)
-    second = _tuner(magika, storage, tmp_path / "b", name, trials)
+    _await(
+        lambda: any(t.user_attrs.get("baseline") for t in _trials_of(storage, name)),
+        first, tmp_path / "a", "the first tuner never started its baseline",
+    )  # fmt: skip
+    # Held still until the second has joined, so the first cannot spend the whole budget
+    # while the second is still importing (a quick model on a quiet machine did, once).
+    os.kill(first.pid, signal.SIGSTOP)
+    try:
+        second = _tuner(magika, storage, tmp_path / "b", name, trials)
+        _await(
+            lambda: "measuring this study's baseline" in tuner_log(tmp_path / "b")
+            or any(t.user_attrs.get("pid") == second.pid for t in _trials_of(storage, name)),
+            second, tmp_path / "b", "the second tuner never joined the study",
+        )  # fmt: skip
+    finally:
+        os.kill(first.pid, signal.SIGCONT)
     first.wait(timeout=240)
     second.wait(timeout=240)
     out_first, out_second = tuner_log(tmp_path / "a"), tuner_log(tmp_path / "b")
