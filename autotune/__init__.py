@@ -17,17 +17,17 @@ __version__ = "0.1.0"
 __all__ = ["AutotuneError", "UsageError", "__version__", "load_pool", "load_session", "tune"]
 
 if TYPE_CHECKING:
-    from autotune.measure.session import load_pool, load_session
+    from autotune.service.deploy import load_pool, load_session
     from autotune.tuning import tune
 
 
 def __getattr__(name: str) -> Any:
     if name == "load_session":
-        from autotune.measure.session import load_session
+        from autotune.service.deploy import load_session
 
         return load_session
     if name == "load_pool":
-        from autotune.measure.session import load_pool
+        from autotune.service.deploy import load_pool
 
         return load_pool
     if name == "tune":

@@ -134,6 +134,154 @@ run.__signature__ = inspect.Signature(_run_parameters())  # type: ignore[attr-de
 app.command()(run)
 
 
+def submit(
+    model: Path,
+    storage: str,
+    classes: str | None,
+    model_url: str | None,
+    storage_retry_s: float,
+    json_output: bool,
+    debug: bool,
+    **values: Any,
+) -> None:
+    """Submit MODEL to the tuning service: checked now, tuned by `autotune agent` on each class
+    of machine; prints the job id and returns."""
+
+    def do() -> int:
+        from autotune.service import jobs
+        from autotune.service.db import Database
+
+        submission = jobs.checked_submission(model, values, classes, model_url)
+        db = Database(storage, retry_s=storage_retry_s, say=lambda line: typer.echo(line, err=True))
+        return jobs.submit(db, submission)
+
+    job_id = _guarded(debug, do)
+    if json_output:
+        typer.echo(json.dumps({"job": job_id}))
+        return
+    where = f"classes {classes}" if classes else "every class that has an agent"
+    typer.echo(
+        f"job {job_id} submitted for {where}; follow it: autotune jobs {job_id} --storage ..."
+    )
+
+
+def _submit_parameters() -> list[inspect.Parameter]:
+    """``submit``'s flags: ``run``'s options that hold on any machine, then its own."""
+    from autotune.options import MACHINE_OPTIONS
+
+    keyword = inspect.Parameter.KEYWORD_ONLY
+    kept = [
+        p for p in _run_parameters()
+        if p.name not in (*MACHINE_OPTIONS, "quiet", "json_output", "debug")
+    ]  # fmt: skip
+    own = {
+        "storage": (str, typer.Option(help="The service's PostgreSQL database URL.")),
+        "classes": (
+            str | None,
+            typer.Option(help="Classes of machine that must serve it, comma-separated "
+                         "(default: every class that has an agent)."),
+        ),
+        "model_url": (
+            str | None,
+            typer.Option(help="Agents fetch the model from this file:// or http(s):// URL "
+                         "instead of the database (for models too large for it)."),
+        ),
+        "storage_retry_s": (float, typer.Option(help="Wait this long for the database.")),
+        "json_output": (bool, typer.Option("--json", help="Print {\"job\": ID}.")),
+        "debug": (bool, typer.Option("--debug", help="Show tracebacks instead of one-line errors.")),
+    }  # fmt: skip
+    defaults = {"storage": inspect.Parameter.empty, "classes": None, "model_url": None,
+                "storage_retry_s": 10.0, "json_output": False, "debug": False}  # fmt: skip
+    return kept + [
+        inspect.Parameter(name, keyword, default=defaults[name], annotation=Annotated[kind, info])
+        for name, (kind, info) in own.items()
+    ]
+
+
+submit.__signature__ = inspect.Signature(_submit_parameters())  # type: ignore[attr-defined]
+app.command()(submit)
+
+ServiceStorage = Annotated[str, typer.Option(help="The service's PostgreSQL database URL.")]
+ServiceRetry = Annotated[float, typer.Option(help="Wait this long for the database (seconds).")]
+
+
+@app.command()
+def agent(
+    storage: ServiceStorage,
+    out: Annotated[Path, typer.Option(help="Folder for the studies' local files.")] = Path(
+        "results"
+    ),
+    poll_s: Annotated[
+        float, typer.Option(min=0.1, help="Seconds between looks at the queue.")
+    ] = 5.0,
+    storage_retry_s: Annotated[
+        float, typer.Option(help="How long a tuning waits for the database before handing back.")
+    ] = 120.0,
+    exit_when_idle: Annotated[
+        bool, typer.Option("--exit-when-idle", help="Exit when no job waits for this class.")
+    ] = False,
+    debug: DebugOption = False,
+) -> None:
+    """Serve the tuning service on this machine: claim jobs for its class, tune, store best.json."""
+    from autotune.service.agent import Agent, AgentSettings
+
+    settings = AgentSettings(
+        storage=storage, out=out.resolve(), poll_s=poll_s, storage_retry_s=storage_retry_s,
+        exit_when_idle=exit_when_idle,
+    )  # fmt: skip
+    say = lambda line: typer.echo(line, err=True)  # noqa: E731
+    code = _guarded(debug, lambda: Agent(settings, say).serve())
+    raise typer.Exit(code=code)
+
+
+def _service(storage: str, retry_s: float) -> Any:
+    from autotune.service.db import Database
+
+    return Database(storage, retry_s=retry_s, say=lambda line: typer.echo(line, err=True))
+
+
+@app.command()
+def jobs(
+    job: Annotated[int | None, typer.Argument(help="One job to show in full.")] = None,
+    storage: ServiceStorage = "",
+    storage_retry_s: ServiceRetry = 10.0,
+    json_output: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    debug: DebugOption = False,
+) -> None:
+    """List the service's jobs by class (state, verdict, speedup), or show one side by side."""
+    from autotune.service import jobs as queue
+    from autotune.service import view
+
+    def read() -> tuple[list[dict[str, Any]], dict[str, int]]:
+        db = _service(storage, storage_retry_s)
+        rows = queue.job_rows(db, job)
+        running = [t["study"] for j in rows for t in j["tasks"] if t["state"] == "running"]
+        return rows, queue.progress_of(db, running)
+
+    rows, progress = _guarded(debug, read)
+    if json_output:
+        payload = [view.job_json(row, progress) for row in rows]
+        typer.echo(json.dumps(payload[0] if job is not None else payload, indent=2, default=str))
+    elif job is not None:
+        typer.echo(view.job_detail(rows[0], progress))
+    else:
+        typer.echo(view.jobs_table(rows, progress))
+
+
+@app.command()
+def cancel(
+    job: Annotated[int, typer.Argument(help="The job to withdraw.")],
+    storage: ServiceStorage = "",
+    storage_retry_s: ServiceRetry = 10.0,
+    debug: DebugOption = False,
+) -> None:
+    """Withdraw a job: queued classes are dropped, agents stop running ones."""
+    from autotune.service import jobs as queue
+
+    count = _guarded(debug, lambda: queue.cancel(_service(storage, storage_retry_s), job))
+    typer.echo(f"job {job} cancelled ({count} class(es) were still to do or running)")
+
+
 @app.command()
 def doctor(
     provider: Annotated[

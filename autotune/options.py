@@ -242,3 +242,40 @@ def flag_name(name: str) -> str:
     """The option's long flag as a user types it: ``--min-time`` for ``min_time_s``."""
     names = flag_of(name).names
     return names[0].split("/")[0] if names else "--" + name.replace("_", "-")
+
+
+#: Options that belong to the machine a run happens on, not to a job submitted for many kinds of
+#: machine: ``autotune agent`` sets them (its database, results folder, study and lock wait).
+MACHINE_OPTIONS = ("storage", "study", "out", "wait", "storage_retry_s")
+#: Options that name a local file: a submitted job carries the file itself, not its path.
+FILE_OPTIONS = ("inputs", "calibration", "trace", "space", "accuracy_fn")
+
+
+def job_options(options: RunOptions) -> dict[str, Any]:
+    """The options a job records, as JSON: those set away from their defaults, without the
+    model and the ``MACHINE_OPTIONS`` (paths as text, repeatable options as lists)."""
+    values: dict[str, Any] = {}
+    for f in fields(RunOptions):
+        if "flag" not in f.metadata or f.name in MACHINE_OPTIONS:
+            continue
+        value = getattr(options, f.name)
+        if value == f.default:
+            continue
+        if isinstance(value, Path):
+            value = str(value)
+        elif isinstance(value, tuple):
+            value = list(value)
+        values[f.name] = value
+    return values
+
+
+def options_of_job(model: Path, values: dict[str, Any], **machine: Any) -> RunOptions:
+    """The :class:`RunOptions` of a recorded job on this machine (``machine``: the
+    ``MACHINE_OPTIONS`` the agent sets), checked as ``autotune run`` checks them."""
+    unknown = sorted(set(values) - set(public_options()) | set(values) & set(MACHINE_OPTIONS))
+    if unknown:
+        raise UsageError(
+            f"the job has options this autotune does not take ({', '.join(unknown)}): "
+            "upgrade autotune on this machine"
+        )
+    return RunOptions(model=model, **values, **machine)

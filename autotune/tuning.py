@@ -362,8 +362,24 @@ def _limits(options: RunOptions, traffic: Traffic | None) -> Limits:
     return Limits({name: value for name, value in bounds.items() if value is not None})
 
 
-def prepare(options: RunOptions) -> TuneRequest:
-    """Validate every input and build the study request; nothing is written before this passes."""
+@dataclass(frozen=True)
+class CheckedOptions:
+    """What :func:`check_options` made of the options: everything that holds on any machine."""
+
+    objectives: tuple[Objective, ...]
+    workload: Workload
+    accuracy: tuple[str, float] | None
+    space: SearchSpace
+    model: ModelInfo
+    feeds: FeedPlan
+    guard: tuple[tuple[str, ...], str | None, str | None]
+    batch_sizes: tuple[int, ...]
+
+
+def check_options(options: RunOptions, *, space_name: str | None = None) -> CheckedOptions:
+    """Every check of the options that does not depend on the machine (its CPUs, providers,
+    folders and database): ``autotune run`` makes them first, ``autotune submit`` makes them
+    for machines it never sees. ``space_name`` replaces ``--space auto``'s probe here."""
     objectives = parse_objectives(options.objective)
     traffic = traffic_of(options, objectives)
     if traffic is not None and options.batch_sizes is not None:
@@ -378,7 +394,7 @@ def prepare(options: RunOptions) -> TuneRequest:
     shapes = parse_shape_flags(options.shapes)
     dims = parse_dim_flags(options.dims)
     requested_batches = parse_batch_sizes(options.batch_sizes)
-    space = load_space(pick_space(options.space))
+    space = load_space(space_name or pick_space(options.space))
     model = read_model(options.model)
     resolved = resolve_inputs(
         model,
@@ -402,18 +418,31 @@ def prepare(options: RunOptions) -> TuneRequest:
         pinned=resolved.pinned_batch,
         requested=requested_batches,
     )
+    return CheckedOptions(
+        tuple(objectives), workload, accuracy, space, model, resolved.plan, guard,
+        tuple(batch_sizes),
+    )  # fmt: skip
+
+
+def prepare(options: RunOptions) -> TuneRequest:
+    """Validate every input and build the study request; nothing is written before this passes."""
+    checked = check_options(options)
+    objectives, workload, accuracy = checked.objectives, checked.workload, checked.accuracy
+    model, guard, batch_sizes, space = (
+        checked.model, checked.guard, checked.batch_sizes, checked.space
+    )  # fmt: skip
     out = _check_writable(options.out)
     slug = "_".join(o.slug for o in objectives)
     name = options.study or default_study_name(model.path, model.sha256, space.name, slug, workload)
     if not re.fullmatch(r"[A-Za-z0-9_.:-]+", name):
         raise UsageError(f"--study {name!r} may hold only letters, digits and _ . : -")
-    space = resolve_space(space, options, model, resolved.plan, workload, batch_sizes, out / name)
+    space = resolve_space(space, options, model, checked.feeds, workload, batch_sizes, out / name)
     storage = storage_url(options.storage, out)
     check_storage(storage, options.storage_retry_s)
     sweep = options.sweep if options.sweep is not None else workload.concurrency > 1
     return TuneRequest(
         model=model,
-        feeds=resolved.plan,
+        feeds=checked.feeds,
         space=space,
         objective=objectives[0],
         objectives=tuple(objectives),

@@ -15,7 +15,7 @@ import autotune
 
 ROOT = Path(autotune.__file__).parent
 PACKAGES = ("measure", "confirm", "variants", "study", "results")
-ENTRY = ("cli", "tuning", "check", "doctor", "zoo", "__init__")
+ENTRY = ("cli", "tuning", "check", "doctor", "zoo", "service", "__init__")
 #: What each layer may import besides itself.
 ALLOWED = {
     "base": {"base"},

@@ -7,6 +7,7 @@
 from autotune.study._open import check_storage, open_study, study_attrs
 from autotune.study._records import TrialRecord, pareto_of, record_of, records_of
 from autotune.study._request import TuneRequest
+from autotune.study._retry import RetryPolicy, StorageUnavailable, is_transient
 from autotune.study._trial import Measurer
 from autotune.study._tune import Progress, TuneResult, tune
 from autotune.study._view import (
@@ -14,6 +15,7 @@ from autotune.study._view import (
     list_studies,
     load_study_view,
     param_importances,
+    studies_progress,
     the_study,
 )
 
@@ -30,8 +32,12 @@ __all__ = [
     "open_study",
     "param_importances",
     "pareto_of",
+    "RetryPolicy",
+    "StorageUnavailable",
+    "is_transient",
     "record_of",
     "records_of",
+    "studies_progress",
     "study_attrs",
     "the_study",
     "tune",

@@ -105,6 +105,14 @@ def list_studies(storage: str) -> list[dict[str, Any]]:
     return rows
 
 
+def studies_progress(storage: str, names: list[str]) -> dict[str, int]:
+    """The finished trials that count toward each named study's budget (absent: no study yet)."""
+    optuna = optuna_module()
+    reading = _storage_for_reading(storage)
+    existing = set(optuna.get_all_study_names(reading))
+    return {name: _counted(optuna, reading, name) for name in names if name in existing}
+
+
 def the_study(storage: str, name: str | None) -> str:
     """``name``, or the storage's only study when none is given."""
     if name is not None:
