@@ -337,12 +337,19 @@ def show(
     out: OutOption = Path("results"),
     storage_retry_s: RetryOption = 120.0,
     json_output: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    job: Annotated[
+        int | None,
+        typer.Option(help="A job of the service (--storage): its classes side by side."),
+    ] = None,
     debug: DebugOption = False,
 ) -> None:
     """List the studies, or show one study's trials (baseline and chosen marked)."""
     from autotune.results.show import studies_table, trial_row, trials_table
     from autotune.study import list_studies, load_study_view
 
+    if job is not None:
+        jobs(job, storage or "", min(storage_retry_s, 10.0), json_output, debug)
+        return
     url = _storage(storage, out, storage_retry_s)
     if study is None:
         rows = _guarded(debug, lambda: list_studies(url))
@@ -389,10 +396,22 @@ def export(
         str | None,
         typer.Option(help="-f triton: the model's NAME in the repository (default: the study's)."),
     ] = None,
+    job: Annotated[
+        int | None,
+        typer.Option(help="A job of the service (--storage): export its config for --class."),
+    ] = None,
+    machine_class: Annotated[
+        str,
+        typer.Option(
+            "--class", help="With --job: the class whose config to take (auto: this machine's)."
+        ),
+    ] = "auto",
     debug: DebugOption = False,
 ) -> None:
     """Write a trial's configuration in the form a deployment takes."""
     problem = _export_flags_problem(format, dest, name)
+    if job is not None and (trial is not None or study is not None):
+        problem = "--job exports the job's config for its class: drop --trial and --study"
     if problem:
         typer.echo(f"Error: {problem}", err=True)
         raise typer.Exit(code=2)
@@ -401,9 +420,16 @@ def export(
         from autotune.results.export import export_path, python_snippet, tuned_for_trial
         from autotune.study import load_study_view, the_study
 
-        url = _storage(storage, out, storage_retry_s)
-        view = load_study_view(url, the_study(url, study))
-        tuned = tuned_for_trial(view, trial)
+        if job is not None:
+            from autotune.service.deploy import fetch_config
+
+            tuned = fetch_config(_service(storage or "", storage_retry_s), job, machine_class)[0]
+            folder, json_name = tuned.study_name, "best.json"
+        else:
+            url = _storage(storage, out, storage_retry_s)
+            view = load_study_view(url, the_study(url, study))
+            tuned = tuned_for_trial(view, trial)
+            folder, json_name = view.name, f"trial-{tuned.trial_number}.json"
         if format == "triton":
             assert dest is not None
             _export_triton(tuned, Path(dest).expanduser(), name)
@@ -413,12 +439,12 @@ def export(
         else:
             stem = Path(tuned.model_path).stem
             default = {
-                "json": f"trial-{tuned.trial_number}.json",
+                "json": json_name,
                 "python": "session.py",
                 "ort-config": f"{stem}.ort-config.onnx",
                 "optimized-model": f"{stem}.optimized.onnx",
             }[format]
-            _export_file(format, tuned, export_path(dest, out.resolve() / view.name, default))
+            _export_file(format, tuned, export_path(dest, out.resolve() / folder, default))
 
     _guarded(debug, do)
 
@@ -608,11 +634,28 @@ def report(
     dest: Annotated[
         Path | None, typer.Option(help="Report folder (default: OUT/STUDY/report).")
     ] = None,
+    job: Annotated[
+        int | None,
+        typer.Option(
+            help="A job of the service (--storage): its classes side by side, and "
+            "each class's study report."
+        ),
+    ] = None,
     debug: DebugOption = False,
 ) -> None:
     """Write PNG plots and an HTML/Markdown page: history, knob importance, batch trade-off."""
     from autotune.results.page import write_report
     from autotune.study import load_study_view, param_importances, the_study
+
+    if job is not None:
+        from autotune.service.report import write_job_report
+
+        folder = dest or out.resolve() / f"job{job}" / "report"
+        page = _guarded(
+            debug, lambda: write_job_report(_service(storage or "", storage_retry_s), job, folder)
+        )
+        typer.echo(f"wrote {page} (each class's study report beside it)")
+        return
 
     def do() -> Path:
         url = _storage(storage, out, storage_retry_s)

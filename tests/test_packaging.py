@@ -58,6 +58,9 @@ def test_a_non_editable_install_ships_and_finds_the_search_spaces(tmp_path: Path
     built = subprocess.run(install, capture_output=True, text=True, timeout=120)
     assert built.returncode == 0, built.stdout + built.stderr
     assert (site / "autotune" / "search_spaces" / "cpu.yaml").is_file()
+    packages = {p.parent.relative_to(ROOT) for p in (ROOT / "autotune").rglob("__init__.py")}
+    missing = [str(p) for p in packages if not (site / p / "__init__.py").is_file()]
+    assert not missing, f"packages left out of the wheel (pyproject's packages): {missing}"
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
     env["PYTHONPATH"] = str(site)

@@ -96,12 +96,12 @@ def store(connection: sa.Connection, named: Sequence[tuple[str, Path]]) -> list[
 
 def cache_dir() -> Path:
     """Where fetched models and files live on this machine (``AUTOTUNE_CACHE_DIR``, else
-    ``$XDG_CACHE_HOME/autotune`` or ``~/.cache/autotune``)."""
+    ``$XDG_CACHE_HOME/autotune/service`` or ``~/.cache/autotune/service``)."""
     explicit = os.environ.get("AUTOTUNE_CACHE_DIR")
     if explicit:
         return Path(explicit)
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "autotune"
+    return Path(base) / "autotune" / "service"
 
 
 def fetch(
