@@ -55,7 +55,9 @@ jobs = sa.Table(
     sa.Column("model", sa.JSON, nullable=False),
     sa.Column("options", sa.JSON, nullable=False),  # options.job_options
     sa.Column("attachments", sa.JSON, nullable=False),  # option -> {"name", "digest", "size"}
-    sa.Column("classes", sa.JSON, nullable=True),  # None: every class with an agent
+    sa.Column(
+        "classes", sa.JSON(none_as_null=True), nullable=True
+    ),  # None: every class with an agent
     sa.Column("cancelled", sa.Boolean, nullable=False, server_default=sa.false()),
 )
 tasks = sa.Table(
@@ -69,9 +71,9 @@ tasks = sa.Table(
     sa.Column("started", sa.DateTime, nullable=True),
     sa.Column("finished", sa.DateTime, nullable=True),
     sa.Column("error", sa.Text, nullable=True),
-    sa.Column("best", sa.JSON, nullable=True),  # best.json as the agent wrote it
+    sa.Column("best", sa.JSON(none_as_null=True), nullable=True),  # best.json as the agent wrote it
     # the variant's files when the config runs a variant the agent made (else None)
-    sa.Column("variant", sa.JSON, nullable=True),
+    sa.Column("variant", sa.JSON(none_as_null=True), nullable=True),
     sa.Column("speedup", sa.Float, nullable=True),
     sa.Column("verdict", sa.Text, nullable=True),  # winner | no gain | too noisy | unconfirmed
     sa.Column("finished_by", sa.Text, nullable=True),

@@ -258,7 +258,7 @@ def _open_tasks_for(connection: sa.Connection, machine_class: str) -> None:
     """A queued task of this class for every job that any class may serve and that has none."""
     pending = connection.execute(
         sa.select(jobs.c.id).where(
-            jobs.c.classes.is_(None) | (sa.cast(jobs.c.classes, sa.Text) == "null"),
+            jobs.c.classes.is_(None),
             jobs.c.cancelled.is_(False),
             ~sa.exists().where(tasks.c.job_id == jobs.c.id, tasks.c["class"] == machine_class),
         )

@@ -147,6 +147,12 @@ def test_submit_two_classes_tune_store_export_and_load(
     assert re.search(r"^\s+class-a\s+class-b$", side_by_side, re.M), side_by_side
     listed = cli(env, "jobs", "--storage", url).stdout
     assert "class-a" in listed and "class-b" in listed and "done" in listed
+    assert cli(env, "show", "--job", str(job), "--storage", url).stdout == side_by_side
+    report = cli(env, "report", "--job", str(job), "--storage", url, "--dest", str(tmp_path / "r"))
+    assert report.returncode == 0, report.stderr
+    page = (tmp_path / "r" / "index.html").read_text()
+    assert "class-a" in page and "class-b" in page
+    assert (tmp_path / "r" / "class-a" / "index.html").is_file(), "each class's study report"
 
     exported = cli(env, "export", "--job", str(job), "--class", "class-a", "--storage", url,
                    "--dest", f"{tmp_path / 'deploy'}/")  # fmt: skip
