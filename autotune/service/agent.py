@@ -206,6 +206,7 @@ class Agent:
             end("failed", error=result.stop_reason)
         else:
             tuned = outcome.tuned
+            self.say(outcome.table)
             variant = Path(tuned.model_path)
             variant_files = blobs.model_files(variant) if variant != model else []
             end("done", best=tuned.to_dict(), variant_files=variant_files)
