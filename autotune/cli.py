@@ -153,7 +153,15 @@ def submit(
 
         submission = jobs.checked_submission(model, values, classes, model_url)
         db = Database(storage, retry_s=storage_retry_s, say=lambda line: typer.echo(line, err=True))
-        return jobs.submit(db, submission)
+        job_id = jobs.submit(db, submission)
+        known = jobs.class_fingerprints(db)
+        for name in submission.classes or ():
+            if name not in known:
+                typer.echo(
+                    f"note: no agent of class {name} has started yet; the job waits for one",
+                    err=True,
+                )
+        return job_id
 
     job_id = _guarded(debug, do)
     if json_output:
