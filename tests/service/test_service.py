@@ -164,11 +164,13 @@ def test_submit_two_classes_tune_store_export_and_load(
     load = (
         "import autotune, numpy as np, warnings; warnings.simplefilter('ignore');"
         f"s = autotune.load_session(job={job}, storage={url!r});"
-        "print(s.run(None, {'bytes': np.zeros((1, 2048), np.int32)})[0].shape)"
+        "print(s.run(None, {'bytes': np.zeros((1, 2048), np.int32)})[0].shape);"
+        f"p = autotune.load_pool(job={job}, storage={url!r}); print(p.tuned.study_name)"
     )
     here = subprocess.run([sys.executable, "-c", load], capture_output=True, text=True,
                           env={**env, "AUTOTUNE_CLASS_FOR_TESTS": "class-b"})  # fmt: skip
     assert here.returncode == 0, here.stderr
+    assert here.stdout.splitlines()[-1] == f"job{job}-class-b", "this machine's class's config"
     elsewhere = cli({**env, "AUTOTUNE_CLASS_FOR_TESTS": "class-c"}, "export", "--job", str(job),
                     "--storage", url)  # fmt: skip
     assert elsewhere.returncode == 1
@@ -323,6 +325,9 @@ def test_bad_input_is_one_line_and_writes_nothing(
     dead = f"postgresql://autotune@127.0.0.1:{free_port()}/postgres"
     assert "unreachable" in refused(
         "submit", str(magika), "--storage", dead, "--storage-retry-s", "1", code=1
+    )
+    assert "unreachable" in refused(
+        "agent", "--storage", dead, "--storage-retry-s", "1", "--exit-when-idle", code=1
     )
     listed = cli(env, "jobs", "--storage", url, "--json")
     assert listed.returncode == 0 and json.loads(listed.stdout) == [], "no job was written"

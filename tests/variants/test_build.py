@@ -16,6 +16,8 @@ from autotune.cli import app
 from autotune.errors import UsageError
 from autotune.measure.session import read_tuned
 from autotune.model import read_model, resolve_inputs
+from autotune.study import records_of
+from autotune.study._screen import promising
 from autotune.variants.build import build_variant, parse_accuracy, parse_variants
 from autotune.variants.recipes import expand
 
@@ -108,7 +110,11 @@ def test_minilm_recipes_screened_once_and_sensitive_nodes_kept_in_float(
     assert "int8-dynamic.pt.all" not in variants_tried  # judged once, never a trial
     screen = study.user_attrs["variant_screen"]
     assert sorted(screen["passed"]) == sorted(["fused", keep_name])
-    assert "passing variant(s) queued first at the defaults: " in log
+    # Queued first: the passing variants whose quick look was not clearly slower than the
+    # defaults (how fast each looked depends on the machine's load, so ask the rule).
+    [base] = [r for r in records_of(study) if r.baseline]
+    early = promising(screen["verdicts"], screen["passed"], base.outcome.latency_ms.p50)
+    assert (f"{len(early)} passing variant(s) queued first at the defaults: " in log) == bool(early)
     assert screen["verdicts"]["int8-dynamic.pt.all"]["cosine"] < 0.99
     for t in study.trials:
         if t.user_attrs.get("failure_kind") == "repeat":
