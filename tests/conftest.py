@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import shutil
 import socket
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -178,6 +180,22 @@ class PgServer:
     def remove(self) -> None:
         self.stop("immediate")
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def pg_server() -> Iterator[PgServer]:
+    """A PostgreSQL server of the test module's own."""
+    server = PgServer()
+    try:
+        yield server
+    finally:
+        server.remove()
+
+
+@pytest.fixture()
+def pg_url(pg_server: PgServer, tmp_path: Path) -> str:
+    """A new, empty database of the module's server, for one test."""
+    return pg_server.new_database(re.sub(r"[^a-z0-9_]", "_", tmp_path.name.lower()))
 
 
 def tuner_log(out: Path) -> str:

@@ -35,7 +35,9 @@ def rdb_storage(url: str, **kwargs: Any) -> Any:
     for attempt in range(SCHEMA_TRIES):
         try:
             return optuna.storages.RDBStorage(url, **kwargs)
-        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError) as exc:
+        except (
+            sqlalchemy.exc.DBAPIError
+        ) as exc:  # PostgreSQL's DuplicateTable is a ProgrammingError
             raced = any(text in str(exc) for text in _SCHEMA_RACE)
             if not raced or attempt == SCHEMA_TRIES - 1:
                 raise

@@ -3,9 +3,7 @@ many agents at once, content-addressed files, class names and the options a job 
 
 from __future__ import annotations
 
-import re
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -18,41 +16,26 @@ from autotune.options import RunOptions, job_options, options_of_job
 from autotune.service import blobs, jobs
 from autotune.service.classes import class_name, closest
 from autotune.service.db import Database, chunks, require_postgres, tasks
-from tests.conftest import PgServer
 
 
-@pytest.fixture(scope="module")
-def pg_server() -> Iterator[PgServer]:
-    server = PgServer()
-    try:
-        yield server
-    finally:
-        server.remove()
+def database(pg_url: str) -> Database:
+    return Database(pg_url, retry_s=10, say=lambda line: None)
 
 
-@pytest.fixture()
-def url(pg_server: PgServer, tmp_path: Path) -> str:
-    return pg_server.new_database(re.sub(r"[^a-z0-9_]", "_", tmp_path.name.lower()))
-
-
-def database(url: str) -> Database:
-    return Database(url, retry_s=10, say=lambda line: None)
-
-
-def test_agents_claiming_at_once_take_distinct_jobs_then_join(url: str, magika: Path) -> None:
+def test_agents_claiming_at_once_take_distinct_jobs_then_join(pg_url: str, magika: Path) -> None:
     """Four agents of one class claim at the same moment, each over its own connection: four
     queued jobs go to four agents (a row locked by one is skipped by the others, and a claimed
     one has a live agent); a fifth agent then joins the running job with the fewest agents."""
-    db = database(url)
+    db = database(pg_url)
     submission = jobs.checked_submission(magika, {"trials": 2}, None, None)
     ids = [jobs.submit(db, submission) for _ in range(4)]
     env = environment()
-    agents = [jobs.register_agent(database(url), "same", env)[0] for _ in range(5)]
+    agents = [jobs.register_agent(database(pg_url), "same", env)[0] for _ in range(5)]
     start, got = threading.Barrier(4), {}
 
     def take(agent_id: str) -> None:
         start.wait()
-        claimed = jobs.claim(database(url), agent_id, "same")
+        claimed = jobs.claim(database(pg_url), agent_id, "same")
         got[agent_id] = claimed.job_id if claimed else None
 
     threads = [threading.Thread(target=take, args=(a,)) for a in agents[:4]]
@@ -68,8 +51,10 @@ def test_agents_claiming_at_once_take_distinct_jobs_then_join(url: str, magika: 
     assert states == ["running"] * 4
 
 
-def test_a_released_task_with_no_live_agent_goes_back_to_the_queue(url: str, magika: Path) -> None:
-    db = database(url)
+def test_a_released_task_with_no_live_agent_goes_back_to_the_queue(
+    pg_url: str, magika: Path
+) -> None:
+    db = database(pg_url)
     job = jobs.submit(db, jobs.checked_submission(magika, {}, "k1,k2", None))
     first, _ = jobs.register_agent(db, "k1", environment())
     second, _ = jobs.register_agent(db, "k1", environment())
@@ -85,12 +70,12 @@ def test_a_released_task_with_no_live_agent_goes_back_to_the_queue(url: str, mag
 
 
 def test_files_are_stored_once_and_a_corrupted_chunk_is_refused(
-    url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    pg_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(blobs, "CHUNK_BYTES", 1000)
     data = tmp_path / "data.bin"
     data.write_bytes(np.random.default_rng(0).bytes(4500))
-    db = database(url)
+    db = database(pg_url)
     [first] = db.run(lambda c: blobs.store(c, [("data.bin", data)]))
     [again] = db.run(lambda c: blobs.store(c, [("data.bin", data)]))
     assert first == again and first.size == 4500

@@ -15,7 +15,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,25 +33,14 @@ SLOW = ["--min-time", "0.3", "--min-runs", "5", "--seed", "1", "--finalists", "0
 CLI = [sys.executable, "-m", "autotune.cli"]
 
 
-@pytest.fixture(scope="module")
-def pg_server() -> Iterator[PgServer]:
-    server = PgServer()
-    try:
-        yield server
-    finally:
-        server.remove()
-
-
-@pytest.fixture()
-def url(pg_server: PgServer, tmp_path: Path) -> str:
-    return pg_server.new_database(re.sub(r"[^a-z0-9_]", "_", tmp_path.name.lower()))
-
-
 @pytest.fixture()
 def env(tmp_path: Path) -> dict[str, str]:
-    """The environment of this test's commands: a cache of their own, fast heartbeats."""
+    """The environment of this test's commands: a cache of their own, fast heartbeats, and
+    the test's own measuring lock (its agents take turns; another test's trials under
+    pytest -n do not delay them)."""
     return {**os.environ, "AUTOTUNE_CACHE_DIR": str(tmp_path / "cache"),
-            "AUTOTUNE_AGENT_HEARTBEAT_S": "1"}  # fmt: skip
+            "AUTOTUNE_AGENT_HEARTBEAT_S": "1",
+            "AUTOTUNE_LOCK_FILE": str(tmp_path / "measure.lock")}  # fmt: skip
 
 
 def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -116,7 +105,7 @@ def finish(process: subprocess.Popen[str], log: Path) -> None:
 
 
 def test_submit_two_classes_tune_store_export_and_load(
-    url: str, env: dict[str, str], magika: Path, tmp_path: Path
+    pg_url: str, env: dict[str, str], magika: Path, tmp_path: Path
 ) -> None:
     """One job for two kinds of machine: each agent tunes it for its class with the job's own
     input data (shipped with the job), the results sit side by side, and each class loads its
@@ -124,16 +113,16 @@ def test_submit_two_classes_tune_store_export_and_load(
     rng = np.random.default_rng(0)
     pool = tmp_path / "pool.npz"
     np.savez(pool, bytes=rng.integers(0, 256, (6, 2048)).astype(np.int32))
-    job = submit(env, url, magika, "--trials", "3", "--inputs", str(pool),
+    job = submit(env, pg_url, magika, "--trials", "3", "--inputs", str(pool),
                  "--classes", "class-a,class-b", *FAST)  # fmt: skip
     pool.unlink()  # the agents use the job's copy, not the submitter's file
 
-    first = agent(env, url, tmp_path / "a.log", "class-a", "--exit-when-idle")
-    second = agent(env, url, tmp_path / "b.log", "class-b", "--exit-when-idle")
+    first = agent(env, pg_url, tmp_path / "a.log", "class-a", "--exit-when-idle")
+    second = agent(env, pg_url, tmp_path / "b.log", "class-b", "--exit-when-idle")
     finish(first, tmp_path / "a.log")
     finish(second, tmp_path / "b.log")
 
-    shown = job_of(env, url, job)
+    shown = job_of(env, pg_url, job)
     assert {t["class"]: t["state"] for t in shown["tasks"]} == {
         "class-a": "done",
         "class-b": "done",
@@ -142,19 +131,21 @@ def test_submit_two_classes_tune_store_export_and_load(
         best = task["best"]
         assert task["study"] == f"job{job}-{task['class']}" == best["study"]["name"]
         assert best["inputs"]["data_path"].startswith(str(tmp_path / "cache")), best["inputs"]
-        assert len(counted(url, task["study"])) == 3
-    side_by_side = cli(env, "jobs", str(job), "--storage", url).stdout
+        assert len(counted(pg_url, task["study"])) == 3
+    side_by_side = cli(env, "jobs", str(job), "--storage", pg_url).stdout
     assert re.search(r"^\s+class-a\s+class-b$", side_by_side, re.M), side_by_side
-    listed = cli(env, "jobs", "--storage", url).stdout
+    listed = cli(env, "jobs", "--storage", pg_url).stdout
     assert "class-a" in listed and "class-b" in listed and "done" in listed
-    assert cli(env, "show", "--job", str(job), "--storage", url).stdout == side_by_side
-    report = cli(env, "report", "--job", str(job), "--storage", url, "--dest", str(tmp_path / "r"))
+    assert cli(env, "show", "--job", str(job), "--storage", pg_url).stdout == side_by_side
+    report = cli(
+        env, "report", "--job", str(job), "--storage", pg_url, "--dest", str(tmp_path / "r")
+    )
     assert report.returncode == 0, report.stderr
     page = (tmp_path / "r" / "index.html").read_text()
     assert "class-a" in page and "class-b" in page
     assert (tmp_path / "r" / "class-a" / "index.html").is_file(), "each class's study report"
 
-    exported = cli(env, "export", "--job", str(job), "--class", "class-a", "--storage", url,
+    exported = cli(env, "export", "--job", str(job), "--class", "class-a", "--storage", pg_url,
                    "--dest", f"{tmp_path / 'deploy'}/")  # fmt: skip
     assert exported.returncode == 0, exported.stderr
     written = json.loads((tmp_path / "deploy" / "best.json").read_text())
@@ -163,16 +154,16 @@ def test_submit_two_classes_tune_store_export_and_load(
 
     load = (
         "import autotune, numpy as np, warnings; warnings.simplefilter('ignore');"
-        f"s = autotune.load_session(job={job}, storage={url!r});"
+        f"s = autotune.load_session(job={job}, storage={pg_url!r});"
         "print(s.run(None, {'bytes': np.zeros((1, 2048), np.int32)})[0].shape);"
-        f"p = autotune.load_pool(job={job}, storage={url!r}); print(p.tuned.study_name)"
+        f"p = autotune.load_pool(job={job}, storage={pg_url!r}); print(p.tuned.study_name)"
     )
     here = subprocess.run([sys.executable, "-c", load], capture_output=True, text=True,
                           env={**env, "AUTOTUNE_CLASS_FOR_TESTS": "class-b"})  # fmt: skip
     assert here.returncode == 0, here.stderr
     assert here.stdout.splitlines()[-1] == f"job{job}-class-b", "this machine's class's config"
     elsewhere = cli({**env, "AUTOTUNE_CLASS_FOR_TESTS": "class-c"}, "export", "--job", str(job),
-                    "--storage", url)  # fmt: skip
+                    "--storage", pg_url)  # fmt: skip
     assert elsewhere.returncode == 1
     [line] = elsewhere.stderr.splitlines()
     assert "no config measured for this machine's class class-c" in line
@@ -180,52 +171,55 @@ def test_submit_two_classes_tune_store_export_and_load(
 
 
 def test_two_agents_of_one_class_share_one_study(
-    url: str, env: dict[str, str], magika: Path, tmp_path: Path
+    pg_url: str, env: dict[str, str], magika: Path, tmp_path: Path
 ) -> None:
     """Agents of one class on one job share its study: one budget, one baseline, both measure."""
-    job = submit(env, url, magika, "--trials", "8", *FAST)
+    job = submit(env, pg_url, magika, "--trials", "8", *FAST)
     study = f"job{job}-shared"
     logs = tmp_path / "a.log", tmp_path / "b.log"
-    first = agent(env, url, logs[0], "shared", "--exit-when-idle")
-    wait_for(lambda: bool(trials(url, study)), "the first agent's baseline", first, logs[0])
+    first = agent(env, pg_url, logs[0], "shared", "--exit-when-idle")
+    wait_for(lambda: bool(trials(pg_url, study)), "the first agent's baseline", first, logs[0])
     os.kill(first.pid, signal.SIGSTOP)  # held still until the second has joined
     try:
-        second = agent(env, url, logs[1], "shared", "--exit-when-idle")
+        second = agent(env, pg_url, logs[1], "shared", "--exit-when-idle")
+        # Joined: waiting for the first's baseline, or holding a trial of its own (which
+        # waits for the measuring lock if the first was stopped holding it).
         wait_for(
-            lambda: f"study {study}" in logs[1].read_text(), "the second agent's claim", second,
-            logs[1],
+            lambda: "measuring this study's baseline" in logs[1].read_text()
+            or any(t.user_attrs.get("pid") == second.pid for t in trials(pg_url, study)),
+            "the second agent joining the study", second, logs[1],
         )  # fmt: skip
     finally:
         os.kill(first.pid, signal.SIGCONT)
     finish(first, logs[0])
     finish(second, logs[1])
 
-    finished = counted(url, study)
+    finished = counted(pg_url, study)
     assert len(finished) == 8, [(t.number, t.state.name) for t in finished]
     assert [t.user_attrs["baseline"] for t in finished].count(True) == 1
     assert {t.user_attrs["pid"] for t in finished} == {first.pid, second.pid}
-    assert task_of(env, url, job, "shared")["state"] == "done"
+    assert task_of(env, pg_url, job, "shared")["state"] == "done"
 
 
 def test_an_agent_killed_mid_job_has_its_job_finished_by_another(
-    url: str, env: dict[str, str], magika: Path, tmp_path: Path
+    pg_url: str, env: dict[str, str], magika: Path, tmp_path: Path
 ) -> None:
-    job = submit(env, url, magika, "--trials", "8", *SLOW)
+    job = submit(env, pg_url, magika, "--trials", "8", *SLOW)
     study = f"job{job}-k"
     logs = tmp_path / "a.log", tmp_path / "b.log"
-    doomed = agent(env, url, logs[0], "k")
-    wait_for(lambda: len(counted(url, study)) >= 2, "two trials", doomed, logs[0])
+    doomed = agent(env, pg_url, logs[0], "k")
+    wait_for(lambda: len(counted(pg_url, study)) >= 2, "two trials", doomed, logs[0])
     doomed.kill()
     doomed.wait()
-    assert task_of(env, url, job, "k")["state"] == "running"
+    assert task_of(env, pg_url, job, "k")["state"] == "running"
 
-    rescuer = agent(env, url, logs[1], "k", "--exit-when-idle")
+    rescuer = agent(env, pg_url, logs[1], "k", "--exit-when-idle")
     finish(rescuer, logs[1])
-    task = task_of(env, url, job, "k")
+    task = task_of(env, pg_url, job, "k")
     assert task["state"] == "done", task
     assert task["finished_by"].split(":")[1] == str(rescuer.pid)
-    assert len(counted(url, study)) == 8
-    assert not [t for t in trials(url, study) if t.state == optuna.trial.TrialState.RUNNING]
+    assert len(counted(pg_url, study)) == 8
+    assert not [t for t in trials(pg_url, study) if t.state == optuna.trial.TrialState.RUNNING]
 
 
 def test_an_agent_outlives_a_database_restart(
@@ -251,60 +245,60 @@ def test_an_agent_outlives_a_database_restart(
 
 
 def test_a_swapped_model_is_refused_by_the_agent(
-    url: str, env: dict[str, str], magika: Path, rapid: Path, tmp_path: Path
+    pg_url: str, env: dict[str, str], magika: Path, rapid: Path, tmp_path: Path
 ) -> None:
     """A job whose model stays on a shared path: the file there is replaced after submitting,
     and the agent refuses it by its identity instead of tuning another model."""
     shared = tmp_path / "shared" / "model.onnx"
     shared.parent.mkdir()
     shutil.copy(magika, shared)
-    job = submit(env, url, shared, "--model-url", shared.as_uri(), "--trials", "2", *FAST)
+    job = submit(env, pg_url, shared, "--model-url", shared.as_uri(), "--trials", "2", *FAST)
     shutil.copy(rapid, shared)
     log = tmp_path / "agent.log"
-    finish(agent(env, url, log, "s", "--exit-when-idle"), log)
-    task = task_of(env, url, job, "s")
+    finish(agent(env, pg_url, log, "s", "--exit-when-idle"), log)
+    task = task_of(env, pg_url, job, "s")
     assert task["state"] == "failed"
     assert "swapped or corrupted" in task["error"], task["error"]
-    assert not trials(url, f"job{job}-s"), "nothing was tuned"
+    assert not trials(pg_url, f"job{job}-s"), "nothing was tuned"
 
 
 def test_sigterm_hands_the_job_back_and_cancel_withdraws_it(
-    url: str, env: dict[str, str], magika: Path, tmp_path: Path
+    pg_url: str, env: dict[str, str], magika: Path, tmp_path: Path
 ) -> None:
-    job = submit(env, url, magika, "--trials", "30", *SLOW)
+    job = submit(env, pg_url, magika, "--trials", "30", *SLOW)
     study = f"job{job}-t"
     log = tmp_path / "agent.log"
-    worker = agent(env, url, log, "t")
-    wait_for(lambda: len(counted(url, study)) >= 1, "a trial", worker, log)
+    worker = agent(env, pg_url, log, "t")
+    wait_for(lambda: len(counted(pg_url, study)) >= 1, "a trial", worker, log)
     worker.send_signal(signal.SIGTERM)
     assert worker.wait(timeout=120) == 0, log.read_text()
-    assert task_of(env, url, job, "t")["state"] == "queued", "handed back"
-    assert counted(url, study), "its trials are kept"
-    assert not [t for t in trials(url, study) if t.state == optuna.trial.TrialState.RUNNING]
+    assert task_of(env, pg_url, job, "t")["state"] == "queued", "handed back"
+    assert counted(pg_url, study), "its trials are kept"
+    assert not [t for t in trials(pg_url, study) if t.state == optuna.trial.TrialState.RUNNING]
 
-    cancelled = cli(env, "cancel", str(job), "--storage", url)
+    cancelled = cli(env, "cancel", str(job), "--storage", pg_url)
     assert cancelled.returncode == 0, cancelled.stderr
     log = tmp_path / "after.log"
-    finish(agent(env, url, log, "t", "--exit-when-idle"), log)
+    finish(agent(env, pg_url, log, "t", "--exit-when-idle"), log)
     assert f"job {job}:" not in log.read_text(), "a cancelled job is not taken"
-    assert task_of(env, url, job, "t")["state"] == "cancelled"
-    assert job_of(env, url, job)["cancelled"] is True
+    assert task_of(env, pg_url, job, "t")["state"] == "cancelled"
+    assert job_of(env, pg_url, job)["cancelled"] is True
 
 
 def test_options_the_machine_refuses_fail_the_job_with_the_reason(
-    url: str, env: dict[str, str], magika: Path, tmp_path: Path
+    pg_url: str, env: dict[str, str], magika: Path, tmp_path: Path
 ) -> None:
     """--concurrency 64 holds at submit, but not on a 2-CPU machine's agent, which says why."""
     cpus = len(os.sched_getaffinity(0))
-    job = submit(env, url, magika, "--concurrency", str(64 * cpus), "--trials", "2", *FAST)
+    job = submit(env, pg_url, magika, "--concurrency", str(64 * cpus), "--trials", "2", *FAST)
     log = tmp_path / "agent.log"
-    finish(agent(env, url, log, "c", "--exit-when-idle"), log)
-    task = task_of(env, url, job, "c")
+    finish(agent(env, pg_url, log, "c", "--exit-when-idle"), log)
+    task = task_of(env, pg_url, job, "c")
     assert task["state"] == "failed" and "--concurrency" in task["error"], task
 
 
 def test_bad_input_is_one_line_and_writes_nothing(
-    url: str, env: dict[str, str], magika: Path, tmp_path: Path
+    pg_url: str, env: dict[str, str], magika: Path, tmp_path: Path
 ) -> None:
     def refused(*args: str, code: int = 2) -> str:
         done = cli(env, *args)
@@ -315,13 +309,13 @@ def test_bad_input_is_one_line_and_writes_nothing(
         assert all(w.startswith("database unreachable: retrying") for w in waits), waits
         return line
 
-    assert "below 1" in refused("submit", str(magika), "--storage", url, "--trials", "0")
-    assert "not found" in refused("submit", str(tmp_path / "none.onnx"), "--storage", url)
-    assert "unknown objective" in refused("submit", str(magika), "--storage", url, "-o", "speed")
+    assert "below 1" in refused("submit", str(magika), "--storage", pg_url, "--trials", "0")
+    assert "not found" in refused("submit", str(tmp_path / "none.onnx"), "--storage", pg_url)
+    assert "unknown objective" in refused("submit", str(magika), "--storage", pg_url, "-o", "speed")
     assert "PostgreSQL" in refused("submit", str(magika), "--storage", f"sqlite:///{tmp_path}/x.db")
-    assert "no job 7" in refused("jobs", "7", "--storage", url)
-    assert "no job 7" in refused("cancel", "7", "--storage", url)
-    assert "no job 7" in refused("export", "--job", "7", "--storage", url)
+    assert "no job 7" in refused("jobs", "7", "--storage", pg_url)
+    assert "no job 7" in refused("cancel", "7", "--storage", pg_url)
+    assert "no job 7" in refused("export", "--job", "7", "--storage", pg_url)
     dead = f"postgresql://autotune@127.0.0.1:{free_port()}/postgres"
     assert "unreachable" in refused(
         "submit", str(magika), "--storage", dead, "--storage-retry-s", "1", code=1
@@ -329,5 +323,5 @@ def test_bad_input_is_one_line_and_writes_nothing(
     assert "unreachable" in refused(
         "agent", "--storage", dead, "--storage-retry-s", "1", "--exit-when-idle", code=1
     )
-    listed = cli(env, "jobs", "--storage", url, "--json")
+    listed = cli(env, "jobs", "--storage", pg_url, "--json")
     assert listed.returncode == 0 and json.loads(listed.stdout) == [], "no job was written"

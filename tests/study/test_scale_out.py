@@ -10,13 +10,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import optuna
@@ -32,16 +31,6 @@ from tests.conftest import PgServer, free_port, study_of, tuner_log
 # are about sharing a study, and every second of measuring is a second of the suite.
 FAST = ["--min-time", "0.05", "--min-runs", "5", "--seed", "1", "--finalists", "0",
         "--batch-sizes", "1,2"]  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def pg_server() -> Iterator[PgServer]:
-    """A PostgreSQL server of this module's own."""
-    server = PgServer()
-    try:
-        yield server
-    finally:
-        server.remove()
 
 
 @pytest.fixture()
@@ -83,8 +72,7 @@ def storage(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     a new SQLite file, or a new database on the module's PostgreSQL server."""
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'shared.db'}"
-    server: PgServer = request.getfixturevalue("pg_server")
-    return server.new_database(re.sub(r"[^a-z0-9_]", "_", tmp_path.name.lower()))
+    return str(request.getfixturevalue("pg_url"))
 
 
 def _new_study(storage: str) -> optuna.Study:
