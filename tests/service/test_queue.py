@@ -3,17 +3,22 @@ many agents at once, content-addressed files, class names and the options a job 
 
 from __future__ import annotations
 
+import functools
 import threading
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 import sqlalchemy as sa
 
 from autotune.errors import AutotuneError, UsageError
 from autotune.machine import environment
+from autotune.model import read_model
 from autotune.options import RunOptions, job_options, options_of_job
 from autotune.service import blobs, jobs
+from autotune.service.agent import fetch_model
 from autotune.service.classes import class_name, closest
 from autotune.service.db import Database, chunks, require_postgres, tasks
 
@@ -138,3 +143,29 @@ def test_the_service_needs_postgresql() -> None:
         require_postgres("sqlite:///x.db")
     with pytest.raises(UsageError, match="give --storage postgresql"):
         require_postgres(None)
+
+
+def test_a_model_with_external_weights_travels_whole(
+    pg_url: str, magika: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A model whose weights sit in a file beside it: both go into the database (or stay at a
+    file:// URL), and the agent's copy has the same identity, graph and weights."""
+    path = tmp_path / "shared" / "model.onnx"
+    path.parent.mkdir()
+    onnx.save_model(onnx.load(magika), path, save_as_external_data=True,
+                    location="model.weights", size_threshold=0)  # fmt: skip
+    identity = read_model(path).sha256
+    named = blobs.model_files(path)
+    assert [name for name, _ in named] == ["model.onnx", "model.weights"]
+    db = database(pg_url)
+    stored = [f.to_dict() for f in db.run(lambda c: blobs.store(c, named))]
+    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(path.parent))
+    with ThreadingHTTPServer(("127.0.0.1", 0), handler) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        web = f"http://127.0.0.1:{server.server_address[1]}/model.onnx"
+        for source, url in (("database", None), ("file", path.as_uri()), ("http", web)):
+            monkeypatch.setenv("AUTOTUNE_CACHE_DIR", str(tmp_path / source))
+            fetched = fetch_model(db, {"files": stored, "url": url}, identity)
+            assert (fetched.parent / "model.weights").is_file()
+            assert read_model(fetched).sha256 == identity
+        server.shutdown()
