@@ -48,19 +48,19 @@ class Heartbeat(threading.Thread):
     def __init__(self, db: Database, agent_id: str, say: Callable[[str], None]) -> None:
         super().__init__(name="autotune-agent-heartbeat", daemon=True)
         self.db, self.agent_id, self.say = db, agent_id, say
-        self.cancelled = threading.Event()
+        self.unwanted = threading.Event()  # the task's run is stopped: it is not wanted
         self.done = threading.Event()
 
     def run(self) -> None:
         while not self.done.wait(jobs.HEARTBEAT_S):
             try:
-                wanted = jobs.heartbeat(self.db, self.agent_id)
+                why = jobs.heartbeat(self.db, self.agent_id)
             except Exception as exc:  # the database is away: the next beat tries again
                 self.say(f"heartbeat not written ({' '.join(str(exc).split())[:120]})")
                 continue
-            if not wanted and not self.cancelled.is_set():
-                self.say("the job was cancelled: stopping its tuning")
-                self.cancelled.set()
+            if why and not self.unwanted.is_set():
+                self.say(f"{why}: stopping its tuning")
+                self.unwanted.set()
                 STOP.set()
 
 
@@ -147,9 +147,9 @@ class Agent:
                 self.stopping.wait(self.settings.poll_s)
                 continue
             self._serve_task(task, agent_id)
-            if beat.cancelled.is_set() and not self.stopping.is_set():
-                beat.cancelled.clear()
-                STOP.clear()  # the cancel stopped that job only
+            if beat.unwanted.is_set() and not self.stopping.is_set():
+                beat.unwanted.clear()
+                STOP.clear()  # that task's run only was stopped
 
     def _serve_task(self, task: jobs.Claimed, agent_id: str) -> None:
         label = f"job {task.job_id}"
@@ -201,7 +201,7 @@ class Agent:
             return self._release(agent_id)
         result = outcome.result
         if result.interrupted:
-            self.say(f"{label}: {'handed back' if self.stopping.is_set() else 'cancelled'}")
+            self.say(f"{label}: {'handed back' if self.stopping.is_set() else 'stopped'}")
         elif result.failed_out:
             end("failed", error=result.stop_reason)
         else:

@@ -3,10 +3,10 @@
 A job is one model with one set of run options. It is served once per class of machine: one
 *task* per (job, class), one study per task, named ``job<ID>-<CLASS>``. An agent claims a task
 of its own class in one transaction that locks the task row with ``FOR UPDATE SKIP LOCKED``:
-two agents claiming at once never block each other or take a row mid-change. An idle agent takes
-the task with the fewest live agents first: a queued one, or one whose agents died, before it
-joins a running one. Agents that join one task share its study, as tuners do (one budget, one
-baseline).
+two agents claiming at once never block each other, and never both start one queued task. An
+idle agent takes a queued task first; with none queued, the running task with the fewest live
+agents (one whose agents died, first), which it joins. Agents that join one task share its
+study, as tuners do (one budget, one baseline).
 
 A live agent is one whose heartbeat (written every ``HEARTBEAT_S`` by the database's clock) is
 younger than ``STALE_S``. The trials a dead agent left running are failed by the study's own
@@ -220,18 +220,26 @@ def claim(db: Database, agent_id: str, machine_class: str) -> Claimed | None:
             )
             .scalar_subquery()
         )
-        row = connection.execute(
-            sa.select(tasks.c.job_id, tasks.c.study)
-            .join(jobs, jobs.c.id == tasks.c.job_id)
-            .where(
-                tasks.c["class"] == machine_class,
-                tasks.c.state.in_(("queued", "running")),
-                jobs.c.cancelled.is_(False),
-            )
-            .order_by(live, tasks.c.job_id)
-            .limit(1)
-            .with_for_update(of=tasks, skip_locked=True)
-        ).first()
+
+        def first(state: str, *order: Any) -> Any:
+            # The state is in the WHERE clause, which PostgreSQL checks again on the row it
+            # locks: a queued row another agent claimed a moment ago is passed over, not taken.
+            return connection.execute(
+                sa.select(tasks.c.job_id, tasks.c.study)
+                .join(jobs, jobs.c.id == tasks.c.job_id)
+                .where(
+                    tasks.c["class"] == machine_class,
+                    tasks.c.state == state,
+                    jobs.c.cancelled.is_(False),
+                )
+                .order_by(*order, tasks.c.job_id)
+                .limit(1)
+                .with_for_update(of=tasks, skip_locked=True)
+            ).first()
+
+        # A queued task first; else a running one with the fewest live agents (none: its
+        # agents died; it is picked up), which this agent joins.
+        row = first("queued") or first("running", live)
         if row is None:
             return None
         here = sa.and_(tasks.c.job_id == row.job_id, tasks.c["class"] == machine_class)
@@ -272,22 +280,25 @@ def _open_tasks_for(connection: sa.Connection, machine_class: str) -> None:
         )  # fmt: skip
 
 
-def heartbeat(db: Database, agent_id: str) -> bool:
-    """Say this agent is alive; whether its job is still wanted (False: it was cancelled)."""
+def heartbeat(db: Database, agent_id: str) -> str | None:
+    """Say this agent is alive; why its task is no longer wanted, if it is not (None: carry
+    on). Only a cancel stops a run: a task another agent of the class finished may still be
+    measuring a trial that counts toward the study's budget, and its result is simply kept
+    back (:func:`finish` says the first one stands)."""
 
-    def beat(connection: sa.Connection) -> bool:
-        job_id = connection.execute(
+    def beat(connection: sa.Connection) -> str | None:
+        row = connection.execute(
             sa.update(agents)
             .where(agents.c.id == agent_id)
             .values(heartbeat=sa.func.now())
-            .returning(agents.c.job_id)
+            .returning(agents.c.job_id, agents.c["class"])
+        ).first()
+        if row is None or row.job_id is None:
+            return None
+        state = connection.execute(
+            sa.select(tasks.c.state).where(tasks.c.job_id == row.job_id, tasks.c["class"] == row[1])
         ).scalar_one_or_none()
-        if job_id is None:
-            return True
-        cancelled = connection.execute(
-            sa.select(jobs.c.cancelled).where(jobs.c.id == job_id)
-        ).scalar_one()
-        return not cancelled
+        return "the job was cancelled" if state == "cancelled" else None
 
     return db.run(beat)
 
@@ -330,7 +341,6 @@ def finish(
     *,
     state: str,
     best: Mapping[str, Any] | None = None,
-    variant: Sequence[blobs.StoredFile] | None = None,
     variant_files: Sequence[tuple[str, Path]] = (),
     error: str | None = None,
 ) -> bool:
