@@ -12,7 +12,7 @@ import os
 import sys
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from autotune.config import TunedConfig
 from autotune.errors import AutotuneError, UsageError
@@ -22,6 +22,9 @@ from autotune.service import blobs, jobs
 from autotune.service.agent import fetch_model
 from autotune.service.classes import class_name, closest, differences, fingerprint
 from autotune.service.db import Database
+
+if TYPE_CHECKING:
+    import onnxruntime as ort
 
 
 def resolve_class(machine_class: str | None) -> str:
@@ -99,9 +102,9 @@ def load_session(
     machine_class: str | None = "auto",
     model_path: str | os.PathLike[str] | None = None,
     verify: bool = True,
-) -> Any:
+) -> ort.InferenceSession:
     """A ready ``InferenceSession`` from a best.json, or from a submitted job's config for this
-    machine's class (``job=ID, storage=URL``; ``machine_class`` names another class). Other
+    machine's class (``job=ID, storage=URL``; ``machine_class`` names another class).
     ``model_path`` and ``verify`` are as for a best.json (``autotune.measure.session``).
 
     Example:
@@ -119,7 +122,7 @@ def load_pool(
     machine_class: str | None = "auto",
     model_path: str | os.PathLike[str] | None = None,
     verify: bool = True,
-) -> Any:
+) -> sessions.SessionPool:
     """:func:`load_session`'s pool: the sessions, server threads and batcher of the config."""
     source = _source(path, job, storage, machine_class)
     return sessions.load_pool(source, model_path=model_path, verify=verify)
