@@ -24,7 +24,7 @@ from typing import Any
 from autotune.errors import AutotuneError
 from autotune.interrupt import STOP, stop_on_signals
 from autotune.machine import environment
-from autotune.model import model_sha256
+from autotune.model import model_sha256, read_model
 from autotune.options import options_of_job
 from autotune.service import blobs, jobs
 from autotune.service.classes import class_name
@@ -152,6 +152,13 @@ class Agent:
                 STOP.clear()  # that task's run only was stopped
 
     def _serve_task(self, task: jobs.Claimed, agent_id: str) -> None:
+        """Run one task, then let it go (back to the queue when nobody else works on it)."""
+        try:
+            self._run_task(task, agent_id)
+        finally:
+            self._release(agent_id)
+
+    def _run_task(self, task: jobs.Claimed, agent_id: str) -> None:
         label = f"job {task.job_id}"
         self.say(f"{label}: {task.model_name} for class {task.machine_class}, study {task.study}")
 
@@ -183,22 +190,22 @@ class Agent:
             )
         except StorageUnavailable as exc:
             self.say(f"{label}: {exc}; handing it back")
-            return self._release(agent_id)
+            return
         except AutotuneError as exc:
             self.say(f"{label} refused: {exc}")
             end("failed", error=f"refused by {agent_id}: {exc}")
-            return self._release(agent_id)
+            return
         try:
             outcome = run_tuning(options, echo=lambda line: self.say(f"[{label}] {line}"))
         except KeyboardInterrupt:
-            return self._release(agent_id)
+            return
         except StorageUnavailable as exc:
             self.say(f"{label}: {exc}; handing it back")
-            return self._release(agent_id)
+            return
         except AutotuneError as exc:
             self.say(f"{label} failed: {exc}")
             end("failed", error=str(exc))
-            return self._release(agent_id)
+            return
         result = outcome.result
         if result.interrupted:
             self.say(f"{label}: {'handed back' if self.stopping.is_set() else 'stopped'}")
@@ -208,13 +215,12 @@ class Agent:
             tuned = outcome.tuned
             self.say(outcome.table)
             variant = Path(tuned.model_path)
-            variant_files = blobs.model_files(variant) if variant != model else []
+            variant_files = blobs.model_files(read_model(variant)) if variant != model else []
             end("done", best=tuned.to_dict(), variant_files=variant_files)
             self.say(
                 f"{label}: done for class {task.machine_class}: {tuned.speedup:.2f}x "
                 f"({'confirmed' if tuned.confirmed else 'unconfirmed'}); best.json stored"
             )
-        return self._release(agent_id)
 
     def _release(self, agent_id: str) -> None:
         try:

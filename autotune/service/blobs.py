@@ -25,7 +25,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from autotune.errors import AutotuneError, UsageError
-from autotune.model import read_model
+from autotune.model import ModelInfo
 from autotune.service.db import Database, chunks, files
 
 CHUNK_BYTES = 8 * 2**20
@@ -57,13 +57,12 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def model_files(model_path: Path) -> list[tuple[str, Path]]:
+def model_files(model: ModelInfo) -> list[tuple[str, Path]]:
     """The model's graph and its external weights files, each with its name as the graph
     refers to it (relative to the graph's folder)."""
-    info = read_model(model_path)
-    folder = model_path.parent
-    return [(model_path.name, model_path)] + [
-        (os.path.relpath(external, folder), Path(external)) for external in info.external
+    path = Path(model.path)
+    return [(path.name, path)] + [
+        (os.path.relpath(external, path.parent), Path(external)) for external in model.external
     ]
 
 

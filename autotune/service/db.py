@@ -16,7 +16,8 @@ clocks disagree still agree on whose heartbeat is stale.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, TypeVar
+from pathlib import Path
+from typing import TypeVar
 
 import sqlalchemy as sa
 
@@ -150,7 +151,7 @@ def require_postgres(url: str | None) -> str:
             "the service keeps its jobs in a database every machine reaches: give "
             "--storage postgresql://USER:PASSWORD@HOST/DB"
         )
-    resolved = storage_url(url, _nowhere())
+    resolved = storage_url(url, Path())  # the folder is for SQLite's default only
     if not resolved.startswith("postgresql"):
         raise UsageError(
             f"--storage {shown(url)!r}: the service needs PostgreSQL (its row locks keep the "
@@ -161,9 +162,3 @@ def require_postgres(url: str | None) -> str:
     except (sa.exc.ArgumentError, ValueError) as exc:
         raise UsageError(f"--storage {shown(url)!r} is not a usable database URL: {exc}") from None
     return resolved
-
-
-def _nowhere() -> Any:
-    from pathlib import Path
-
-    return Path()  # storage_url needs a folder only for its SQLite default, never used here

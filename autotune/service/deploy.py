@@ -81,15 +81,19 @@ def _source(
     job: int | None,
     storage: str | None,
     machine_class: str | None,
-) -> Path:
+    verify: bool,
+    model_path: str | os.PathLike[str] | None,
+) -> tuple[Path, bool]:
+    """The best.json to load, and whether to check the model's identity on loading: a job's
+    own model was checked by its fetch just now, a ``model_path`` given instead was not."""
     if (path is None) == (job is None):
         raise UsageError("give a best.json path, or job= and storage= (not both)")
     if job is None:
         assert path is not None
-        return Path(path)
+        return Path(path), verify
     db = _open(storage)
     try:
-        return fetch_config(db, job, machine_class)[1]
+        return fetch_config(db, job, machine_class)[1], verify and model_path is not None
     finally:
         db.close()
 
@@ -110,8 +114,8 @@ def load_session(
     Example:
         >>> session = autotune.load_session(job=12, storage="postgresql://tuner@db/autotune")
     """
-    source = _source(path, job, storage, machine_class)
-    return sessions.load_session(source, model_path=model_path, verify=verify)
+    source, check = _source(path, job, storage, machine_class, verify, model_path)
+    return sessions.load_session(source, model_path=model_path, verify=check)
 
 
 def load_pool(
@@ -124,5 +128,5 @@ def load_pool(
     verify: bool = True,
 ) -> sessions.SessionPool:
     """:func:`load_session`'s pool: the sessions, server threads and batcher of the config."""
-    source = _source(path, job, storage, machine_class)
-    return sessions.load_pool(source, model_path=model_path, verify=verify)
+    source, check = _source(path, job, storage, machine_class, verify, model_path)
+    return sessions.load_pool(source, model_path=model_path, verify=check)

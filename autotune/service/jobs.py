@@ -31,6 +31,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from autotune.errors import UsageError
+from autotune.model import ModelInfo
 from autotune.options import FILE_OPTIONS, RunOptions, job_options
 from autotune.service import blobs
 from autotune.service.classes import fingerprint
@@ -40,7 +41,6 @@ from autotune.service.db import Database, agents, classes, jobs, tasks
 HEARTBEAT_S = float(os.environ.get("AUTOTUNE_AGENT_HEARTBEAT_S", "10"))
 #: An agent whose heartbeat is older than this is taken for dead.
 STALE_S = 6 * HEARTBEAT_S
-STATES = ("queued", "running", "done", "failed", "cancelled")
 
 
 def _live() -> sa.ColumnElement[bool]:
@@ -58,6 +58,7 @@ class Submission:
     """A checked job, ready to store: the options (checked as ``autotune run`` checks them)."""
 
     options: RunOptions
+    model: ModelInfo  # as check_options read it: its identity and external weights files
     classes: tuple[str, ...] | None
     model_url: str | None
 
@@ -71,7 +72,7 @@ def checked_submission(
     from autotune.tuning import check_options
 
     options = RunOptions(model=model, **values)
-    check_options(options, space_name="cpu" if options.space == "auto" else None)
+    checked = check_options(options, space_name="cpu" if options.space == "auto" else None)
     names = tuple(dict.fromkeys(n.strip() for n in (classes or "").split(",") if n.strip()))
     bad = [n for n in names if not re.fullmatch(r"[A-Za-z0-9_.:-]+", n)]
     if bad:
@@ -79,17 +80,15 @@ def checked_submission(
             f"--classes {','.join(bad)}: a class name holds only letters, digits and _ . : - "
             "(`autotune agent` prints its machine's)"
         )
-    return Submission(options, names or None, blobs.check_url(model_url) if model_url else None)
+    url = blobs.check_url(model_url) if model_url else None
+    return Submission(options, checked.model, names or None, url)
 
 
 def submit(db: Database, submission: Submission) -> int:
     """Store the job, its model's files (unless they stay at a URL) and the files its options
     name, in one transaction; the job's id."""
-    from autotune.model import read_model
-
-    options = submission.options
-    model = read_model(options.model)
-    named = blobs.model_files(options.model)
+    options, model = submission.options, submission.model
+    named = blobs.model_files(model)
     attached = _attachments(options)
     values = job_options(options)
     for name, (file_name, _) in attached.items():
@@ -432,22 +431,6 @@ def job_rows(db: Database, job_id: int | None = None) -> list[dict[str, Any]]:
 
 def class_fingerprints(db: Database) -> dict[str, Any]:
     return dict(db.run(lambda c: c.execute(sa.select(classes.c.name, classes.c.fingerprint)).all()))
-
-
-def agent_rows(db: Database) -> list[dict[str, Any]]:
-    """Every agent with whether it is alive (a heartbeat younger than ``STALE_S``)."""
-
-    def read(connection: sa.Connection) -> list[dict[str, Any]]:
-        alive = sa.case(
-            (agents.c.heartbeat > sa.func.now() - sa.text(f"interval '{STALE_S:g} seconds'"), True),
-            else_=False,
-        )
-        rows = connection.execute(
-            sa.select(agents, alive.label("alive")).order_by(agents.c.started)
-        )
-        return [dict(row._mapping) for row in rows]
-
-    return db.run(read)
 
 
 def task_result(db: Database, job_id: int, machine_class: str) -> dict[str, Any] | None:

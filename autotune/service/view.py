@@ -8,9 +8,8 @@ from typing import Any
 
 from autotune.config import TunedConfig
 from autotune.objectives import parse_objective
+from autotune.options import RunOptions
 from autotune.results.tables import format_value, text_table
-
-DEFAULT_TRIALS = 30
 
 
 def objective_of(job: Mapping[str, Any]) -> str:
@@ -19,7 +18,7 @@ def objective_of(job: Mapping[str, Any]) -> str:
 
 
 def budget_of(job: Mapping[str, Any]) -> int:
-    return int(job["options"].get("trials", DEFAULT_TRIALS))
+    return int(job["options"].get("trials", RunOptions.trials))
 
 
 def state_of(job: Mapping[str, Any], task: Mapping[str, Any], progress: Mapping[str, int]) -> str:

@@ -154,8 +154,9 @@ def test_a_model_with_external_weights_travels_whole(
     path.parent.mkdir()
     onnx.save_model(onnx.load(magika), path, save_as_external_data=True,
                     location="model.weights", size_threshold=0)  # fmt: skip
-    identity = read_model(path).sha256
-    named = blobs.model_files(path)
+    info = read_model(path)
+    identity = info.sha256
+    named = blobs.model_files(info)
     assert [name for name, _ in named] == ["model.onnx", "model.weights"]
     db = database(pg_url)
     stored = [f.to_dict() for f in db.run(lambda c: blobs.store(c, named))]
